@@ -1,0 +1,68 @@
+"""`compress(model, recipe)`: one-shot application of a recipe's modifiers, without training."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from .errors import RecipeError
+from .modifiers.base import StageContext
+from .recipe import ModifierSpec, Recipe, Stage
+
+
+def compress(
+    model: PreTrainedModel,
+    recipe: Recipe | Stage | Iterable[ModifierSpec | dict[str, Any]],
+    calibration_data: Iterable[dict[str, torch.Tensor]] | Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None,
+    teacher: PreTrainedModel | None = None,
+    tokenizer: Any = None,
+) -> PreTrainedModel:
+    """Applies post-training modifiers to `model` and returns the compressed model.
+
+    Args:
+        model: the model to compress (changed in place where the technique allows).
+        recipe: a `Recipe` whose stages are all one-shot (`epochs: 0`), one `Stage`, or a list
+            of modifier dicts such as `[{"type": "ffn_pruning", "sparsity": 0.5}]`.
+        calibration_data: batches (dicts of tensors with labels) for techniques that score
+            importance or calibrate on data (e.g. Taylor importance).
+        teacher: a teacher model, for techniques that use one.
+        tokenizer: the tokenizer, for techniques that rewrite it.
+
+    Raises:
+        RecipeError: a stage trains; use `CompressionTrainer` for those.
+    """
+    stages = _as_stages(recipe)
+    for stage in stages:
+        if stage.trains:
+            raise RecipeError(
+                f"stage {stage.name!r} trains (epochs={stage.epochs}); `compress` applies one-shot stages only. "
+                "Use CompressionTrainer (or `hf-compress run`) for training stages."
+            )
+    device = next(model.parameters()).device
+    loader = calibration_data if callable(calibration_data) or calibration_data is None else (lambda: iter(calibration_data))
+    ctx = StageContext(teacher=teacher, tokenizer=tokenizer, train_dataloader=loader, device=device)
+    for index, stage in enumerate(stages):
+        ctx.stage, ctx.stage_index = stage, index
+        modifiers = [spec.build() for spec in stage.modifiers]
+        for modifier in modifiers:
+            model = modifier.on_initialize(model, ctx) or model
+        for modifier in modifiers:
+            model = modifier.on_finalize(model, ctx) or model
+    return model
+
+
+def _as_stages(recipe: Recipe | Stage | Iterable[ModifierSpec | dict[str, Any]]) -> tuple[Stage, ...]:
+    if isinstance(recipe, Recipe):
+        return recipe.stages
+    if isinstance(recipe, Stage):
+        return (recipe,)
+    from .recipe import _build_stage
+
+    entries = list(recipe)
+    if all(isinstance(e, ModifierSpec) for e in entries):
+        return (Stage(name="compress", modifiers=tuple(entries)),)
+    raw = [e if isinstance(e, dict) else {"type": e.type} for e in entries]
+    return (_build_stage({"name": "compress", "modifiers": raw}, "compress()"),)

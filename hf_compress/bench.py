@@ -1,0 +1,80 @@
+"""`hf-compress bench`: size, parameters, latency (and the GLUE metric) of several models side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .evaluation import model_figures
+from .measure import environment
+from .models import load_tokenizer, resolve_model_source
+from .reporting import human_bytes
+
+
+def bench_models(
+    models: list[str],
+    task: str | None = None,
+    glue_dir: str | None = None,
+    batch_sizes: tuple[int, ...] = (1, 32),
+    seq_len: int = 128,
+    runs: int = 10,
+    max_eval_samples: int | None = None,
+    output: str | None = None,
+) -> list[dict[str, Any]]:
+    """Measures every model in the same process and returns one row per model.
+
+    Each row has `model`, `size_bytes`, `num_parameters`, `nonzero_parameters`, `latency_ms`
+    (per batch size: median, p10, p90) and, with `task`, `metrics`.
+    """
+    from transformers import AutoModel
+
+    from .data.glue_tasks import get_task
+    from .data.preprocess import load_task_datasets
+    from .evaluation import evaluate_task
+    from .models import load_for_task
+
+    glue_task = get_task(task) if task else None
+    rows = []
+    for name in models:
+        source = resolve_model_source(name)
+        model = load_for_task(source, glue_task) if glue_task else AutoModel.from_pretrained(source)
+        saved_dir = source if Path(source).is_dir() else None
+        row: dict[str, Any] = {"model": name}
+        row.update(
+            model_figures(
+                model, saved_dir=saved_dir, latency_config={"batch_sizes": batch_sizes, "seq_len": seq_len, "runs": runs}
+            )
+        )
+        if glue_task is not None:
+            tokenizer = load_tokenizer(source)
+            _, dev = load_task_datasets(glue_task, tokenizer, seq_len, max_eval_samples=max_eval_samples, glue_dir=glue_dir, with_train=False)
+            row["metrics"] = evaluate_task(model, tokenizer, glue_task, dev)
+        rows.append(row)
+        del model
+    if output:
+        Path(output).write_text(json.dumps({"environment": environment(), "seq_len": seq_len, "results": rows}, indent=2))
+    return rows
+
+
+def format_bench_table(rows: list[dict[str, Any]]) -> str:
+    batch_sizes = list(rows[0]["latency_ms"]) if rows and "latency_ms" in rows[0] else []
+    header = ["model", "params", "non-zero", "size", *[f"bs={b} ms" for b in batch_sizes]]
+    has_metric = any("metrics" in r for r in rows)
+    if has_metric:
+        header.append("metric")
+    table = [header]
+    for r in rows:
+        line = [
+            r["model"],
+            f"{r['num_parameters'] / 1e6:.2f}M",
+            f"{r['nonzero_parameters'] / 1e6:.2f}M",
+            human_bytes(r["size_bytes"]),
+            *[f"{r['latency_ms'][b]['median']:.1f}" for b in batch_sizes],
+        ]
+        if has_metric:
+            metrics = {k: v for k, v in r.get("metrics", {}).items() if k != "eval_samples"}
+            line.append(", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
+        table.append(line)
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in table)

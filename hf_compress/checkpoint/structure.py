@@ -1,0 +1,111 @@
+"""`compression_config`: the structural facts a compressed checkpoint needs to rebuild itself.
+
+`config.compression_config` is a plain, versioned dict saved in config.json:
+
+    {"version": 1, "ffn_width": {"0": 768, ...}, "heads": {"0": 6, ...}, "int8_linear": [...], ...}
+
+Each technique that changes the module tree registers a rebuilder for its key with
+`@register_rebuild(key, order)`. When a compressed model class is constructed (which
+`from_pretrained` does before loading weights) `apply_structure` calls the rebuilders in
+`order` (reshaping first, module replacements after), so the state dict fits exactly. A
+technique records what it did with `record_structure(model, key, value)`, which also turns the
+model into its family's compressed class so `save_pretrained` writes the right `model_type`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import CheckpointError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+FORMAT_VERSION = 1
+
+# Conventional orders: 10 vocabulary, 20 layers, 30 heads, 40 FFN width, 50 factorization,
+# 60 sharing / clustering / sparse storage, 70 quantized storage.
+
+
+@dataclass(frozen=True)
+class Rebuilder:
+    key: str
+    order: int
+    fn: Callable[[Any, Any], None]
+
+
+REBUILDERS: dict[str, Rebuilder] = {}
+
+
+def register_rebuild(key: str, order: int) -> Callable[[Callable[[Any, Any], None]], Callable[[Any, Any], None]]:
+    """Registers `fn(model, value)` that rebuilds modules for `compression_config[key]`."""
+
+    def decorator(fn: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+        REBUILDERS[key] = Rebuilder(key, order, fn)
+        return fn
+
+    return decorator
+
+
+def apply_structure(model: PreTrainedModel, compression_config: dict[str, Any] | None) -> None:
+    """Rebuilds the compressed module tree of a freshly constructed model.
+
+    Raises:
+        CheckpointError: the config is newer than this hf-compress or names an unknown structure.
+    """
+    if not compression_config:
+        return
+    from .. import modifiers  # noqa: F401  (techniques register their rebuilders on import)
+
+    version = compression_config.get("version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"compression_config version {version!r} is newer than this hf-compress understands "
+            f"({FORMAT_VERSION}); upgrade with `pip install -U hf-compress`."
+        )
+    unknown = [k for k in compression_config if k not in REBUILDERS and k not in ("version", "methods")]
+    if unknown:
+        raise CheckpointError(
+            f"compression_config has unknown entries {unknown}; this checkpoint was written by a newer or "
+            f"different hf-compress. Known entries: {sorted(REBUILDERS)}."
+        )
+    for rebuilder in sorted(REBUILDERS.values(), key=lambda r: r.order):
+        if rebuilder.key in compression_config:
+            try:
+                rebuilder.fn(model, compression_config[rebuilder.key])
+            except CheckpointError:
+                raise
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+                raise CheckpointError(
+                    f"compression_config[{rebuilder.key!r}] does not fit this model ({exc}); the checkpoint's "
+                    "config.json is corrupt or was edited by hand."
+                ) from exc
+
+
+def record_structure(model: PreTrainedModel, key: str, value: Any) -> None:
+    """Stores `value` under `key` in the model's compression_config (promoting it to its compressed class)."""
+    from .families import to_compressed
+
+    to_compressed(model)
+    config = dict(model.config.compression_config or {"version": FORMAT_VERSION})
+    config[key] = value
+    model.config.compression_config = config
+
+
+def record_method(model: PreTrainedModel, method: str) -> None:
+    """Adds a technique name to `compression_config["methods"]` (for cards and tags)."""
+    from .families import to_compressed
+
+    to_compressed(model)
+    config = dict(model.config.compression_config or {"version": FORMAT_VERSION})
+    methods = list(config.get("methods", []))
+    if method not in methods:
+        methods.append(method)
+    config["methods"] = methods
+    model.config.compression_config = config
+
+
+def get_structure(model: PreTrainedModel, key: str, default: Any = None) -> Any:
+    return (getattr(model.config, "compression_config", None) or {}).get(key, default)

@@ -1,0 +1,173 @@
+"""The `hf-compress` command: run, eval, bench, validate, push.
+
+Errors hf-compress raises on purpose (bad recipe, missing data, unsupported model, corrupt
+checkpoint, existing output) are printed as one clear line and exit with status 2, without a
+traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from .errors import HfCompressError
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_warning()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("torchao", "bitsandbytes", "httpx", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .recipe import Recipe
+
+    recipe = Recipe.from_yaml(args.recipe, overrides=args.set)
+    stages = ", ".join(f"{s.name} ({s.epochs:g} ep: {', '.join(m.type for m in s.modifiers) or 'no modifiers'})" for s in recipe.stages)
+    print(f"{args.recipe}: valid recipe for {recipe.base_model} on {recipe.task}; stages: {stages}")
+    if args.print:
+        print(recipe.to_yaml())
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .recipe import Recipe
+    from .runner import run_recipe
+
+    recipe = Recipe.from_yaml(args.recipe, overrides=args.set)
+    latency_config: dict[str, Any] = {"runs": args.latency_runs}
+    run_recipe(
+        recipe,
+        overwrite=args.overwrite,
+        glue_dir=args.glue_dir,
+        latency=not args.no_latency,
+        latency_config=latency_config,
+        push=not args.no_push,
+    )
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .data.glue_tasks import get_task
+    from .data.preprocess import load_task_datasets
+    from .evaluation import evaluate_task
+    from .models import load_tokenizer, resolve_model_source
+    from .quant_loading import load_model_for_eval
+
+    task = get_task(args.task)
+    source = resolve_model_source(args.model)
+    tokenizer = load_tokenizer(source)
+    model = load_model_for_eval(source, task, args.load_in)
+    _, dev = load_task_datasets(
+        task, tokenizer, args.max_seq_length, max_eval_samples=args.max_eval_samples, glue_dir=args.glue_dir, with_train=False
+    )
+    results = {"model": args.model, "task": task.name, **evaluate_task(model, tokenizer, task, dev, batch_size=args.batch_size)}
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_models
+
+    rows = bench_models(
+        args.models,
+        task=args.task,
+        glue_dir=args.glue_dir,
+        batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
+        seq_len=args.seq_len,
+        runs=args.runs,
+        max_eval_samples=args.max_eval_samples,
+        output=args.output,
+    )
+    from .bench import format_bench_table
+
+    print(format_bench_table(rows))
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .hub import push_to_hub
+
+    url = push_to_hub(args.output_dir, args.repo_id, private=args.private, revision=args.revision, commit_message=args.commit_message)
+    print(f"pushed {args.output_dir} to {url}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-compress", description="Compress Hugging Face models with YAML recipes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_set(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a recipe key (repeatable)")
+
+    p = sub.add_parser("run", help="compress + evaluate + write the checkpoint, report and model card")
+    p.add_argument("recipe", help="recipe YAML file")
+    add_set(p)
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output_dir")
+    p.add_argument("--glue-dir", help="local GLUE folder (original TSV layout); default HF_COMPRESS_GLUE_DIR")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--latency-runs", type=int, default=10, help="timed runs per batch size (default 10)")
+    p.add_argument("--no-push", action="store_true", help="do not push even if the recipe has push_to_hub")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("validate", help="check a recipe without loading any model")
+    p.add_argument("recipe")
+    add_set(p)
+    p.add_argument("--print", action="store_true", help="print the recipe with every default filled in")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("eval", help="GLUE dev metrics of a model as JSON")
+    p.add_argument("model", help="model directory or Hub id")
+    p.add_argument("--task", required=True)
+    p.add_argument("--glue-dir")
+    p.add_argument("--max-eval-samples", type=int)
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--load-in", choices=("8bit", "4bit-nf4", "4bit-fp4"), help="quantize on load with bitsandbytes")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("bench", help="size / parameters / latency (/ accuracy with --task) table")
+    p.add_argument("models", nargs="+", help="model directories or Hub ids")
+    p.add_argument("--task", help="also measure the GLUE dev metric")
+    p.add_argument("--glue-dir")
+    p.add_argument("--max-eval-samples", type=int)
+    p.add_argument("--batch-sizes", default="1,32")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--output", help="write the results as JSON here")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("push", help="push a compressed output directory to the Hub")
+    p.add_argument("output_dir")
+    p.add_argument("--repo-id", required=True)
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--revision")
+    p.add_argument("--commit-message")
+    p.set_defaults(func=_cmd_push)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return args.func(args)
+    except HfCompressError as exc:
+        print(f"hf-compress: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hf-compress: interrupted; no output directory was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

@@ -1,0 +1,358 @@
+"""Recipe format v1 (DESIGN.md section 2): YAML parsed into frozen, validated dataclasses.
+
+    recipe = Recipe.from_yaml("recipes/quickstart.yaml", overrides=["training.learning_rate=3e-5"])
+
+Validation is strict and happens before any model loads: unknown keys, wrong types, out-of-range
+values, unknown modifier types, distillation without a teacher, and training stages after a
+modifier that freezes weights (quantize last) all raise `RecipeError` naming the file, the key
+path and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import RecipeError
+from .modifiers.base import Modifier, ModifierConfig
+from .schema import build, option, to_dict
+
+GLUE_TASK_NAMES = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+RECIPE_VERSION = 1
+# Recipes are small; a larger file is a mistake (or a YAML bomb), refuse before parsing it.
+MAX_RECIPE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class FinetuneBase:
+    """Fine-tune the base model on the task before compressing (it becomes teacher and baseline)."""
+
+    epochs: float = option(1.0, help="training epochs of the base model on the task", range=(0, 100), exclusive=(True, False))
+    learning_rate: float | None = option(None, help="overrides training.learning_rate for this fine-tuning", range=(0, 1), exclusive=(True, False))
+    max_train_samples: int | None = option(None, help="overrides data.max_train_samples for this fine-tuning", range=(1, None))
+    cache_dir: str | None = option(
+        None, help="directory to save the fine-tuned base in, and reuse it from when it is already there"
+    )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    max_train_samples: int | None = option(None, help="use at most this many training examples (null = all)", range=(1, None))
+    max_eval_samples: int | None = option(None, help="evaluate on at most this many dev examples (null = all)", range=(1, None))
+    max_seq_length: int = option(128, help="truncate inputs to this many tokens", range=(8, 4096))
+    glue_dir: str | None = option(
+        None, help="local GLUE folder (original TSV layout); default: HF_COMPRESS_GLUE_DIR, ../shared/data/glue, else the Hub"
+    )
+
+
+@dataclass(frozen=True)
+class ModifierSpec:
+    """One entry of a stage's `modifiers` list: its registry type and its validated config."""
+
+    type: str
+    config: ModifierConfig
+
+    @property
+    def modifier_class(self) -> type[Modifier]:
+        from .registry import get_modifier_class
+
+        return get_modifier_class(self.type)
+
+    def build(self) -> Modifier:
+        return self.modifier_class(self.config)
+
+    def to_dict(self) -> dict[str, Any]:
+        # Every key is written, defaults included, so a saved recipe.yaml records exactly what ran.
+        return {"type": self.type, **to_dict(self.config)}
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    epochs: float = 0.0
+    modifiers: tuple[ModifierSpec, ...] = ()
+    training: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def trains(self) -> bool:
+        return self.epochs > 0
+
+
+@dataclass(frozen=True)
+class PushToHub:
+    repo_id: str = option(help="Hub repository, `user/name`")
+    private: bool = option(False, help="create the repository private")
+    revision: str | None = option(None, help="branch to push to (default: main)")
+    commit_message: str | None = option(None, help="commit message (default: generated)")
+
+
+@dataclass(frozen=True)
+class _StageFields:
+    name: str = option(help="stage name, used in logs and the model card")
+    epochs: float = option(0.0, help="training epochs of this stage; 0 = one-shot (apply, no training)", range=(0, 1000))
+    modifiers: tuple[dict[str, Any], ...] = option((), help="the modifiers applied in this stage, in order")
+    training: dict[str, Any] = option(
+        default_factory=dict, help="TrainingArguments fields for this stage only (override `training`)"
+    )
+
+
+@dataclass(frozen=True)
+class _RecipeFields:
+    base_model: str = option(help="Hub id or local path of the model to compress")
+    task: str = option(help="GLUE task", choices=GLUE_TASK_NAMES)
+    stages: tuple[dict[str, Any], ...] = option(help="compression stages, run in order")
+    output_dir: str = option(help="where the compressed model is written")
+    teacher: str = option("none", help="`finetuned-base`, a Hub id or local path, or `none`")
+    finetune_base: FinetuneBase | None = option(None, help="fine-tune the base on the task first")
+    data: DataConfig = option(default_factory=DataConfig, help="data options")
+    training: dict[str, Any] = option(default_factory=dict, help="TrainingArguments fields shared by all stages")
+    push_to_hub: PushToHub | None = option(None, help="push the result to the Hub after a successful run")
+    seed: int = option(42, help="random seed")
+    version: int = option(RECIPE_VERSION, help="recipe format version", choices=(RECIPE_VERSION,))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated compression recipe. Build with `Recipe.from_yaml`, `from_dict` or `from_string`."""
+
+    base_model: str
+    task: str
+    stages: tuple[Stage, ...]
+    output_dir: str
+    teacher: str = "none"
+    finetune_base: FinetuneBase | None = None
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    training: dict[str, Any] = dataclasses.field(default_factory=dict)
+    push_to_hub: PushToHub | None = None
+    seed: int = 42
+    version: int = RECIPE_VERSION
+    source: str | None = None  # the file it came from, for messages
+
+    # Construction -------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
+        """Reads and validates a recipe file.
+
+        Args:
+            path: the YAML file.
+            overrides: `key.path=value` strings (values parsed as YAML), applied before validation.
+
+        Raises:
+            RecipeError: the file is missing, not YAML, or invalid; the message names file and key.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise RecipeError(f"{path}: recipe file not found; the shipped recipes are in recipes/")
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{path}: recipe is larger than {MAX_RECIPE_BYTES} bytes; is this the right file?")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecipeError(f"{path}: not UTF-8 text ({exc}); save the recipe as UTF-8") from exc
+        return cls.from_string(text, source=str(path), overrides=overrides)
+
+    @classmethod
+    def from_string(cls, text: str, source: str = "<string>", overrides: list[str] | None = None) -> Recipe:
+        data = _safe_load(text, source)
+        return cls.from_dict(data, source=source, overrides=overrides)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>", overrides: list[str] | None = None) -> Recipe:
+        if not isinstance(data, dict):
+            raise RecipeError(f"{source}: a recipe is a mapping of keys (base_model, task, stages, ...), got {type(data).__name__}")
+        data = apply_overrides(data, overrides or [], source)
+        fields = build(_RecipeFields, data, f"{source}:")
+        stages = tuple(_build_stage(s, f"{source}: stages[{i}]") for i, s in enumerate(fields.stages))
+        values = {f.name: getattr(fields, f.name) for f in dataclasses.fields(_RecipeFields)}
+        values["stages"] = stages
+        recipe = cls(**values, source=source)
+        recipe.validate()
+        return recipe
+
+    # Validation ---------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Cross-field checks: teacher needs, stage order, training argument names."""
+        where = f"{self.source}:"
+        if not self.stages:
+            raise RecipeError(f"{where} stages: a recipe needs at least one stage")
+        _check_training_args(self.training, f"{where} training")
+        if self.teacher == "finetuned-base" and self.finetune_base is None:
+            raise RecipeError(
+                f"{where} teacher: `finetuned-base` needs a `finetune_base: {{epochs: 1}}` section "
+                "(or name a fine-tuned teacher by path or Hub id)"
+            )
+        names = [s.name for s in self.stages]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate:
+            raise RecipeError(f"{where} stages: stage name {duplicate!r} is used twice; names must be unique")
+        frozen_by: str | None = None
+        for i, stage in enumerate(self.stages):
+            stage_where = f"{where} stages[{i}]"
+            _check_training_args(stage.training, f"{stage_where}.training")
+            classes = [m.modifier_class for m in stage.modifiers]
+            if frozen_by and stage.trains and not any(c.allows_training_after_freeze for c in classes):
+                raise RecipeError(
+                    f"{stage_where}: stage {stage.name!r} trains (epochs={stage.epochs}) after {frozen_by} froze the "
+                    "weights; put quantization in the last stage (or train LoRA adapters on it)"
+                )
+            for j, (spec, cls) in enumerate(zip(stage.modifiers, classes)):
+                mod_where = f"{stage_where}.modifiers[{j}] ({spec.type})"
+                if cls.requires_teacher and self.teacher == "none":
+                    raise RecipeError(
+                        f"{mod_where}: needs a teacher; set `teacher: finetuned-base` (with finetune_base) or a path"
+                    )
+                if cls.requires_training and not stage.trains:
+                    raise RecipeError(f"{mod_where}: only works in a training stage; set the stage's epochs > 0")
+                if cls.allows_training_after_freeze and not stage.trains:
+                    raise RecipeError(f"{mod_where}: trains adapters; set the stage's epochs > 0")
+                if cls.freezes_weights:
+                    frozen_by = f"stages[{i}].modifiers[{j}] ({spec.type})"
+                    if stage.trains and not cls.trains_before_freezing:
+                        raise RecipeError(
+                            f"{mod_where}: freezes the weights, so its stage cannot train; use epochs: 0 "
+                            "(or qat_int8 to train with quantization)"
+                        )
+
+    # Output -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "version": self.version,
+            "base_model": self.base_model,
+            "task": self.task,
+            "teacher": self.teacher,
+        }
+        if self.finetune_base is not None:
+            data["finetune_base"] = to_dict(self.finetune_base)
+        data["data"] = to_dict(self.data)
+        if self.training:
+            data["training"] = dict(self.training)
+        data["stages"] = [
+            {
+                "name": s.name,
+                "epochs": s.epochs,
+                "modifiers": [m.to_dict() for m in s.modifiers],
+                **({"training": dict(s.training)} if s.training else {}),
+            }
+            for s in self.stages
+        ]
+        data["output_dir"] = self.output_dir
+        if self.push_to_hub is not None:
+            data["push_to_hub"] = to_dict(self.push_to_hub)
+        data["seed"] = self.seed
+        return data
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(self.to_yaml(), encoding="utf-8")
+
+    def replace(self, **changes: Any) -> Recipe:
+        """A re-validated copy with top-level fields changed."""
+        data = {**self.to_dict(), **changes}
+        return Recipe.from_dict(data, source=self.source or "<recipe>")
+
+
+def _build_stage(data: Any, where: str) -> Stage:
+    from .registry import MODIFIERS, registered_modifier_types
+
+    fields = build(_StageFields, data, where)
+    specs = []
+    for j, entry in enumerate(fields.modifiers):
+        mod_where = f"{where}.modifiers[{j}]"
+        if not isinstance(entry, dict) or "type" not in entry:
+            raise RecipeError(f"{mod_where}: a modifier is a mapping with a `type`; types: {', '.join(registered_modifier_types())}")
+        entry = dict(entry)
+        type_name = entry.pop("type")
+        known = registered_modifier_types()
+        if type_name not in MODIFIERS:
+            raise RecipeError(f"{mod_where}.type: unknown modifier {type_name!r}; allowed values: {', '.join(known)}")
+        config = build(MODIFIERS[type_name].config_class, entry, f"{mod_where}")
+        specs.append(ModifierSpec(type=type_name, config=config))
+    return Stage(name=fields.name, epochs=fields.epochs, modifiers=tuple(specs), training=dict(fields.training))
+
+
+def _check_training_args(values: dict[str, Any], where: str) -> None:
+    from transformers import TrainingArguments
+
+    allowed = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    # The recipe owns these: output_dir comes from the recipe, epochs from each stage.
+    owned = {"output_dir", "num_train_epochs"}
+    for key in values:
+        if key in owned:
+            raise RecipeError(f"{where}.{key}: set by the recipe itself (output_dir / a stage's epochs), remove it here")
+        if key not in allowed:
+            close = sorted(k for k in allowed if key.split("_")[0] in k)[:8]
+            hint = f"; did you mean one of: {', '.join(close)}" if close else ""
+            raise RecipeError(f"{where}.{key}: not a transformers.TrainingArguments field{hint}")
+
+
+class _NoAliasSafeLoader(yaml.SafeLoader):
+    """`yaml.safe_load` without anchors/aliases: a recipe never needs them, and aliases are how
+    "billion laughs" YAML bombs blow up memory."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(None, None, "YAML aliases (*name) are not allowed in recipes", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+# YAML 1.1 (PyYAML) reads `3e-5` as a string; recipes are full of learning rates written that
+# way, so floats follow YAML 1.2's pattern (exponent without a dot) here.
+_NoAliasSafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _safe_load(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_NoAliasSafeLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{source}: not valid YAML: {exc}") from exc
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """Applies `a.b.c=value` overrides (value parsed as YAML; list items as `stages.0.epochs=2`)."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise RecipeError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. training.learning_rate=3e-5")
+        value = _safe_load(raw, f"--set {key}")
+        parts = key.split(".")
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
+            node = _descend(node, part, ".".join(parts[: depth + 1]), item)
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise RecipeError(f"--set {item!r}: {key} is not an index of a {len(node)}-item list")
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise RecipeError(f"--set {item!r}: cannot set a key inside a {type(node).__name__}")
+    return data
+
+
+def _descend(node: Any, part: str, shown: str, item: str) -> Any:
+    if isinstance(node, list):
+        if not part.isdigit() or int(part) >= len(node):
+            raise RecipeError(f"--set {item!r}: {shown} is not an index of a {len(node)}-item list")
+        return node[int(part)]
+    if isinstance(node, dict):
+        if node.get(part) is None:
+            node[part] = {}
+        return node[part]
+    raise RecipeError(f"--set {item!r}: {shown} is not a mapping or list")

@@ -1,0 +1,183 @@
+"""`CompressionTrainer`: a thin `transformers.Trainer` subclass that runs a recipe's stages.
+
+The only overridden training behaviour is `compute_loss` (so loss-changing modifiers such as
+distillation can plug in). Everything else a technique does happens through `ModifierCallback`
+(hf_compress/callbacks.py) and the modifier lifecycle (hf_compress/modifiers/base.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from transformers import DataCollatorWithPadding, PreTrainedModel, Trainer, TrainingArguments
+from transformers.trainer_utils import TrainOutput
+
+from .callbacks import ModifierCallback
+from .modifiers.base import Modifier, StageContext
+from .recipe import Recipe, Stage
+
+logger = logging.getLogger(__name__)
+
+
+class CompressionTrainer(Trainer):
+    """Runs the stages of a compression recipe on a model.
+
+    `train()` runs every stage of `recipe` in order: each stage builds its modifiers, calls their
+    `on_initialize`, trains for the stage's `epochs` (none for one-shot stages) and calls their
+    `on_finalize`. Without a recipe it is a plain `Trainer`.
+
+    Args:
+        model: the model to compress (the student).
+        args: `TrainingArguments` shared by all stages; a stage's `training:` keys override them.
+        recipe: the `Recipe` to run (or `stages` to run only some).
+        teacher: a teacher model for distillation; kept in eval mode, without gradients, on the
+            student's device.
+        task: the `GlueTask` (used by modifiers that need to know the label space).
+        stages: run these stages instead of `recipe.stages`.
+        retokenize: called with the new tokenizer when a modifier replaced it (vocabulary
+            pruning); returns the re-tokenized `(train_dataset, eval_dataset)`.
+        **kwargs: any other `Trainer` argument (datasets, data collator, processing class, ...).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel | None = None,
+        args: TrainingArguments | None = None,
+        recipe: Recipe | None = None,
+        teacher: PreTrainedModel | None = None,
+        task: Any = None,
+        stages: tuple[Stage, ...] | None = None,
+        retokenize: Callable[[Any], tuple[Any, Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model=model, args=args, **kwargs)
+        self.recipe = recipe
+        self.stages = tuple(stages if stages is not None else (recipe.stages if recipe else ()))
+        self.task = task
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.eval()
+            teacher.requires_grad_(False)
+            teacher.to(self.args.device)
+        self.modifiers: list[Modifier] = []
+        self.context = StageContext(teacher=teacher, task=task, tokenizer=self.processing_class)
+        self.modifier_callback = ModifierCallback(self)
+        self.add_callback(self.modifier_callback)
+        self.stage_summaries: list[dict[str, Any]] = []
+        self.retokenize = retokenize
+
+    # Stages ----------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> TrainOutput:  # type: ignore[override]
+        """Runs every stage of the recipe (or plain training without one)."""
+        if not self.stages:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        output = TrainOutput(global_step=0, training_loss=0.0, metrics={})
+        for index, stage in enumerate(self.stages):
+            output = self.run_stage(stage, index) or output
+        return output
+
+    def run_stage(self, stage: Stage, index: int = 0) -> TrainOutput | None:
+        """Runs one stage: initialize its modifiers, train `stage.epochs`, finalize them."""
+        logger.info("stage %d (%s): %d modifier(s), %s epoch(s)", index, stage.name, len(stage.modifiers), stage.epochs)
+        self.modifiers = [spec.build() for spec in stage.modifiers]
+        ctx = self.context
+        ctx.stage, ctx.stage_index, ctx.step, ctx.total_steps = stage, index, 0, 0
+        ctx.device = self.args.device
+        ctx.world_size = self.args.world_size
+        ctx.is_main_process = self.is_world_process_zero()
+        ctx.train_dataloader = self._calibration_batches if self.train_dataset is not None else None
+
+        for modifier in self.modifiers:
+            self._swap_model(modifier.on_initialize(self.model, ctx))
+        self._follow_tokenizer()
+
+        output = None
+        if stage.trains:
+            self._reset_optimizer()
+            with self._stage_args(stage):
+                output = super().train()
+        ctx.step = ctx.total_steps
+
+        for modifier in self.modifiers:
+            self._swap_model(modifier.on_finalize(self.model, ctx))
+        self._follow_tokenizer()
+        self.stage_summaries.append(
+            {"name": stage.name, "epochs": stage.epochs, "modifiers": [m.summary() for m in self.modifiers]}
+        )
+        self.modifiers = []
+        self._reset_optimizer()
+        return output
+
+    @contextlib.contextmanager
+    def _stage_args(self, stage: Stage) -> Iterator[None]:
+        # Set in place and restored after: rebuilding TrainingArguments (dataclasses.replace)
+        # re-runs its __post_init__, which resets accelerate's shared state mid-run.
+        overrides = {**stage.training, "num_train_epochs": stage.epochs}
+        saved = {key: getattr(self.args, key) for key in overrides}
+        try:
+            for key, value in overrides.items():
+                setattr(self.args, key, value)
+            yield
+        finally:
+            for key, value in saved.items():
+                setattr(self.args, key, value)
+
+    def _reset_optimizer(self) -> None:
+        # A stage may have changed the parameters (pruned, factorized, replaced): the next stage
+        # needs a fresh optimizer and schedule over the current parameters.
+        self.optimizer = None
+        self.lr_scheduler = None
+        self.model_wrapped = self.model
+
+    def _swap_model(self, new_model: PreTrainedModel | None) -> None:
+        if new_model is not None and new_model is not self.model:
+            self.model = new_model
+            self.model_wrapped = new_model
+
+    def _follow_tokenizer(self) -> None:
+        # A modifier replaced the tokenizer (vocabulary pruning): the data must be re-encoded.
+        new = self.context.tokenizer
+        if new is None or new is self.processing_class:
+            return
+        if self.retokenize is None:
+            raise RuntimeError("a modifier replaced the tokenizer; pass `retokenize=` to CompressionTrainer")
+        self.train_dataset, self.eval_dataset = self.retokenize(new)
+        self.processing_class = new
+        self.data_collator = DataCollatorWithPadding(new)
+
+    def _calibration_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Training batches on the model's device, for importance scores and calibration."""
+        for batch in self.get_train_dataloader():
+            yield {k: v.to(self.args.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    # Loss -----------------------------------------------------------------------------------
+    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        """The usual optimizer, plus any parameters that modifiers train beside the model
+        (e.g. distillation's hidden-state projections)."""
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        extra = [p for m in self.modifiers for module in m.trainable_modules() for p in module.parameters() if p.requires_grad]
+        if extra:
+            optimizer.add_param_group({"params": extra, "weight_decay": 0.0})
+        return optimizer
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        extra_kwargs: dict[str, Any] = {}
+        for modifier in self.modifiers:
+            extra_kwargs.update(modifier.forward_kwargs())
+        model_inputs = {**inputs, **extra_kwargs}
+        loss, outputs = super().compute_loss(
+            model, model_inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
+        for modifier in self.modifiers:
+            loss = modifier.compute_loss(loss, model, inputs, outputs, self.context)
+        return (loss, outputs) if return_outputs else loss

@@ -1,0 +1,42 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _glue_dir() -> Path | None:
+    candidates = [os.environ.get("HF_COMPRESS_GLUE_DIR"), str(REPO.parent / "shared" / "data" / "glue")]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "SST-2" / "dev.tsv").is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    path = _glue_dir()
+    if path is None:
+        pytest.skip("real GLUE files not found; set HF_COMPRESS_GLUE_DIR")
+    return path
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="run GLUE-scale / real-model tests")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    skip_slow = pytest.mark.skip(reason="slow: run with --run-slow")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--run-slow"):
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)

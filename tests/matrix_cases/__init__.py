@@ -1,0 +1,1 @@
+"""One file per technique, each defining `CASES = [MatrixCase(...)]` (see tests/matrix.py)."""

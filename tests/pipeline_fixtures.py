@@ -1,0 +1,92 @@
+"""A tiny local base model with a real tokenizer, and a test-only structural modifier, for
+end-to-end runs on real GLUE slices without downloads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers.pytorch_utils import prune_linear_layer
+
+from hf_compress import register_modifier
+from hf_compress.adapters import get_adapter
+from hf_compress.checkpoint import record_method, record_structure, register_rebuild
+from hf_compress.models import packaged_minilm_dir
+from hf_compress.modifiers import Modifier, ModifierConfig
+from hf_compress.schema import option
+from tiny import tiny_tokenizer
+
+
+def make_tiny_base(directory: Path) -> Path:
+    """Saves a 2-layer BERT (hidden 32) with the MiniLM WordPiece tokenizer when installed
+    (so real GLUE text tokenizes sensibly), else the tiny test vocabulary."""
+    directory.mkdir(parents=True, exist_ok=True)
+    minilm = packaged_minilm_dir()
+    tokenizer = AutoTokenizer.from_pretrained(minilm) if minilm else tiny_tokenizer(directory)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@register_rebuild("_pipeline_ffn", 40)
+def _rebuild(model, widths):
+    adapter = get_adapter(model)
+    for index, width in widths.items():
+        layer = adapter.layer(model, int(index))
+        ffn_in, ffn_out = adapter.get(layer, adapter.ffn_in), adapter.get(layer, adapter.ffn_out)
+        adapter.set(layer, adapter.ffn_in, nn.Linear(ffn_in.in_features, width))
+        adapter.set(layer, adapter.ffn_out, nn.Linear(width, ffn_out.out_features))
+
+
+@dataclass(frozen=True)
+class HalveFfnConfig(ModifierConfig):
+    fail: bool = option(False, help="raise in on_finalize (to test that no output is left behind)")
+
+
+@register_modifier("_halve_ffn")
+class HalveFfn(Modifier):
+    """Test-only: keeps the first half of every FFN's neurons."""
+
+    config_class = HalveFfnConfig
+
+    def on_initialize(self, model, ctx):
+        adapter = get_adapter(model)
+        widths = {}
+        for index in range(adapter.num_layers(model)):
+            layer = adapter.layer(model, index)
+            keep = torch.arange(adapter.ffn_width(model, index) // 2)
+            adapter.set(layer, adapter.ffn_in, prune_linear_layer(adapter.get(layer, adapter.ffn_in), keep, dim=0))
+            adapter.set(layer, adapter.ffn_out, prune_linear_layer(adapter.get(layer, adapter.ffn_out), keep, dim=1))
+            widths[str(index)] = len(keep)
+        record_structure(model, "_pipeline_ffn", widths)
+        record_method(model, "test_halve_ffn")
+
+    def on_finalize(self, model, ctx):
+        if self.config.fail:
+            raise RuntimeError("planned failure")
+
+    def summary(self):
+        return {"type": self.type_name, "kept": "half"}
+
+
+def tiny_recipe_text(base: Path, output: Path, glue_dir: Path, extra_stage: str = "") -> str:
+    return f"""
+base_model: {base}
+task: sst2
+teacher: finetuned-base
+finetune_base: {{epochs: 1}}
+data: {{max_train_samples: 64, max_eval_samples: 32, max_seq_length: 32, glue_dir: {glue_dir}}}
+training: {{per_device_train_batch_size: 16, learning_rate: 1.0e-3, logging_steps: 1}}
+stages:
+  - name: shrink
+    epochs: 1
+    modifiers:
+      - {{type: _halve_ffn}}
+{extra_stage}output_dir: {output}
+"""

@@ -1,0 +1,127 @@
+"""The compressed checkpoint format: rebuild on from_pretrained, versioning, bad configs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, pipeline
+from transformers.pytorch_utils import prune_linear_layer
+
+import hf_compress  # noqa: F401
+from hf_compress.adapters import get_adapter
+from hf_compress.checkpoint import REBUILDERS, is_compressed, record_method, record_structure, register_rebuild, to_compressed
+from hf_compress.errors import CheckpointError, UnsupportedModelError
+from tiny import FAMILIES, logits, tiny_inputs, tiny_model, tiny_tokenizer
+
+
+@register_rebuild("_test_ffn", 40)
+def _rebuild_test_ffn(model, widths):
+    """Test-only structural change: narrowed FFN per layer."""
+    adapter = get_adapter(model)
+    for index, width in widths.items():
+        layer = adapter.layer(model, int(index))
+        ffn_in, ffn_out = adapter.get(layer, adapter.ffn_in), adapter.get(layer, adapter.ffn_out)
+        adapter.set(layer, adapter.ffn_in, nn.Linear(ffn_in.in_features, width))
+        adapter.set(layer, adapter.ffn_out, nn.Linear(width, ffn_out.out_features))
+
+
+def narrow_ffn(model, widths: dict[int, int]):
+    adapter = get_adapter(model)
+    for index, width in widths.items():
+        layer = adapter.layer(model, index)
+        keep = torch.arange(width)
+        adapter.set(layer, adapter.ffn_in, prune_linear_layer(adapter.get(layer, adapter.ffn_in), keep, dim=0))
+        adapter.set(layer, adapter.ffn_out, prune_linear_layer(adapter.get(layer, adapter.ffn_out), keep, dim=1))
+    record_structure(model, "_test_ffn", {str(i): w for i, w in widths.items()})
+    return model
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_uneven_structure_reloads_with_identical_logits(tmp_path, family):
+    model = narrow_ffn(tiny_model(family), {0: 10, 1: 37})
+    assert is_compressed(model) and model.config.model_type == f"compressed_{family}"
+    inputs = tiny_inputs()
+    expected = logits(model, inputs)
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == f"compressed_{family}"
+    assert saved["compression_config"] == {"version": 1, "_test_ffn": {"0": 10, "1": 37}}
+    assert (tmp_path / "model.safetensors").is_file() and not list(tmp_path.glob("*.bin"))
+
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert type(reloaded).__name__ == type(model).__name__
+    assert torch.equal(logits(reloaded, inputs), expected)
+    adapter = get_adapter(reloaded)
+    assert adapter.ffn_width(reloaded, 0) == 10 and adapter.ffn_width(reloaded, 1) == 37
+    # the base model class reloads the encoder too
+    assert AutoModel.from_pretrained(tmp_path) is not None
+
+
+def test_pipeline_runs_on_a_compressed_directory(tmp_path):
+    model = narrow_ffn(tiny_model("bert"), {0: 16})
+    tokenizer = tiny_tokenizer(tmp_path)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    classify = pipeline("text-classification", model=str(tmp_path))
+    result = classify("the movie was good")
+    assert result[0]["label"] in {"LABEL_0", "LABEL_1"}
+
+
+def test_plain_models_keep_their_type_until_a_structure_is_recorded():
+    model = tiny_model("bert")
+    assert not is_compressed(model)
+    record_method(model, "something")
+    assert is_compressed(model) and model.config.compression_config["methods"] == ["something"]
+    assert model.bert.config is model.config  # the inner model shares the new config
+
+
+def test_newer_format_version_is_refused(tmp_path):
+    narrow_ffn(tiny_model("bert"), {0: 16}).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["compression_config"]["version"] = 99
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="version 99 is newer"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+
+
+def test_unknown_structure_key_is_refused(tmp_path):
+    narrow_ffn(tiny_model("bert"), {0: 16}).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["compression_config"]["warp_drive"] = {"x": 1}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="unknown entries \\['warp_drive'\\]"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+
+
+def test_structure_that_does_not_fit_is_a_checkpoint_error(tmp_path):
+    narrow_ffn(tiny_model("bert"), {0: 16}).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["compression_config"]["_test_ffn"] = {"7": 16}  # the model has 2 layers
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+
+
+def test_config_round_trip_through_autoconfig(tmp_path):
+    model = narrow_ffn(tiny_model("roberta"), {1: 8})
+    model.config.save_pretrained(tmp_path)
+    again = AutoConfig.from_pretrained(tmp_path)
+    assert type(again).__name__ == "CompressedRobertaConfig"
+    assert again.compression_config == model.config.compression_config
+
+
+def test_unsupported_architecture_names_the_supported_families():
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    model = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
+    with pytest.raises(UnsupportedModelError, match="supported families: bert, distilbert, roberta"):
+        get_adapter(model)
+    with pytest.raises(UnsupportedModelError, match="cannot be saved in the compressed format"):
+        to_compressed(model)
+
+
+def test_rebuilders_are_registered_by_techniques():
+    assert "_test_ffn" in REBUILDERS
