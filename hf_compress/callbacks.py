@@ -37,6 +37,16 @@ class ModifierCallback(TrainerCallback):
         for modifier in self.trainer.modifiers:
             modifier.on_step_end(self.trainer.model, ctx)
 
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        # Beside the Trainer's own checkpoint files, so a resumed stage gets its masks and schedules back.
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        from .trainer import save_modifier_states
+
+        if self.trainer.is_world_process_zero():
+            directory = f"{args.output_dir}/{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            save_modifier_states(self.trainer.modifiers, directory)
+
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         for modifier in self.trainer.modifiers:
             modifier.on_epoch_end(self.trainer.model, self.trainer.context)

@@ -51,6 +51,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         latency=not args.no_latency,
         latency_config=latency_config,
         push=not args.no_push,
+        resume=args.resume,
     )
     return 0
 
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--latency-runs", type=int, default=10, help="timed runs per batch size (default 10)")
     p.add_argument("--no-push", action="store_true", help="do not push even if the recipe has push_to_hub")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run of this recipe from <output_dir>.work")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("validate", help="check a recipe without loading any model")
@@ -155,10 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_plugins(names: list[str]) -> None:
+    """Imports modules that register custom modifiers (`--plugin my_pkg.my_modifier`, or a
+    comma-separated `HF_COMPRESS_PLUGINS`), so recipes can use their types from the command line."""
+    import importlib
+
+    for name in [*names, *filter(None, os.environ.get("HF_COMPRESS_PLUGINS", "").split(","))]:
+        try:
+            importlib.import_module(name.strip())
+        except ImportError as exc:
+            raise HfCompressError(f"plugin {name!r} could not be imported ({exc}); is it on PYTHONPATH?") from exc
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    parser.add_argument("--plugin", action="append", default=[], help="import a module that registers custom modifiers")
+    args = parser.parse_args(argv)
     _quiet_libraries()
     try:
+        load_plugins(args.plugin)
         return args.func(args)
     except HfCompressError as exc:
         print(f"hf-compress: error: {exc}", file=sys.stderr)

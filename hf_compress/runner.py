@@ -27,7 +27,7 @@ from transformers import DataCollatorWithPadding, PreTrainedModel, TrainingArgum
 from . import __version__
 from .data.glue_tasks import GlueTask, get_task
 from .data.preprocess import load_task_datasets
-from .errors import OutputExistsError
+from .errors import HfCompressError, OutputExistsError
 from .evaluation import LATENCY_DEFAULTS, evaluate_task, model_figures
 from .models import load_for_task, load_tokenizer, resolve_model_source
 from .recipe import Recipe
@@ -62,6 +62,10 @@ def prepare_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Path:
             "--overwrite to replace it"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Staging directories of runs killed while saving: ours by name, never complete, safe to drop.
+    for stale in path.parent.glob(f"{path.name}.partial-*"):
+        if _is_main_process():
+            shutil.rmtree(stale, ignore_errors=True)
     return path
 
 
@@ -72,12 +76,18 @@ def training_arguments(recipe: Recipe, output_dir: str, **overrides: Any) -> Tra
         "per_device_eval_batch_size": 64,
         "learning_rate": 5e-5,
         "report_to": [],
-        "save_strategy": "no",
+        # Checkpoints let an interrupted run resume (`--resume`); one is kept.
+        "save_strategy": "steps",
+        "save_steps": 200,
+        "save_total_limit": 1,
         "logging_steps": 50,
         "seed": recipe.seed,
         "dataloader_num_workers": 0,
         # Under DDP the default (True) reports losses scaled by the world size (DESIGN.md).
         "average_tokens_across_devices": False,
+        # Without it, several CPU processes (accelerate launch / torchrun) do not form a gloo
+        # group: each would train alone on the whole data set.
+        "use_cpu": not torch.cuda.is_available(),
     }
     values = {**defaults, **recipe.training, **overrides}
     return TrainingArguments(output_dir=output_dir, **values)
@@ -123,7 +133,7 @@ def finetune_base(
         glue_dir,
         recipe.seed,
     )
-    overrides: dict[str, Any] = {"num_train_epochs": fb.epochs, "disable_tqdm": not progress}
+    overrides: dict[str, Any] = {"num_train_epochs": fb.epochs, "disable_tqdm": not progress, "save_strategy": "no"}
     if fb.learning_rate is not None:
         overrides["learning_rate"] = fb.learning_rate
     args = training_arguments(recipe, str(work_dir / "finetune_base"), **overrides)
@@ -152,8 +162,13 @@ def run_recipe(
     latency_config: dict[str, Any] | None = None,
     progress: bool = True,
     push: bool = True,
+    resume: bool = False,
 ) -> RunResult:
     """Runs a recipe end to end and writes the compressed checkpoint to `recipe.output_dir`.
+
+    Work in progress lives in `<output_dir>.work`: the fine-tuned base, the model after each
+    completed stage, the Trainer's checkpoints inside a stage (with the modifiers' state) and
+    `progress.json`. With `resume`, a run that was interrupted continues from there.
 
     Args:
         recipe: the validated recipe.
@@ -163,6 +178,7 @@ def run_recipe(
         latency_config: overrides of batch sizes / sequence length / runs for the latency measurement.
         progress: show progress bars.
         push: push to the Hub when the recipe has `push_to_hub`.
+        resume: continue an interrupted run of the same recipe from `<output_dir>.work`.
     """
     started = time.perf_counter()
     output_dir = prepare_output_dir(recipe.output_dir, overwrite)
@@ -170,18 +186,17 @@ def run_recipe(
     set_seed(recipe.seed)
     task = get_task(recipe.task)
     base_source = resolve_model_source(recipe.base_model)
-    tokenizer = load_tokenizer(base_source)
     latency_config = {**LATENCY_DEFAULTS, **(latency_config or {})}
-
-    train, evaluation = load_task_datasets(
-        task, tokenizer, recipe.data.max_seq_length, recipe.data.max_train_samples, recipe.data.max_eval_samples, glue_dir, recipe.seed
-    )
-    work_dir = output_dir.with_name(output_dir.name + ".work")
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work = WorkDir(output_dir.with_name(output_dir.name + ".work"), recipe, resume)
 
     # Baseline, teacher and student ---------------------------------------------------------
+    tokenizer = load_tokenizer(base_source)
     if recipe.finetune_base is not None:
-        model = finetune_base(recipe, task, tokenizer, work_dir, glue_dir, progress)
+        if work.has_model("finetuned-base"):
+            model = load_for_task(str(work.path / "finetuned-base"), task)
+        else:
+            model = finetune_base(recipe, task, tokenizer, work.path, glue_dir, progress)
+            work.save_model("finetuned-base", model, tokenizer)
     else:
         model = load_for_task(base_source, task)
     teacher = None
@@ -192,23 +207,45 @@ def run_recipe(
     baseline = model if recipe.finetune_base is not None or teacher is None else teacher
     baseline_name = "fine-tuned base" if recipe.finetune_base is not None else ("teacher" if teacher is not None else "base")
 
-    logger.info("measuring the baseline (%s)", baseline_name)
-    baseline_report = {
-        "name": baseline_name,
-        "metrics": evaluate_task(baseline, tokenizer, task, evaluation, progress=progress),
-        **model_figures(baseline, latency=latency, latency_config=latency_config, progress=progress),
-    }
+    train, evaluation = load_task_datasets(
+        task, tokenizer, recipe.data.max_seq_length, recipe.data.max_train_samples, recipe.data.max_eval_samples, glue_dir, recipe.seed
+    )
+    baseline_report: dict[str, Any] = work.progress.get("baseline") or {"name": baseline_name}
+    if _is_main_process() and "metrics" not in baseline_report:  # only the main process measures and writes
+        logger.info("measuring the baseline (%s)", baseline_name)
+        baseline_report["metrics"] = evaluate_task(baseline, tokenizer, task, evaluation, progress=progress)
+        baseline_report.update(model_figures(baseline, latency=latency, latency_config=latency_config, progress=progress))
+        work.update(baseline=baseline_report)
     if baseline is model:
         model = copy.deepcopy(model)  # keep the measured baseline intact for the card
 
     # Compression ----------------------------------------------------------------------------
-    compress_started = time.perf_counter()
-    args = training_arguments(recipe, str(work_dir / "stages"), disable_tqdm=not progress)
+    start_stage = work.progress.get("completed_stages", 0)
+    if start_stage:
+        stage_dir = str(work.path / f"after-stage-{start_stage - 1}")
+        logger.info("resuming after stage %d from %s", start_stage - 1, stage_dir)
+        model = load_for_task(stage_dir, task)
+        tokenizer = load_tokenizer(stage_dir)
+        train, evaluation = load_task_datasets(
+            task, tokenizer, recipe.data.max_seq_length, recipe.data.max_train_samples, recipe.data.max_eval_samples, glue_dir, recipe.seed
+        )
+    compress_started = time.perf_counter() - work.progress.get("compression_time_s", 0.0)
+    args = training_arguments(recipe, str(work.path / "stages"), disable_tqdm=not progress)
 
     def retokenize(new_tokenizer: Any) -> tuple[Any, Any]:
         return load_task_datasets(
             task, new_tokenizer, recipe.data.max_seq_length, recipe.data.max_train_samples,
             recipe.data.max_eval_samples, glue_dir, recipe.seed,
+        )
+
+    def on_stage_end(index: int, stage_trainer: CompressionTrainer) -> None:
+        work.save_model(f"after-stage-{index}", stage_trainer.model, stage_trainer.context.tokenizer or tokenizer)
+        work.remove(f"after-stage-{index - 1}")
+        work.update(
+            completed_stages=index + 1,
+            stage_summaries=stage_trainer.stage_summaries,
+            notes=stage_trainer.context.notes,
+            compression_time_s=time.perf_counter() - compress_started,
         )
 
     trainer = CompressionTrainer(
@@ -222,9 +259,13 @@ def run_recipe(
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         retokenize=retokenize,
+        start_stage=start_stage,
+        on_stage_end=on_stage_end,
     )
     trainer.context.glue_dir = glue_dir
-    trainer.train()
+    trainer.stage_summaries = list(work.progress.get("stage_summaries", []))
+    trainer.context.notes = list(work.progress.get("notes", []))
+    trainer.train(resume_from_checkpoint=resume or None)
     compression_time = time.perf_counter() - compress_started
     compressed = trainer.model
     tokenizer = trainer.context.tokenizer or tokenizer
@@ -255,7 +296,7 @@ def run_recipe(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    shutil.rmtree(work_dir, ignore_errors=True)
+    work.remove_all()
     print(comparison_table(report))
     if push and recipe.push_to_hub is not None:
         from .hub import push_to_hub
@@ -308,12 +349,76 @@ def _base_license(base_model: str) -> str | None:
 
 
 def write_card(directory: Path, report: dict[str, Any], recipe: Recipe) -> None:
-    try:
-        from .model_card import write_model_card
-    except ImportError:  # the card module is optional during development
-        (directory / "README.md").write_text(f"# {Path(recipe.output_dir).name}\n\nCompressed with hf-compress.\n")
-        return
+    from .model_card import write_model_card
+
     write_model_card(directory, report, recipe.to_yaml())
+
+
+class WorkDir:
+    """`<output_dir>.work`: what an interrupted run needs to resume (see `run_recipe`).
+
+    Only the main process writes; every process reads. A work directory left by a run of a
+    different recipe is never resumed from.
+    """
+
+    def __init__(self, path: Path, recipe: Recipe, resume: bool) -> None:
+        self.path = path
+        self.fingerprint = hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.progress: dict[str, Any] = {}
+        progress_file = path / "progress.json"
+        if resume and progress_file.is_file():
+            saved = json.loads(progress_file.read_text())
+            if saved.get("fingerprint") != self.fingerprint:
+                raise HfCompressError(
+                    f"{path} holds an interrupted run of a different recipe; remove it, or resume with the same recipe"
+                )
+            self.progress = saved
+        elif resume:
+            logger.warning("nothing to resume in %s: starting from the beginning", path)
+        elif path.exists() and _is_main_process():
+            logger.info("removing the unfinished work of an earlier run in %s (pass --resume to continue it)", path)
+            shutil.rmtree(path)
+        _barrier()
+        path.mkdir(parents=True, exist_ok=True)
+        self.progress.setdefault("fingerprint", self.fingerprint)
+
+    def has_model(self, name: str) -> bool:
+        return name in self.progress.get("models", []) and (self.path / name / "config.json").is_file()
+
+    def save_model(self, name: str, model: Any, tokenizer: Any) -> None:
+        if _is_main_process():
+            staging = self.path / f"{name}.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            shutil.rmtree(self.path / name, ignore_errors=True)
+            staging.rename(self.path / name)
+            self.update(models=sorted({*self.progress.get("models", []), name}))
+        _barrier()
+
+    def remove(self, name: str) -> None:
+        if _is_main_process() and (self.path / name).exists():
+            shutil.rmtree(self.path / name, ignore_errors=True)
+            self.progress["models"] = [m for m in self.progress.get("models", []) if m != name]
+
+    def update(self, **values: Any) -> None:
+        self.progress.update(values)
+        if _is_main_process():
+            tmp = self.path / "progress.json.tmp"
+            tmp.write_text(json.dumps(self.progress, indent=2, default=str))
+            tmp.replace(self.path / "progress.json")
+
+    def remove_all(self) -> None:
+        if _is_main_process():
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _barrier() -> None:
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes > 1:
+        state.wait_for_everyone()
 
 
 def _move_into_place(staging: Path, output_dir: Path) -> None:

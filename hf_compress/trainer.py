@@ -8,13 +8,15 @@ distillation can plug in). Everything else a technique does happens through `Mod
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedModel, Trainer, TrainingArguments
-from transformers.trainer_utils import TrainOutput
+from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
 from .callbacks import ModifierCallback
 from .modifiers.base import Modifier, StageContext
@@ -40,6 +42,9 @@ class CompressionTrainer(Trainer):
         stages: run these stages instead of `recipe.stages`.
         retokenize: called with the new tokenizer when a modifier replaced it (vocabulary
             pruning); returns the re-tokenized `(train_dataset, eval_dataset)`.
+        start_stage: skip the stages before this index (they were completed by an earlier run).
+        on_stage_end: called as `on_stage_end(index, trainer)` after each stage (the runner saves
+            the model there so an interrupted run can resume from the last completed stage).
         **kwargs: any other `Trainer` argument (datasets, data collator, processing class, ...).
     """
 
@@ -52,6 +57,8 @@ class CompressionTrainer(Trainer):
         task: Any = None,
         stages: tuple[Stage, ...] | None = None,
         retokenize: Callable[[Any], tuple[Any, Any]] | None = None,
+        start_stage: int = 0,
+        on_stage_end: Callable[[int, CompressionTrainer], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(model=model, args=args, **kwargs)
@@ -69,19 +76,40 @@ class CompressionTrainer(Trainer):
         self.add_callback(self.modifier_callback)
         self.stage_summaries: list[dict[str, Any]] = []
         self.retokenize = retokenize
+        self.start_stage = start_stage
+        self.on_stage_end = on_stage_end
+        self._stages_output_dir = self.args.output_dir
 
     # Stages ----------------------------------------------------------------------------------
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> TrainOutput:  # type: ignore[override]
-        """Runs every stage of the recipe (or plain training without one)."""
+        """Runs every stage of the recipe (or plain training without one).
+
+        Args:
+            resume_from_checkpoint: with a recipe, `True` resumes the first stage that has not
+                been completed from its last Trainer checkpoint (with the modifiers' state).
+        """
         if not self.stages:
             return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         output = TrainOutput(global_step=0, training_loss=0.0, metrics={})
         for index, stage in enumerate(self.stages):
-            output = self.run_stage(stage, index) or output
+            if index < self.start_stage:
+                continue
+            output = self.run_stage(stage, index, resume=bool(resume_from_checkpoint)) or output
+            if self.on_stage_end is not None:
+                self.on_stage_end(index, self)
         return output
 
-    def run_stage(self, stage: Stage, index: int = 0) -> TrainOutput | None:
-        """Runs one stage: initialize its modifiers, train `stage.epochs`, finalize them."""
+    def stage_output_dir(self, index: int) -> str:
+        """Where the Trainer writes the checkpoints of stage `index`."""
+        return os.path.join(self._stages_output_dir, f"stage-{index}")
+
+    def run_stage(self, stage: Stage, index: int = 0, resume: bool = False) -> TrainOutput | None:
+        """Runs one stage: initialize its modifiers, train `stage.epochs`, finalize them.
+
+        With `resume`, training continues from the stage's last Trainer checkpoint when there is
+        one; `on_initialize` runs again first (it is deterministic for a given model and seed),
+        then the checkpoint restores weights, optimizer, schedule and the modifiers' state.
+        """
         logger.info("stage %d (%s): %d modifier(s), %s epoch(s)", index, stage.name, len(stage.modifiers), stage.epochs)
         self.modifiers = [spec.build() for spec in stage.modifiers]
         ctx = self.context
@@ -98,8 +126,14 @@ class CompressionTrainer(Trainer):
         output = None
         if stage.trains:
             self._reset_optimizer()
-            with self._stage_args(stage):
-                output = super().train()
+            checkpoint = None
+            if resume and os.path.isdir(self.stage_output_dir(index)):
+                checkpoint = get_last_checkpoint(self.stage_output_dir(index))
+            if checkpoint is not None:
+                logger.info("resuming stage %d (%s) from %s", index, stage.name, checkpoint)
+                load_modifier_states(self.modifiers, checkpoint)
+            with self._stage_args(stage, index):
+                output = super().train(resume_from_checkpoint=checkpoint)
         ctx.step = ctx.total_steps
 
         for modifier in self.modifiers:
@@ -113,10 +147,10 @@ class CompressionTrainer(Trainer):
         return output
 
     @contextlib.contextmanager
-    def _stage_args(self, stage: Stage) -> Iterator[None]:
+    def _stage_args(self, stage: Stage, index: int) -> Iterator[None]:
         # Set in place and restored after: rebuilding TrainingArguments (dataclasses.replace)
         # re-runs its __post_init__, which resets accelerate's shared state mid-run.
-        overrides = {**stage.training, "num_train_epochs": stage.epochs}
+        overrides = {**stage.training, "num_train_epochs": stage.epochs, "output_dir": self.stage_output_dir(index)}
         saved = {key: getattr(self.args, key) for key in overrides}
         try:
             for key, value in overrides.items():
@@ -154,6 +188,31 @@ class CompressionTrainer(Trainer):
         for batch in self.get_train_dataloader():
             yield {k: v.to(self.args.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
+    # Hub -------------------------------------------------------------------------------------
+    def push_to_hub(  # type: ignore[override]
+        self,
+        commit_message: str | None = None,
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        repo_id: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Saves the compressed model (with tokenizer, recipe.yaml, report.json and model card) and
+        pushes it to the Hub in one commit; returns the commit URL. Keeps `Trainer.push_to_hub`'s
+        leading arguments because `Trainer.save_model` calls it when `args.push_to_hub` is set."""
+        from .hub import push_trainer_output
+
+        return push_trainer_output(
+            self,
+            repo_id,
+            private=bool(private if private is not None else self.args.hub_private_repo),
+            revision=revision or self.args.hub_revision,
+            commit_message=commit_message,
+            token=token,
+        )
+
     # Loss -----------------------------------------------------------------------------------
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         """The usual optimizer, plus any parameters that modifiers train beside the model
@@ -181,3 +240,46 @@ class CompressionTrainer(Trainer):
         for modifier in self.modifiers:
             loss = modifier.compute_loss(loss, model, inputs, outputs, self.context)
         return (loss, outputs) if return_outputs else loss
+
+
+MODIFIER_STATE_FILE = "hf_compress_modifiers"
+
+
+def save_modifier_states(modifiers: list[Modifier], directory: str) -> None:
+    """Writes the modifiers' runtime state beside a Trainer checkpoint: tensors to safetensors,
+    everything else to JSON (never pickle)."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, Any] = {}
+    for i, modifier in enumerate(modifiers):
+        state = modifier.state_dict()
+        plain[str(i)] = {"type": modifier.type_name, "values": {}}
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{i}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                plain[str(i)]["values"][key] = value
+    os.makedirs(directory, exist_ok=True)
+    save_file(tensors, os.path.join(directory, MODIFIER_STATE_FILE + ".safetensors"))
+    with open(os.path.join(directory, MODIFIER_STATE_FILE + ".json"), "w") as handle:
+        json.dump(plain, handle)
+
+
+def load_modifier_states(modifiers: list[Modifier], directory: str) -> None:
+    """Restores what `save_modifier_states` wrote (a checkpoint without the files is left as is)."""
+    from safetensors.torch import load_file
+
+    json_path = os.path.join(directory, MODIFIER_STATE_FILE + ".json")
+    if not os.path.isfile(json_path):
+        return
+    with open(json_path) as handle:
+        plain = json.load(handle)
+    tensors = load_file(os.path.join(directory, MODIFIER_STATE_FILE + ".safetensors"))
+    for i, modifier in enumerate(modifiers):
+        entry = plain.get(str(i))
+        if entry is None or entry["type"] != modifier.type_name:
+            raise RuntimeError(f"{directory}: saved modifier state does not match the recipe's stage; was the recipe changed?")
+        state = dict(entry["values"])
+        state.update({k.split(".", 1)[1]: v for k, v in tensors.items() if k.split(".", 1)[0] == str(i)})
+        modifier.load_state_dict(state)

@@ -90,3 +90,35 @@ stages:
       - {{type: _halve_ffn}}
 {extra_stage}output_dir: {output}
 """
+
+
+@dataclass(frozen=True)
+class CountStepsConfig(ModifierConfig):
+    sleep: float = option(0.0, help="seconds to sleep per step (makes a run slow enough to interrupt)", range=(0, 1))
+
+
+@register_modifier("_count_steps")
+class CountSteps(Modifier):
+    """Test-only: counts optimizer steps; its count is runtime state that must survive a resume."""
+
+    config_class = CountStepsConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.steps = 0
+
+    def on_step_end(self, model, ctx):
+        import time
+
+        self.steps += 1
+        time.sleep(self.config.sleep)
+
+    def state_dict(self):
+        return {"steps": self.steps, "marker": torch.tensor([self.steps])}
+
+    def load_state_dict(self, state):
+        assert int(state["marker"][0]) == state["steps"]
+        self.steps = state["steps"]
+
+    def summary(self):
+        return {"type": self.type_name, "steps": self.steps}
