@@ -11,8 +11,11 @@ path and the allowed values.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import functools
 import os
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +24,17 @@ import yaml
 
 from .errors import RecipeError
 from .modifiers.base import Modifier, ModifierConfig
-from .schema import build, option, to_dict
+from .schema import build, option, show_value, to_dict
 
 GLUE_TASK_NAMES = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 RECIPE_VERSION = 1
-# Recipes are small; a larger file is a mistake (or a YAML bomb), refuse before parsing it.
-MAX_RECIPE_BYTES = 1 << 20
+# Recipes are small (a few kB); a larger file is a mistake (or a YAML bomb), refuse before parsing
+# it. The YAML parser is pure Python (~100 kB/s on a busy 2-core machine), so the limit also bounds
+# the time a bad file can cost; 128 kB leaves room for long `targets` lists.
+MAX_RECIPE_BYTES = 1 << 17
+# Recipes nest about 5 levels deep; PyYAML composes nodes recursively, so a file of 5000 `[`
+# would otherwise end in a RecursionError instead of a clear message.
+MAX_RECIPE_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,7 @@ class _RecipeFields:
     data: DataConfig = option(default_factory=DataConfig, help="data options")
     training: dict[str, Any] = option(default_factory=dict, help="TrainingArguments fields shared by all stages")
     push_to_hub: PushToHub | None = option(None, help="push the result to the Hub after a successful run")
-    seed: int = option(42, help="random seed")
+    seed: int = option(42, help="random seed", range=(0, 2**32 - 1))  # numpy's seed range
     version: int = option(RECIPE_VERSION, help="recipe format version", choices=(RECIPE_VERSION,))
 
 
@@ -147,7 +155,11 @@ class Recipe:
             RecipeError: the file is missing, not YAML, or invalid; the message names file and key.
         """
         path = Path(path)
-        if not path.is_file():
+        try:
+            is_file = path.is_file()
+        except OSError:  # e.g. a file name longer than the file system allows
+            is_file = False
+        if not is_file:
             raise RecipeError(f"{path}: recipe file not found; the shipped recipes are in recipes/")
         if path.stat().st_size > MAX_RECIPE_BYTES:
             raise RecipeError(f"{path}: recipe is larger than {MAX_RECIPE_BYTES} bytes; is this the right file?")
@@ -155,10 +167,14 @@ class Recipe:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise RecipeError(f"{path}: not UTF-8 text ({exc}); save the recipe as UTF-8") from exc
+        except OSError as exc:  # unreadable (permissions, a FIFO, ...): still a one-line error
+            raise RecipeError(f"{path}: cannot read the recipe ({exc})") from exc
         return cls.from_string(text, source=str(path), overrides=overrides)
 
     @classmethod
     def from_string(cls, text: str, source: str = "<string>", overrides: list[str] | None = None) -> Recipe:
+        if len(text) > MAX_RECIPE_BYTES:  # same bound as from_yaml, for text that came another way
+            raise RecipeError(f"{source}: recipe is longer than {MAX_RECIPE_BYTES} characters; is this the right text?")
         data = _safe_load(text, source)
         return cls.from_dict(data, source=source, overrides=overrides)
 
@@ -166,6 +182,7 @@ class Recipe:
     def from_dict(cls, data: Any, source: str = "<dict>", overrides: list[str] | None = None) -> Recipe:
         if not isinstance(data, dict):
             raise RecipeError(f"{source}: a recipe is a mapping of keys (base_model, task, stages, ...), got {type(data).__name__}")
+        _check_plain(data, f"{source}:")
         data = apply_overrides(data, overrides or [], source)
         fields = build(_RecipeFields, data, f"{source}:")
         stages = tuple(_build_stage(s, f"{source}: stages[{i}]") for i, s in enumerate(fields.stages))
@@ -192,6 +209,7 @@ class Recipe:
         if duplicate:
             raise RecipeError(f"{where} stages: stage name {duplicate!r} is used twice; names must be unique")
         frozen_by: str | None = None
+        vocabulary_changed_by: str | None = None
         for i, stage in enumerate(self.stages):
             stage_where = f"{where} stages[{i}]"
             _check_training_args(stage.training, f"{stage_where}.training")
@@ -201,8 +219,18 @@ class Recipe:
                     f"{stage_where}: stage {stage.name!r} trains (epochs={stage.epochs}) after {frozen_by} froze the "
                     "weights; put quantization in the last stage (or train LoRA adapters on it)"
                 )
+            # Vocabulary pruning acts at the end of its stage: it only constrains later stages.
+            stage_vocabulary = next(
+                (f"stages[{i}].modifiers[{j}] ({m.type})" for j, (m, c) in enumerate(zip(stage.modifiers, classes)) if c.changes_vocabulary),
+                None,
+            )
             for j, (spec, cls) in enumerate(zip(stage.modifiers, classes)):
                 mod_where = f"{stage_where}.modifiers[{j}] ({spec.type})"
+                if cls.requires_teacher and vocabulary_changed_by:
+                    raise RecipeError(
+                        f"{mod_where}: the teacher still uses the old vocabulary, but {vocabulary_changed_by} renumbered "
+                        "the token ids in an earlier stage; prune the vocabulary in the distillation stage or after it"
+                    )
                 if cls.requires_teacher and self.teacher == "none":
                     raise RecipeError(
                         f"{mod_where}: needs a teacher; set `teacher: finetuned-base` (with finetune_base) or a path"
@@ -218,6 +246,7 @@ class Recipe:
                             f"{mod_where}: freezes the weights, so its stage cannot train; use epochs: 0 "
                             "(or qat_int8 to train with quantization)"
                         )
+            vocabulary_changed_by = vocabulary_changed_by or stage_vocabulary
 
     # Output -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -248,7 +277,7 @@ class Recipe:
         return data
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.dump(self.to_dict(), Dumper=_RecipeDumper, sort_keys=False)
 
     def save(self, path: str | os.PathLike) -> None:
         Path(path).write_text(self.to_yaml(), encoding="utf-8")
@@ -271,11 +300,40 @@ def _build_stage(data: Any, where: str) -> Stage:
         entry = dict(entry)
         type_name = entry.pop("type")
         known = registered_modifier_types()
-        if type_name not in MODIFIERS:
-            raise RecipeError(f"{mod_where}.type: unknown modifier {type_name!r}; allowed values: {', '.join(known)}")
+        # isinstance first: a list or mapping as `type` is unhashable and `in` would raise TypeError.
+        if not isinstance(type_name, str) or type_name not in MODIFIERS:
+            raise RecipeError(
+                f"{mod_where}.type: unknown modifier {show_value(type_name)}; allowed values: {', '.join(known)}"
+            )
         config = build(MODIFIERS[type_name].config_class, entry, f"{mod_where}")
         specs.append(ModifierSpec(type=type_name, config=config))
     return Stage(name=fields.name, epochs=fields.epochs, modifiers=tuple(specs), training=dict(fields.training))
+
+
+# What `yaml.safe_load` produces. A dict built in Python may hold anything; refusing the rest
+# keeps every valid recipe savable as recipe.yaml.
+_PLAIN_TYPES = (str, int, float, bool, type(None), bytes, datetime.date)
+
+
+def _check_plain(value: Any, where: str, depth: int = 0) -> None:
+    """Checks that `value` is YAML data: plain types, at most `MAX_RECIPE_DEPTH` levels deep
+    (a deeper Python structure would end in a RecursionError) and 64-bit integers (a
+    5000-digit int cannot even be printed)."""
+    from .schema import _join
+
+    if depth > MAX_RECIPE_DEPTH:
+        raise RecipeError(f"{where}: nested deeper than {MAX_RECIPE_DEPTH} levels; recipes nest a few levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(key, where, depth + 1)
+            _check_plain(item, _join(where, key if isinstance(key, str) else show_value(key)), depth + 1)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]", depth + 1)
+    elif not isinstance(value, _PLAIN_TYPES):
+        raise RecipeError(f"{where}: a recipe holds YAML values (mapping, list, string, number, bool, null), got {type(value).__name__}")
+    elif isinstance(value, int) and value.bit_length() > 64:
+        raise RecipeError(f"{where}: {show_value(value)} is too large; integers in a recipe fit in 64 bits")
 
 
 def _check_training_args(values: dict[str, Any], where: str) -> None:
@@ -291,17 +349,49 @@ def _check_training_args(values: dict[str, Any], where: str) -> None:
             close = sorted(k for k in allowed if key.split("_")[0] in k)[:8]
             hint = f"; did you mean one of: {', '.join(close)}" if close else ""
             raise RecipeError(f"{where}.{key}: not a transformers.TrainingArguments field{hint}")
+        _check_training_arg_type(key, values[key], f"{where}.{key}")
+
+
+@functools.lru_cache(maxsize=1)
+def _training_arg_hints() -> dict[str, Any]:
+    from transformers import TrainingArguments
+
+    return typing.get_type_hints(TrainingArguments)
+
+
+def _check_training_arg_type(key: str, value: Any, where: str) -> None:
+    """Checks a TrainingArguments value against the field's type hint, so `learning_rate: fast`
+    fails here and not as a raw error inside transformers after the models loaded. Hints the
+    schema cannot check (enums, accelerate configs) are left to TrainingArguments."""
+    from .schema import _convert
+
+    hint = _training_arg_hints().get(key)
+    if hint is None:
+        return
+    try:
+        _convert(hint, value, where)
+    except TypeError:  # an enum or class hint the schema does not know: TrainingArguments checks it
+        return
 
 
 class _NoAliasSafeLoader(yaml.SafeLoader):
     """`yaml.safe_load` without anchors/aliases: a recipe never needs them, and aliases are how
-    "billion laughs" YAML bombs blow up memory."""
+    "billion laughs" YAML bombs blow up memory. Nesting is limited to `MAX_RECIPE_DEPTH`."""
+
+    _depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.constructor.ConstructorError(None, None, "YAML aliases (*name) are not allowed in recipes", event.start_mark)
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_RECIPE_DEPTH:
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_RECIPE_DEPTH} levels", mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 # YAML 1.1 (PyYAML) reads `3e-5` as a string; recipes are full of learning rates written that
@@ -313,11 +403,27 @@ _NoAliasSafeLoader.add_implicit_resolver(
 )
 
 
+class _RecipeDumper(yaml.SafeDumper):
+    """`yaml.safe_dump` that knows the loader's extra float pattern, so a string such as
+    `"1e-05"` (a stage name) is written quoted and reads back as a string."""
+
+
+_RecipeDumper.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
 def _safe_load(text: str, source: str) -> Any:
     try:
         return yaml.load(text, Loader=_NoAliasSafeLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         raise RecipeError(f"{source}: not valid YAML: {exc}") from exc
+    except (ValueError, OverflowError) as exc:
+        # SafeConstructor calls int() / datetime() on scalars: a 5000-digit integer or a
+        # `!!timestamp 2020-13-45` raises these instead of a YAMLError.
+        raise RecipeError(f"{source}: not valid YAML: a value cannot be read ({exc})") from exc
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import types
 import typing
 from dataclasses import MISSING, field
@@ -48,6 +49,22 @@ def option(
     return field(default=default, metadata=metadata)
 
 
+# Values are echoed in error messages; a fuzzed or mistaken recipe can hold a 100 kB string, a
+# 5000-digit int (whose repr raises ValueError) or a deeply nested list (RecursionError), so
+# messages show a bounded repr.
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 80
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 8, 8, 8
+
+
+def show_value(value: Any) -> str:
+    """`repr(value)`, shortened for error messages (never raises)."""
+    try:
+        return _REPR.repr(value)
+    except Exception:  # noqa: BLE001  (huge ints, broken __repr__: a message must still come out)
+        return f"<a {type(value).__name__} too large to show>"
+
+
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -72,6 +89,10 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return value
     if origin in (Union, types.UnionType):
         options = get_args(tp)
+        # null for an optional section means "none"; trying the dataclass first would turn it
+        # into a section full of defaults (build() reads None as an empty mapping).
+        if value is None and type(None) in options:
+            return None
         errors = []
         for option_tp in options:
             try:
@@ -82,52 +103,56 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         sections = [i for i, o in enumerate(options) if dataclasses.is_dataclass(o)]
         if isinstance(value, dict) and len(sections) == 1:
             raise errors[sections[0]]
-        raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise RecipeError(f"{where}: expected {_type_name(tp)}, got {show_value(value)}")
     if tp is type(None):
         if value is None:
             return None
-        raise RecipeError(f"{where}: expected null, got {value!r}")
+        raise RecipeError(f"{where}: expected null, got {show_value(value)}")
     if origin is Literal:
         if value in get_args(tp):
             return value
-        raise RecipeError(f"{where}: got {value!r}; allowed values: {', '.join(map(repr, get_args(tp)))}")
+        raise RecipeError(f"{where}: got {show_value(value)}; allowed values: {', '.join(map(repr, get_args(tp)))}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            raise RecipeError(f"{where}: expected {_type_name(tp)}, got {show_value(value)}")
         (item_tp, *_) = get_args(tp) or (Any,)
         return tuple(_convert(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise RecipeError(f"{where}: expected a mapping, got {value!r}")
+            raise RecipeError(f"{where}: expected a mapping, got {show_value(value)}")
         key_tp, val_tp = get_args(tp) or (Any, Any)
-        return {_convert(key_tp, k, where): _convert(val_tp, v, _join(where, str(k))) for k, v in value.items()}
+        return {_convert(key_tp, k, where): _convert(val_tp, v, _join(where, k if isinstance(k, str) else show_value(k))) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise RecipeError(f"{where}: expected true or false, got {value!r}")
+        raise RecipeError(f"{where}: expected true or false, got {show_value(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise RecipeError(f"{where}: expected an integer, got {value!r}")
+        raise RecipeError(f"{where}: expected an integer, got {show_value(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise RecipeError(f"{where}: expected a finite number, got {value!r}")
-            return float(value)
-        raise RecipeError(f"{where}: expected a number, got {value!r}")
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond float range (e.g. 10**400) is no usable number
+                raise RecipeError(f"{where}: {show_value(value)} is too large for a number") from None
+            if not math.isfinite(number):
+                raise RecipeError(f"{where}: expected a finite number, got {show_value(value)}")
+            return number
+        raise RecipeError(f"{where}: expected a number, got {show_value(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise RecipeError(f"{where}: expected a string, got {value!r}")
+        raise RecipeError(f"{where}: expected a string, got {show_value(value)}")
     raise TypeError(f"unsupported type hint {tp!r} at {where}")  # a bug in a config class, not user input
 
 
 def _check_metadata(f: dataclasses.Field, value: Any, where: str) -> None:
     choices = f.metadata.get("choices")
     if choices is not None and value is not None and value not in choices:
-        raise RecipeError(f"{where}: got {value!r}; allowed values: {', '.join(map(str, choices))}")
+        raise RecipeError(f"{where}: got {show_value(value)}; allowed values: {', '.join(map(str, choices))}")
     bounds = f.metadata.get("range")
     if bounds is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
         (low, high), (low_open, high_open) = bounds, f.metadata.get("exclusive", (False, False))
@@ -137,7 +162,7 @@ def _check_metadata(f: dataclasses.Field, value: Any, where: str) -> None:
             left = "(" if low_open else "["
             right = ")" if high_open else "]"
             shown = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
-            raise RecipeError(f"{where}: {value!r} is out of range; allowed: {shown}")
+            raise RecipeError(f"{where}: {show_value(value)} is out of range; allowed: {shown}")
 
 
 def _join(where: str, name: str) -> str:
@@ -160,13 +185,13 @@ def build(cls: type[T], data: Any, where: str = "") -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise RecipeError(f"{where or 'recipe'}: expected a mapping, got {data!r}")
+        raise RecipeError(f"{where or 'recipe'}: expected a mapping, got {show_value(data)}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
         raise RecipeError(
-            f"{where or 'recipe'}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(fields))}"
+            f"{where or 'recipe'}: unknown key {show_value(unknown[0])}; allowed keys: {', '.join(sorted(fields))}"
         )
     kwargs = {}
     for name, f in fields.items():

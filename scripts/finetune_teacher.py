@@ -46,7 +46,7 @@ def main() -> None:
         num_train_epochs=args.epochs,
         per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate,
-        warmup_ratio=0.06,
+        warmup_steps=0.06,  # a float below 1 is a ratio of the total steps in transformers 5
         weight_decay=0.01,
         logging_steps=100,
         save_strategy="no",

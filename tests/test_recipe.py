@@ -179,3 +179,15 @@ def test_shipped_recipes_validate():
     assert recipes, "recipes/ is empty"
     for path in recipes:
         Recipe.from_yaml(path)
+
+
+def test_distillation_after_vocabulary_pruning_is_rejected():
+    @register_modifier("_test_vocab")
+    class _Vocab(Modifier):
+        changes_vocabulary = True
+
+    same_stage = GOOD.replace("- {type: _test_needs_teacher}", "- {type: _test_needs_teacher}\n      - {type: _test_vocab}")
+    recipe_from(same_stage)  # pruning at the end of the distillation stage is fine
+    later = GOOD.replace("name: tune", "name: vocab\n    epochs: 0\n    modifiers: [{type: _test_vocab}]\n  - name: tune")
+    with pytest.raises(RecipeError, match=r"old vocabulary, but stages\[0\]\.modifiers\[0\] \(_test_vocab\) renumbered"):
+        recipe_from(later)

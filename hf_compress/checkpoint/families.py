@@ -129,10 +129,23 @@ def to_compressed(model: PreTrainedModel) -> PreTrainedModel:
     new_config._attn_implementation = model.config._attn_implementation
     model.config = new_config
     model.__class__ = compressed_class
+    _register_output_capture(model)
     for module in model.modules():  # sub-models (BertModel inside the head) share the config
         if isinstance(module, PreTrainedModel) and module is not model:
             module.config = new_config
             sub_compressed = COMPRESSED_MODELS.get(type(module))
             if sub_compressed is not None:
                 module.__class__ = sub_compressed
+                _register_output_capture(module)
     return model
+
+
+def _register_output_capture(module: PreTrainedModel) -> None:
+    # transformers 5 finds the hooks behind `output_hidden_states` / `output_attentions` in a
+    # registry keyed by class name, filled in `PreTrainedModel.__init__`; a class swapped in above
+    # was never constructed, so without this the swapped model returns `hidden_states=None`.
+    try:
+        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+    except ImportError:  # older or newer transformers without the registry
+        return
+    _CAN_RECORD_REGISTRY[module] = getattr(module, "_can_record_outputs", None)

@@ -134,6 +134,8 @@ class Modifier:
         freezes_weights: no later stage may train the weights it produced (quantize last).
         allows_training_after_freeze: a modifier that may train after a frozen one (e.g. LoRA).
         trains_before_freezing: trains in its own stage, then freezes at finalize (QAT).
+        changes_vocabulary: renumbers token ids at the end of its stage, so a teacher with the
+            old vocabulary cannot be used in a later stage.
     """
 
     type_name: ClassVar[str] = ""
@@ -143,6 +145,7 @@ class Modifier:
     freezes_weights: ClassVar[bool] = False
     allows_training_after_freeze: ClassVar[bool] = False
     trains_before_freezing: ClassVar[bool] = False
+    changes_vocabulary: ClassVar[bool] = False
 
     def __init__(self, config: ModifierConfig) -> None:
         self.config = config
