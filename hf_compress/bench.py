@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from .evaluation import model_figures
+from .loading import load_checked_tokenizer, load_compressed, resolve_checkpoint
 from .measure import environment
-from .models import load_tokenizer, resolve_model_source
 from .reporting import human_bytes
 
 
@@ -27,8 +27,6 @@ def bench_models(
     Each row has `model`, `size_bytes`, `num_parameters`, `nonzero_parameters`, `latency_ms`
     (per batch size: median, p10, p90) and, with `task`, `metrics`.
     """
-    from transformers import AutoModel
-
     from .data.glue_tasks import get_task
     from .data.preprocess import load_task_datasets
     from .evaluation import evaluate_task
@@ -37,8 +35,8 @@ def bench_models(
     glue_task = get_task(task) if task else None
     rows = []
     for name in models:
-        source = resolve_model_source(name)
-        model = load_for_task(source, glue_task) if glue_task else AutoModel.from_pretrained(source)
+        source = resolve_checkpoint(name)
+        model = load_for_task(source, glue_task) if glue_task else load_compressed(source, "auto")
         saved_dir = source if Path(source).is_dir() else None
         row: dict[str, Any] = {"model": name}
         row.update(
@@ -47,7 +45,7 @@ def bench_models(
             )
         )
         if glue_task is not None:
-            tokenizer = load_tokenizer(source)
+            tokenizer = load_checked_tokenizer(source)
             _, dev = load_task_datasets(glue_task, tokenizer, seq_len, max_eval_samples=max_eval_samples, glue_dir=glue_dir, with_train=False)
             row["metrics"] = evaluate_task(model, tokenizer, glue_task, dev)
         rows.append(row)

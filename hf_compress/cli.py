@@ -60,12 +60,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .data.glue_tasks import get_task
     from .data.preprocess import load_task_datasets
     from .evaluation import evaluate_task
-    from .models import load_tokenizer, resolve_model_source
+    from .loading import load_checked_tokenizer, resolve_checkpoint
     from .quant_loading import load_model_for_eval
 
     task = get_task(args.task)
-    source = resolve_model_source(args.model)
-    tokenizer = load_tokenizer(source)
+    source = resolve_checkpoint(args.model)
+    tokenizer = load_checked_tokenizer(source)
     model = load_model_for_eval(source, task, args.load_in)
     _, dev = load_task_datasets(
         task, tokenizer, args.max_seq_length, max_eval_samples=args.max_eval_samples, glue_dir=args.glue_dir, with_train=False

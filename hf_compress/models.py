@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel
 
 from .data.glue_tasks import GlueTask
 from .errors import HfCompressError
@@ -88,12 +88,14 @@ def load_tokenizer(source: str) -> Any:
 
 
 def load_for_task(source: str, task: GlueTask, **kwargs: Any) -> PreTrainedModel:
-    """A sequence-classification model for `task`: a fresh head when the checkpoint has none or
-    a different label count, the saved head when it matches."""
-    path = resolve_model_source(source)
-    from transformers import AutoConfig
+    """A sequence-classification model for `task`: a fresh head when the checkpoint has none, the
+    saved head when it matches. Loaded through `loading.load_compressed`: safetensors only, and
+    a compressed checkpoint or one with a classification head must load completely (a
+    `CheckpointError` instead of silently re-initialised weights)."""
+    from .loading import load_checked_config, load_compressed, resolve_checkpoint
 
-    config = AutoConfig.from_pretrained(path)
+    path = resolve_checkpoint(source)
+    config = load_checked_config(path)
     label_kwargs: dict[str, Any] = {}
     saved_labels = getattr(config, "num_labels", None)
     has_head = any(a.endswith("ForSequenceClassification") for a in (getattr(config, "architectures", None) or []))
@@ -104,4 +106,4 @@ def load_for_task(source: str, task: GlueTask, **kwargs: Any) -> PreTrainedModel
         else:
             label_kwargs["id2label"] = dict(enumerate(task.labels))
             label_kwargs["label2id"] = {label: i for i, label in enumerate(task.labels)}
-    return AutoModelForSequenceClassification.from_pretrained(path, **label_kwargs, **kwargs)
+    return load_compressed(path, "sequence-classification", **label_kwargs, **kwargs)
