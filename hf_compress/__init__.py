@@ -5,16 +5,23 @@ classes, so `AutoModelForSequenceClassification.from_pretrained(compressed_dir)`
 pruned / factorized / quantized model exactly as it was saved.
 """
 
-from . import (
-    adapters,  # noqa: F401  (registers architecture families)
-    checkpoint,  # noqa: F401  (registers compressed_* model types with the Auto classes)
-    modifiers,  # noqa: F401  (registers every technique)
-)
-from .api import compress
-from .errors import CheckpointError, DataError, HfCompressError, RecipeError, UnsupportedModelError
-from .recipe import Recipe, Stage
-from .registry import register_modifier
-from .trainer import CompressionTrainer
+import logging as _logging
+
+import torch as _torch  # noqa: F401  (first: torch configures its own loggers on import)
+
+# Importing transformers' quantizers pulls in torchao and bitsandbytes, which log warnings about
+# optional CUDA / kernel-hub extensions on every CPU-only import: noise to our users.
+for _name in ("torchao", "torch.utils._pytree", "bitsandbytes.backends.cpu.ops"):
+    _logging.getLogger(_name).setLevel(_logging.ERROR)
+
+# Importing these registers the architecture families, the compressed_* model types (with the
+# Auto classes) and every technique.
+from . import adapters, checkpoint, modifiers  # noqa: E402, F401
+from .api import compress  # noqa: E402
+from .errors import CheckpointError, DataError, HfCompressError, RecipeError, UnsupportedModelError  # noqa: E402
+from .recipe import Recipe, Stage  # noqa: E402
+from .registry import register_modifier  # noqa: E402
+from .trainer import CompressionTrainer  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -23,6 +23,7 @@ from .errors import HfCompressError
 logger = logging.getLogger(__name__)
 
 PACKAGED_MINILM_IDS = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
+_ANNOUNCED: set[str] = set()
 
 
 def packaged_minilm_dir() -> Path | None:
@@ -68,7 +69,9 @@ def resolve_model_source(name: str) -> str:
     if name in PACKAGED_MINILM_IDS and not hub_reachable():
         local = packaged_minilm_dir()
         if local is not None:
-            logger.info("Hub unreachable: using the packaged copy of %s at %s", name, local)
+            if name not in _ANNOUNCED:  # resolved several times per run; say it once
+                _ANNOUNCED.add(name)
+                logger.info("Hub unreachable: using the packaged copy of %s at %s", name, local)
             return str(local)
     if not hub_reachable():
         from huggingface_hub import try_to_load_from_cache

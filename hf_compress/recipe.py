@@ -235,7 +235,8 @@ class Recipe:
                     raise RecipeError(
                         f"{mod_where}: needs a teacher; set `teacher: finetuned-base` (with finetune_base) or a path"
                     )
-                if cls.requires_training and not stage.trains:
+                # A class flag, or per method (quantization: only qat_int8 trains).
+                if (cls.requires_training or getattr(spec.config, "requires_training", False)) and not stage.trains:
                     raise RecipeError(f"{mod_where}: only works in a training stage; set the stage's epochs > 0")
                 if cls.allows_training_after_freeze and not stage.trains:
                     raise RecipeError(f"{mod_where}: trains adapters; set the stage's epochs > 0")

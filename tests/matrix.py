@@ -14,10 +14,10 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from tiny import FAMILIES, tiny_dataset, tiny_model
 from transformers import TrainingArguments
 
 from hf_compress import CompressionTrainer, Recipe
-from tiny import FAMILIES, tiny_dataset, tiny_model
 
 
 @dataclass

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tiny import tiny_tokenizer
 from torch import nn
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 from transformers.pytorch_utils import prune_linear_layer
@@ -17,7 +18,6 @@ from hf_compress.checkpoint import record_method, record_structure, register_reb
 from hf_compress.models import packaged_minilm_dir
 from hf_compress.modifiers import Modifier, ModifierConfig
 from hf_compress.schema import option
-from tiny import tiny_tokenizer
 
 
 def make_tiny_base(directory: Path) -> Path:

@@ -6,15 +6,22 @@ import json
 
 import pytest
 import torch
+from tiny import FAMILIES, logits, tiny_inputs, tiny_model, tiny_tokenizer
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, pipeline
 from transformers.pytorch_utils import prune_linear_layer
 
 import hf_compress  # noqa: F401
 from hf_compress.adapters import get_adapter
-from hf_compress.checkpoint import REBUILDERS, is_compressed, record_method, record_structure, register_rebuild, to_compressed
+from hf_compress.checkpoint import (
+    REBUILDERS,
+    is_compressed,
+    record_method,
+    record_structure,
+    register_rebuild,
+    to_compressed,
+)
 from hf_compress.errors import CheckpointError, UnsupportedModelError
-from tiny import FAMILIES, logits, tiny_inputs, tiny_model, tiny_tokenizer
 
 
 @register_rebuild("_test_ffn", 40)
@@ -125,3 +132,13 @@ def test_unsupported_architecture_names_the_supported_families():
 
 def test_rebuilders_are_registered_by_techniques():
     assert "_test_ffn" in REBUILDERS
+
+
+@pytest.mark.parametrize(("value", "message"), [("[1, 2]", "must be a mapping"), ('{"version": "1"}', "is not a format version")])
+def test_malformed_compression_config_is_a_checkpoint_error(tmp_path, value, message):
+    narrow_ffn(tiny_model("bert"), {0: 16}).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["compression_config"] = json.loads(value)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=message):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from pipeline_fixtures import make_tiny_base, tiny_recipe_text
 
 from hf_compress.cli import main
-from pipeline_fixtures import make_tiny_base, tiny_recipe_text
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from pipeline_fixtures import make_tiny_base, tiny_recipe_text
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
+from pipeline_fixtures import make_tiny_base, tiny_recipe_text
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_compress import Recipe
 from hf_compress.errors import OutputExistsError
 from hf_compress.runner import run_recipe
-from pipeline_fixtures import make_tiny_base, tiny_recipe_text
 
 
 @pytest.fixture(scope="module")

@@ -57,10 +57,19 @@ def apply_structure(model: PreTrainedModel, compression_config: dict[str, Any] |
     """
     if not compression_config:
         return
+    if not isinstance(compression_config, dict):
+        raise CheckpointError(
+            f"compression_config must be a mapping, got {type(compression_config).__name__}; the checkpoint's "
+            "config.json is corrupt or was edited by hand."
+        )
     from .. import modifiers  # noqa: F401  (techniques register their rebuilders on import)
 
     version = compression_config.get("version", FORMAT_VERSION)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(
+            f"compression_config version {version!r} is not a format version (expected 1..{FORMAT_VERSION})"
+        )
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"compression_config version {version!r} is newer than this hf-compress understands "
             f"({FORMAT_VERSION}); upgrade with `pip install -U hf-compress`."
@@ -109,3 +118,33 @@ def record_method(model: PreTrainedModel, method: str) -> None:
 
 def get_structure(model: PreTrainedModel, key: str, default: Any = None) -> Any:
     return (getattr(model.config, "compression_config", None) or {}).get(key, default)
+
+
+def replace_recorded_linears(
+    model: PreTrainedModel,
+    key: str,
+    entries: dict[str, Any],
+    build: Callable[[Any, Any], Any],
+    rebuilt: Callable[[Any, Any], bool],
+) -> None:
+    """The common rebuild of techniques that swap whole `nn.Linear`s for their own storage module.
+
+    For every `name: value` in `entries`, replaces the `nn.Linear` at `name` by `build(linear, value)`
+    (an empty module of the right shapes; the weights load next). A module for which
+    `rebuilt(module, value)` already holds is skipped: layers shared by `layer_sharing` are reached
+    once per position.
+
+    Raises:
+        CheckpointError: a name points at something other than an `nn.Linear`.
+    """
+    from torch import nn
+
+    from ..modifiers.base import set_submodule
+
+    for name, value in entries.items():
+        module = model.get_submodule(name)
+        if rebuilt(module, value):
+            continue
+        if not isinstance(module, nn.Linear):
+            raise CheckpointError(f"compression_config[{key!r}] names {name}, which is a {type(module).__name__}")
+        set_submodule(model, name, build(module, value))

@@ -32,7 +32,8 @@ from torch import nn
 
 from ..adapters import get_adapter
 from ..checkpoint import get_structure, record_method, record_structure, register_rebuild
-from ..errors import CheckpointError, RecipeError, UnsupportedModelError
+from ..checkpoint.structure import replace_recorded_linears
+from ..errors import RecipeError, UnsupportedModelError
 from ..registry import register_modifier
 from ..schema import option
 from .base import Modifier, ModifierConfig, StageContext, set_submodule
@@ -446,22 +447,16 @@ class LowRankModifier(Modifier):
 @register_rebuild("low_rank", order=50)
 def _rebuild_low_rank(model: PreTrainedModel, ranks: dict[str, int]) -> None:
     """Replaces the recorded Linears by empty `LowRankLinear`s of the recorded ranks (weights load next)."""
-    for name, rank in ranks.items():
-        module = model.get_submodule(name)
-        if isinstance(module, LowRankLinear) and module.rank == rank:
-            continue  # reached twice through layers shared by `layer_sharing`
-        if not isinstance(module, nn.Linear):
-            raise CheckpointError(f"compression_config['low_rank'] names {name}, which is a {type(module).__name__}")
-        weight = module.weight
-        replacement = LowRankLinear(
-            module.in_features,
-            module.out_features,
-            int(rank),
-            module.bias is not None,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
-        set_submodule(model, name, replacement)
+    replace_recorded_linears(
+        model,
+        "low_rank",
+        ranks,
+        build=lambda linear, rank: LowRankLinear(
+            linear.in_features, linear.out_features, int(rank), linear.bias is not None,
+            device=linear.weight.device, dtype=linear.weight.dtype,
+        ),
+        rebuilt=lambda module, rank: isinstance(module, LowRankLinear) and module.rank == rank,
+    )
 
 
 @register_rebuild("embedding_factorization", order=50)

@@ -26,7 +26,8 @@ from torch.nn import functional as F
 
 from ..adapters import get_adapter
 from ..checkpoint import get_structure, record_method, record_structure, register_rebuild
-from ..errors import CheckpointError, RecipeError
+from ..checkpoint.structure import replace_recorded_linears
+from ..errors import RecipeError
 from ..registry import register_modifier
 from ..schema import option
 from .base import Modifier, ModifierConfig, StageContext, set_submodule
@@ -305,19 +306,13 @@ class WeightClusteringModifier(Modifier):
 @register_rebuild("clustered", order=60)
 def _rebuild_clustered(model: PreTrainedModel, layers: dict[str, int]) -> None:
     """Replaces the recorded Linears by empty `ClusteredLinear`s (codebook and indices load next)."""
-    for name, bits in layers.items():
-        module = model.get_submodule(name)
-        if isinstance(module, ClusteredLinear) and module.bits == bits:
-            continue  # reached twice through layers shared by `layer_sharing`
-        if not isinstance(module, nn.Linear):
-            raise CheckpointError(f"compression_config['clustered'] names {name}, which is a {type(module).__name__}")
-        weight = module.weight
-        replacement = ClusteredLinear(
-            module.in_features,
-            module.out_features,
-            int(bits),
-            module.bias is not None,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
-        set_submodule(model, name, replacement)
+    replace_recorded_linears(
+        model,
+        "clustered",
+        layers,
+        build=lambda linear, bits: ClusteredLinear(
+            linear.in_features, linear.out_features, int(bits), linear.bias is not None,
+            device=linear.weight.device, dtype=linear.weight.dtype,
+        ),
+        rebuilt=lambda module, bits: isinstance(module, ClusteredLinear) and module.bits == bits,
+    )
