@@ -15,8 +15,10 @@ from transformers import AutoModelForSequenceClassification
 
 from pipeline_fixtures import make_tiny_base, tiny_recipe_text
 
-STAGE_MODIFIERS = """      - {{type: head_pruning, sparsity: 0.5, importance: {importance}, end: 0.5, update_every: 2}}
-      - {{type: ffn_pruning, sparsity: 0.5, importance: magnitude, end: 0.5, update_every: 2}}
+# Pruning happens once, before training (start == end == 0), from the same weights on 1 and 2
+# processes: gradual pruning would score weights that trained for different step counts.
+STAGE_MODIFIERS = """      - {{type: head_pruning, sparsity: 0.5, importance: {importance}, start: 0.0, end: 0.0}}
+      - {{type: ffn_pruning, sparsity: 0.5, importance: magnitude, start: 0.0, end: 0.0}}
       - {{type: distillation, temperature: 2.0, alpha_kd: 0.5, alpha_ce: 0.5}}
 """
 
@@ -31,6 +33,9 @@ def _recipe(tmp_path: Path, base: Path, glue_dir: Path, name: str, importance: s
     text = tiny_recipe_text(base, tmp_path / name, glue_dir)
     text = text.replace("      - {type: _halve_ffn}\n", STAGE_MODIFIERS.format(importance=importance))
     text = text.replace("max_train_samples: 64", "max_train_samples: 128")
+    # The tiny base itself is the teacher: a fine-tuning on 2 processes would start from other weights.
+    text = text.replace("teacher: finetuned-base\nfinetune_base: {epochs: 1}", f"teacher: {base}")
+    assert "finetune_base" not in text
     path = tmp_path / f"{name}.yaml"
     path.write_text(text)
     return path
