@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification
-
 from pipeline_fixtures import make_tiny_base, tiny_recipe_text
+from transformers import AutoModelForSequenceClassification
 
 # Pruning happens once, before training (start == end == 0), from the same weights on 1 and 2
 # processes: gradual pruning would score weights that trained for different step counts.
