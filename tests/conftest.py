@@ -35,6 +35,17 @@ def pytest_configure(config):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _temp_files_inside_pytest_tmp(tmp_path_factory):
+    """`tempfile.mkdtemp()` calls in tests land in pytest's own (rotated) temp tree, not /tmp."""
+    import tempfile
+
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("tempfiles"))
+    yield
+    tempfile.tempdir = previous
+
+
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="run GLUE-scale / real-model tests")
 
