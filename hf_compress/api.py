@@ -19,7 +19,8 @@ def compress(
     calibration_data: Iterable[dict[str, torch.Tensor]] | Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None,
     teacher: PreTrainedModel | None = None,
     tokenizer: Any = None,
-) -> PreTrainedModel:
+    return_tokenizer: bool = False,
+) -> PreTrainedModel | tuple[PreTrainedModel, Any]:
     """Applies post-training modifiers to `model` and returns the compressed model.
 
     Args:
@@ -29,10 +30,13 @@ def compress(
         calibration_data: batches (dicts of tensors with labels) for techniques that score
             importance or calibrate on data (e.g. Taylor importance).
         teacher: a teacher model, for techniques that use one.
-        tokenizer: the tokenizer, for techniques that rewrite it.
+        tokenizer: the tokenizer, for techniques that rewrite it (vocabulary pruning).
+        return_tokenizer: return `(model, tokenizer)`; required when a technique replaces the
+            tokenizer, since the old one no longer matches the model's token ids.
 
     Raises:
-        RecipeError: a stage trains; use `CompressionTrainer` for those.
+        RecipeError: a stage trains (use `CompressionTrainer`), or the tokenizer was replaced and
+            `return_tokenizer` is False.
     """
     stages = _as_stages(recipe)
     for stage in stages:
@@ -41,6 +45,12 @@ def compress(
                 f"stage {stage.name!r} trains (epochs={stage.epochs}); `compress` applies one-shot stages only. "
                 "Use CompressionTrainer (or `hf-compress run`) for training stages."
             )
+    renumbering = [spec.type for stage in stages for spec in stage.modifiers if spec.modifier_class.changes_vocabulary]
+    if renumbering and not return_tokenizer:
+        raise RecipeError(
+            f"{renumbering[0]} replaces the tokenizer (the model's token ids change): pass the tokenizer and "
+            "return_tokenizer=True, and use the (model, tokenizer) it returns"
+        )
     device = next(model.parameters()).device
     loader = calibration_data if callable(calibration_data) or calibration_data is None else (lambda: iter(calibration_data))
     ctx = StageContext(teacher=teacher, tokenizer=tokenizer, train_dataloader=loader, device=device)
@@ -51,7 +61,7 @@ def compress(
             model = modifier.on_initialize(model, ctx) or model
         for modifier in modifiers:
             model = modifier.on_finalize(model, ctx) or model
-    return model
+    return (model, ctx.tokenizer) if return_tokenizer else model
 
 
 def _as_stages(recipe: Recipe | Stage | Iterable[ModifierSpec | dict[str, Any]]) -> tuple[Stage, ...]:

@@ -402,3 +402,24 @@ def test_shipped_recipes_validate(name):
     types = [spec.type for stage in recipe.stages for spec in stage.modifiers]
     assert "vocab_pruning" in types
     assert copy.deepcopy(recipe.to_dict())["output_dir"] == f"outputs/{name}"
+
+
+def test_compress_hands_back_the_pruned_tokenizer():
+    from hf_compress import RecipeError, compress
+
+    tokenizer = tiny_tokenizer()
+    model = tiny_model("bert")
+    with pytest.raises(RecipeError, match="return_tokenizer=True"):
+        compress(model, [{"type": "vocab_pruning", "use_full_train_set": False}], tokenizer=tokenizer)
+    assert model.config.vocab_size == 128  # refused before anything changed
+
+    batch = tokenizer(["the movie was good", "the plot was bad"], padding=True, return_tensors="pt")
+    pruned, new_tokenizer = compress(
+        model,
+        [{"type": "vocab_pruning", "use_full_train_set": False, "measure_dev": False}],
+        calibration_data=[dict(batch)],
+        tokenizer=tokenizer,
+        return_tokenizer=True,
+    )
+    assert new_tokenizer is not tokenizer and len(new_tokenizer) < len(tokenizer)
+    assert pruned.config.vocab_size == len(new_tokenizer)
