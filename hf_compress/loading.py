@@ -36,29 +36,28 @@ from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoConfig,
-    AutoModel,
-    AutoModelForMaskedLM,
-    AutoModelForMultipleChoice,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
 )
 
+from .checkpoint.families import HEAD_AUTO_CLASSES
 from .errors import CheckpointError, HfCompressError
 
 logger = logging.getLogger(__name__)
 
-# task head -> (architecture-name suffix, Auto class)
+# task head -> (architecture-name suffix, Auto class); the Auto classes are the ones the
+# compressed model types are registered with.
+_HEAD_SUFFIXES = {
+    "sequence-classification": "ForSequenceClassification",
+    "base": "Model",
+    "masked-lm": "ForMaskedLM",
+    "token-classification": "ForTokenClassification",
+    "question-answering": "ForQuestionAnswering",
+    "multiple-choice": "ForMultipleChoice",
+}
 TASK_HEADS: dict[str, tuple[str, Any]] = {
-    "sequence-classification": ("ForSequenceClassification", AutoModelForSequenceClassification),
-    "base": ("Model", AutoModel),
-    "masked-lm": ("ForMaskedLM", AutoModelForMaskedLM),
-    "token-classification": ("ForTokenClassification", AutoModelForTokenClassification),
-    "question-answering": ("ForQuestionAnswering", AutoModelForQuestionAnswering),
-    "multiple-choice": ("ForMultipleChoice", AutoModelForMultipleChoice),
+    head: (suffix, HEAD_AUTO_CLASSES[suffix]) for head, suffix in _HEAD_SUFFIXES.items()
 }
 # Weights formats that are pickles: never loaded (unpickling runs code), only named in the error.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")

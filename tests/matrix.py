@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from tiny import FAMILIES, tiny_dataset, tiny_model
-from transformers import TrainingArguments
+from tiny import FAMILIES, tiny_dataset, tiny_model, tiny_training_args
 
 from hf_compress import CompressionTrainer, Recipe
 
@@ -71,16 +69,7 @@ def apply_case(case: MatrixCase, family: str):
         },
         source=f"matrix:{case.id}",
     )
-    args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(),
-        per_device_train_batch_size=8,
-        report_to=[],
-        save_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-        learning_rate=1e-3,
-        logging_strategy="no",
-    )
+    args = tiny_training_args()
     trainer = CompressionTrainer(
         model=model,
         args=args,

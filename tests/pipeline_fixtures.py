@@ -7,14 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tiny import tiny_tokenizer
-from torch import nn
+from tiny import narrow_ffn, rebuild_narrowed_ffn, tiny_tokenizer
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-from transformers.pytorch_utils import prune_linear_layer
 
 from hf_compress import register_modifier
 from hf_compress.adapters import get_adapter
-from hf_compress.checkpoint import record_method, record_structure, register_rebuild
+from hf_compress.checkpoint import record_method, register_rebuild
 from hf_compress.models import packaged_minilm_dir
 from hf_compress.modifiers import Modifier, ModifierConfig
 from hf_compress.schema import option
@@ -34,14 +32,7 @@ def make_tiny_base(directory: Path) -> Path:
     return directory
 
 
-@register_rebuild("_pipeline_ffn", 40)
-def _rebuild(model, widths):
-    adapter = get_adapter(model)
-    for index, width in widths.items():
-        layer = adapter.layer(model, int(index))
-        ffn_in, ffn_out = adapter.get(layer, adapter.ffn_in), adapter.get(layer, adapter.ffn_out)
-        adapter.set(layer, adapter.ffn_in, nn.Linear(ffn_in.in_features, width))
-        adapter.set(layer, adapter.ffn_out, nn.Linear(width, ffn_out.out_features))
+register_rebuild("_pipeline_ffn", 40)(rebuild_narrowed_ffn)
 
 
 @dataclass(frozen=True)
@@ -57,14 +48,7 @@ class HalveFfn(Modifier):
 
     def on_initialize(self, model, ctx):
         adapter = get_adapter(model)
-        widths = {}
-        for index in range(adapter.num_layers(model)):
-            layer = adapter.layer(model, index)
-            keep = torch.arange(adapter.ffn_width(model, index) // 2)
-            adapter.set(layer, adapter.ffn_in, prune_linear_layer(adapter.get(layer, adapter.ffn_in), keep, dim=0))
-            adapter.set(layer, adapter.ffn_out, prune_linear_layer(adapter.get(layer, adapter.ffn_out), keep, dim=1))
-            widths[str(index)] = len(keep)
-        record_structure(model, "_pipeline_ffn", widths)
+        narrow_ffn(model, {i: adapter.ffn_width(model, i) // 2 for i in range(adapter.num_layers(model))}, "_pipeline_ffn")
         record_method(model, "test_halve_ffn")
 
     def on_finalize(self, model, ctx):

@@ -6,10 +6,9 @@ import json
 
 import pytest
 import torch
-from tiny import FAMILIES, logits, tiny_inputs, tiny_model, tiny_tokenizer
-from torch import nn
+from tiny import FAMILIES, logits, rebuild_narrowed_ffn, tiny_inputs, tiny_model, tiny_tokenizer
+from tiny import narrow_ffn as narrow_widths
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, pipeline
-from transformers.pytorch_utils import prune_linear_layer
 
 import hf_compress  # noqa: F401
 from hf_compress.adapters import get_adapter
@@ -17,33 +16,16 @@ from hf_compress.checkpoint import (
     REBUILDERS,
     is_compressed,
     record_method,
-    record_structure,
     register_rebuild,
     to_compressed,
 )
 from hf_compress.errors import CheckpointError, UnsupportedModelError
 
-
-@register_rebuild("_test_ffn", 40)
-def _rebuild_test_ffn(model, widths):
-    """Test-only structural change: narrowed FFN per layer."""
-    adapter = get_adapter(model)
-    for index, width in widths.items():
-        layer = adapter.layer(model, int(index))
-        ffn_in, ffn_out = adapter.get(layer, adapter.ffn_in), adapter.get(layer, adapter.ffn_out)
-        adapter.set(layer, adapter.ffn_in, nn.Linear(ffn_in.in_features, width))
-        adapter.set(layer, adapter.ffn_out, nn.Linear(width, ffn_out.out_features))
+register_rebuild("_test_ffn", 40)(rebuild_narrowed_ffn)
 
 
 def narrow_ffn(model, widths: dict[int, int]):
-    adapter = get_adapter(model)
-    for index, width in widths.items():
-        layer = adapter.layer(model, index)
-        keep = torch.arange(width)
-        adapter.set(layer, adapter.ffn_in, prune_linear_layer(adapter.get(layer, adapter.ffn_in), keep, dim=0))
-        adapter.set(layer, adapter.ffn_out, prune_linear_layer(adapter.get(layer, adapter.ffn_out), keep, dim=1))
-    record_structure(model, "_test_ffn", {str(i): w for i, w in widths.items()})
-    return model
+    return narrow_widths(model, widths, "_test_ffn")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

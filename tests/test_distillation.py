@@ -7,12 +7,11 @@ import tempfile
 
 import pytest
 import torch
-from tiny import FAMILIES, logits, tiny_dataset, tiny_inputs, tiny_model
+from tiny import FAMILIES, logits, tiny_dataset, tiny_inputs, tiny_model, tiny_training_args
 from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
     BertForSequenceClassification,
-    TrainingArguments,
 )
 
 import hf_compress  # noqa: F401  (registers the compressed format)
@@ -64,18 +63,7 @@ def run_stage(model, teacher, modifiers, epochs=1.0, seed=0, lr=1e-3, trainer_kw
             "stages": [{"name": "stage", "epochs": epochs, "modifiers": modifiers}],
         }
     )
-    args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(),
-        per_device_train_batch_size=8,
-        report_to=[],
-        save_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-        learning_rate=lr,
-        logging_strategy="no",
-        seed=seed,
-        **arg_overrides,
-    )
+    args = tiny_training_args(learning_rate=lr, seed=seed, **arg_overrides)
     trainer = CompressionTrainer(
         model=model, args=args, recipe=recipe, teacher=teacher, train_dataset=tiny_dataset(), **(trainer_kwargs or {})
     )

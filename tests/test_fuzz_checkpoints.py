@@ -21,13 +21,10 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tiny import logits, tiny_inputs, tiny_model, tiny_tokenizer
-from torch import nn
-from transformers.pytorch_utils import prune_linear_layer
+from tiny import logits, narrow_ffn, rebuild_narrowed_ffn, tiny_inputs, tiny_model, tiny_tokenizer
 
 import hf_compress  # noqa: F401  (registers the compressed format)
-from hf_compress.adapters import get_adapter
-from hf_compress.checkpoint import record_structure, register_rebuild
+from hf_compress.checkpoint import register_rebuild
 from hf_compress.cli import main
 from hf_compress.errors import CheckpointError, HfCompressError
 from hf_compress.loading import load_compressed, load_compressed_with_tokenizer
@@ -36,26 +33,11 @@ SEED = 20261128
 MAX_SECONDS_PER_CASE = 10.0
 
 
-@register_rebuild("_fuzz_ffn", 40)
-def _rebuild_fuzz_ffn(model, widths):
-    """Test-only structure: FFN width per layer (like tests/test_checkpoint.py)."""
-    adapter = get_adapter(model)
-    for index, width in widths.items():
-        layer = adapter.layer(model, int(index))
-        ffn_in, ffn_out = adapter.get(layer, adapter.ffn_in), adapter.get(layer, adapter.ffn_out)
-        adapter.set(layer, adapter.ffn_in, nn.Linear(ffn_in.in_features, width))
-        adapter.set(layer, adapter.ffn_out, nn.Linear(width, ffn_out.out_features))
+register_rebuild("_fuzz_ffn", 40)(rebuild_narrowed_ffn)
 
 
 def _compressed_model():
-    model = tiny_model("bert")
-    adapter = get_adapter(model)
-    layer = adapter.layer(model, 0)
-    keep = torch.arange(10)
-    adapter.set(layer, adapter.ffn_in, prune_linear_layer(adapter.get(layer, adapter.ffn_in), keep, dim=0))
-    adapter.set(layer, adapter.ffn_out, prune_linear_layer(adapter.get(layer, adapter.ffn_out), keep, dim=1))
-    record_structure(model, "_fuzz_ffn", {"0": 10})
-    return model
+    return narrow_ffn(tiny_model("bert"), {0: 10}, "_fuzz_ffn")
 
 
 def _save(directory: Path, model) -> Path:

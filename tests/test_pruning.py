@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import FAMILIES, logits, tiny_dataset, tiny_inputs, tiny_model, tiny_tokenizer
-from transformers import AutoModelForSequenceClassification, TrainingArguments
+from tiny import FAMILIES, logits, tiny_dataset, tiny_inputs, tiny_model, tiny_tokenizer, tiny_training_args
+from transformers import AutoModelForSequenceClassification
 
 import hf_compress
 import hf_compress.modifiers.magnitude_pruning  # noqa: F401  (registers magnitude_pruning)
@@ -267,16 +267,7 @@ def test_gradual_ffn_pruning_in_the_trainer_reaches_its_target():
             "stages": [{"name": "s", "epochs": 2, "modifiers": entries}],
         }
     )
-    args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(),
-        per_device_train_batch_size=8,
-        report_to=[],
-        save_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-        learning_rate=1e-3,
-        logging_strategy="no",
-    )
+    args = tiny_training_args()
     trainer = CompressionTrainer(model=model, args=args, recipe=recipe, train_dataset=tiny_dataset())
     trainer.train()
     ffn, heads = trainer.stage_summaries[0]["modifiers"]

@@ -16,6 +16,7 @@ from transformers import (
     PreTrainedModel,
     RobertaConfig,
     RobertaForSequenceClassification,
+    TrainingArguments,
 )
 
 FAMILIES = ("bert", "roberta", "distilbert")
@@ -76,3 +77,52 @@ def tiny_tokenizer(directory: str | Path | None = None) -> BertTokenizerFast:
 def logits(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
         return model(**inputs).logits
+
+
+def rebuild_narrowed_ffn(model: PreTrainedModel, widths: dict[str, int]) -> None:
+    """A test-only rebuilder (register it under a key of your own with `register_rebuild(key, 40)`):
+    empty FFN Linears of the recorded width per layer, for `narrow_ffn` checkpoints."""
+    from torch import nn
+
+    from hf_compress.adapters import get_adapter
+
+    adapter = get_adapter(model)
+    for index, width in widths.items():
+        layer = adapter.layer(model, int(index))
+        ffn_in, ffn_out = adapter.get(layer, adapter.ffn_in), adapter.get(layer, adapter.ffn_out)
+        adapter.set(layer, adapter.ffn_in, nn.Linear(ffn_in.in_features, width))
+        adapter.set(layer, adapter.ffn_out, nn.Linear(width, ffn_out.out_features))
+
+
+def narrow_ffn(model: PreTrainedModel, widths: dict[int, int], key: str) -> PreTrainedModel:
+    """Test-only structural change: keeps the first `width` FFN neurons of each listed layer and
+    records it under `key` (which must have `rebuild_narrowed_ffn` registered)."""
+    from transformers.pytorch_utils import prune_linear_layer
+
+    from hf_compress.adapters import get_adapter
+    from hf_compress.checkpoint import record_structure
+
+    adapter = get_adapter(model)
+    for index, width in widths.items():
+        layer = adapter.layer(model, index)
+        keep = torch.arange(width)
+        adapter.set(layer, adapter.ffn_in, prune_linear_layer(adapter.get(layer, adapter.ffn_in), keep, dim=0))
+        adapter.set(layer, adapter.ffn_out, prune_linear_layer(adapter.get(layer, adapter.ffn_out), keep, dim=1))
+    record_structure(model, key, {str(i): w for i, w in widths.items()})
+    return model
+
+
+def tiny_training_args(**overrides) -> TrainingArguments:
+    """Quiet, CPU, no-checkpoint TrainingArguments for tiny training runs in tests."""
+    values = {
+        "output_dir": tempfile.mkdtemp(),
+        "per_device_train_batch_size": 8,
+        "report_to": [],
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "use_cpu": True,
+        "learning_rate": 1e-3,
+        "logging_strategy": "no",
+        **overrides,
+    }
+    return TrainingArguments(**values)

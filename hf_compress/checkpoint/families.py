@@ -33,8 +33,8 @@ from .structure import FORMAT_VERSION, apply_structure
 
 # family -> (config class name, class-name prefix) in transformers
 _FAMILIES = {"bert": ("BertConfig", "Bert"), "roberta": ("RobertaConfig", "Roberta"), "distilbert": ("DistilBertConfig", "DistilBert")}
-# head suffix -> Auto class
-_HEADS = {
+# architecture-name suffix of each task head -> its Auto class
+HEAD_AUTO_CLASSES = {
     "Model": AutoModel,
     "ForSequenceClassification": AutoModelForSequenceClassification,
     "ForMaskedLM": AutoModelForMaskedLM,
@@ -83,7 +83,7 @@ def _register_all() -> None:
         globals()[config_class.__name__] = config_class
         COMPRESSED_CONFIGS[family] = config_class
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-        for suffix, auto_class in _HEADS.items():
+        for suffix, auto_class in HEAD_AUTO_CLASSES.items():
             base = getattr(transformers, f"{prefix}{suffix}", None)
             if base is None:
                 continue
