@@ -5,10 +5,14 @@
 result in one process, one after the other: the task metric on the dev set, parameters,
 non-zero parameters, bytes on disk and CPU latency. It writes `results.json`, `results.md` and
 `frontier.png` (metric against size and against latency, the teacher marked).
+
+`default_recipes` picks the recipes of one task from a folder, and `prepare_teacher` fine-tunes
+(or reuses) the teacher; `hf-compress bench --out` and `scripts/benchmark_glue.py` share them.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -18,6 +22,7 @@ from typing import Any
 
 from .data.glue_tasks import get_task
 from .data.preprocess import load_task_datasets
+from .errors import RecipeError
 from .evaluation import evaluate_task, model_figures
 from .measure import environment
 from .models import load_for_task, load_tokenizer
@@ -26,6 +31,147 @@ from .reporting import human_bytes
 from .runner import run_recipe
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+TEACHER_REPORT = "teacher_report.json"
+# `make demo`'s recipe: a tutorial with its own smaller budget, not one point of the frontier.
+EXCLUDED_BY_DEFAULT = ("quickstart",)
+
+
+def default_recipes(task: str, recipes_dir: str | Path = "recipes") -> list[Path]:
+    """The recipes a benchmark of `task` runs when none are named.
+
+    Every `*.yaml` / `*.yml` file in `recipes_dir` whose `task:` is `task` (read from the file,
+    which must be a valid recipe, not guessed from its name), sorted by file name, except the
+    quickstart.
+
+    Args:
+        task: the GLUE task (`sst2`, `rte`, ...).
+        recipes_dir: the folder to look in (not searched recursively).
+
+    Raises:
+        RecipeError: the folder does not exist, or a file in it is not a valid recipe.
+    """
+    wanted = get_task(task).name
+    folder = Path(recipes_dir)
+    if not folder.is_dir():
+        raise RecipeError(f"{folder}: recipes folder not found; pass --recipes-dir or name the recipe files")
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    return [p for p in files if p.stem not in EXCLUDED_BY_DEFAULT and Recipe.from_yaml(p).task == wanted]
+
+
+def check_recipes(task: str, recipes: list[str] | list[Path], overrides: list[str] | None = None) -> None:
+    """Checks that every file is a valid recipe (with `overrides`) for `task`, before anything runs.
+
+    Raises:
+        RecipeError: a file is missing or invalid, or trains on another task.
+    """
+    wanted = get_task(task).name
+    for path in recipes:
+        recipe = Recipe.from_yaml(path, overrides=overrides)
+        if recipe.task != wanted:
+            raise RecipeError(f"{path}: task: {recipe.task}, but this benchmark measures {wanted}; leave it out or use --task {recipe.task}")
+
+
+def finetune_teacher(
+    task: str,
+    output_dir: str | Path,
+    base_model: str = DEFAULT_BASE_MODEL,
+    epochs: float = 1.0,
+    max_train_samples: int | None = None,
+    max_seq_length: int = 64,
+    batch_size: int = 32,
+    learning_rate: float = 5e-5,
+    glue_dir: str | None = None,
+    seed: int = 42,
+) -> dict[str, Any]:
+    """Fine-tunes `base_model` on `task`: the teacher and baseline a benchmark compares against.
+
+    Args:
+        task: the GLUE task.
+        output_dir: where the model, tokenizer and `teacher_report.json` are written.
+        base_model: Hub id or local path.
+        epochs: training epochs.
+        max_train_samples: a seeded random sample of the training set (default: all of it).
+        max_seq_length: truncate inputs to this many tokens.
+        batch_size: per-device training batch size.
+        learning_rate: peak learning rate (linear decay, 6% warm-up).
+        glue_dir: local GLUE folder.
+        seed: random seed.
+
+    Returns:
+        The report written to `teacher_report.json`: the settings, dev metrics, parameters,
+        bytes on disk, CPU latency and training time.
+    """
+    from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
+
+    from .trainer import CompressionTrainer
+
+    settings = {
+        "base_model": base_model, "task": get_task(task).name, "epochs": epochs, "max_train_samples": max_train_samples,
+        "max_seq_length": max_seq_length, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+    }
+    set_seed(seed)
+    glue_task = get_task(task)
+    tokenizer = load_tokenizer(base_model)
+    model = load_for_task(base_model, glue_task)
+    train, dev = load_task_datasets(glue_task, tokenizer, max_seq_length, max_train_samples, None, glue_dir, seed)
+    output = Path(output_dir)
+    training_args = TrainingArguments(
+        output_dir=str(output.with_name(output.name + ".work")),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=0.06,  # a float below 1 is a ratio of the total steps in transformers 5
+        weight_decay=0.01,
+        logging_steps=100,
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+    )
+    trainer = CompressionTrainer(
+        model=model, args=training_args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer
+    )
+    started = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - started
+
+    output.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    report = {
+        **settings,
+        "train_examples": len(train) if train is not None else 0,
+        "train_seconds": train_seconds,
+        "metrics": evaluate_task(model, tokenizer, glue_task, dev),
+        **model_figures(model, saved_dir=str(output)),
+        "environment": environment(),
+    }
+    (output / TEACHER_REPORT).write_text(json.dumps(report, indent=2))
+    return report
+
+
+_FINETUNE_SIGNATURE = inspect.signature(finetune_teacher)
+
+
+def prepare_teacher(task: str, directory: str | Path, **finetune: Any) -> str:
+    """A fine-tuned teacher in `directory`: reused when its `teacher_report.json` records the
+    same settings, else fine-tuned there with `finetune_teacher(task, directory, **finetune)`."""
+    directory = Path(directory)
+    report_path = directory / TEACHER_REPORT
+    wanted = _FINETUNE_SIGNATURE.bind(task, directory, **finetune)
+    wanted.apply_defaults()
+    settings = {k: v for k, v in wanted.arguments.items() if k not in ("output_dir", "glue_dir")}
+    settings["task"] = get_task(task).name
+    if report_path.is_file():
+        saved = json.loads(report_path.read_text())
+        if {k: saved.get(k) for k in settings} == settings:
+            logger.info("reusing the teacher in %s", directory)
+            return str(directory)
+        logger.warning("%s holds a teacher fine-tuned with other settings; fine-tuning again", directory)
+        report_path.unlink()  # an interrupted fine-tuning must not leave an old report beside new weights
+    finetune_teacher(task, directory, **finetune)
+    return str(directory)
 
 
 def benchmark_recipe(recipe_path: str | Path, teacher: str, output_root: Path, overrides: list[str]) -> Recipe:
@@ -58,7 +204,7 @@ def run_benchmark(
     Args:
         task: the GLUE task.
         teacher: directory of the fine-tuned teacher (also the baseline and each recipe's base).
-        recipes: recipe files.
+        recipes: recipe files, each for `task` (checked before any runs).
         output_root: where each recipe's output and the results go.
         overrides: `--set` overrides applied to every recipe (e.g. `data.max_train_samples=8000`).
         glue_dir: local GLUE folder.
@@ -66,10 +212,15 @@ def run_benchmark(
         batch_sizes: latency batch sizes.
         seq_len: latency sequence length.
         max_eval_samples: evaluate on at most this many dev examples (default: all).
+
+    Raises:
+        RecipeError: a recipe file is missing or invalid, or for another task. A recipe that
+            fails while running is reported under `failed` instead; the others still run.
     """
+    glue_task = get_task(task)
+    check_recipes(glue_task.name, recipes, overrides)
     output_root = Path(output_root)
     output_root.mkdir(parents=True, exist_ok=True)
-    glue_task = get_task(task)
     runs: list[dict[str, Any]] = []
     started = time.perf_counter()
     for path in recipes:

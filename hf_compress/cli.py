@@ -75,23 +75,102 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# `bench` options that only mean something when running recipes, by argparse dest
+_RECIPE_BENCH_OPTIONS = {"recipes": "--recipes", "recipes_dir": "--recipes-dir", "teacher": "--teacher", "set": "--set",
+                         "base_model": "--base-model", "teacher_epochs": "--teacher-epochs"}
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_models
+    """Two modes: `bench MODEL...` measures saved models; `bench --task T --out DIR` runs recipes
+    from one teacher and measures the teacher and every result (hf_compress.benchmark)."""
+    given = [flag for dest, flag in _RECIPE_BENCH_OPTIONS.items() if getattr(args, dest) not in (None, [])]
+    if args.models:
+        if args.out or given:
+            flags = ", ".join(([] if args.out is None else ["--out"]) + given)
+            raise HfCompressError(
+                f"bench: give model directories to measure, or recipes to run with --out, not both ({flags} with models)"
+            )
+        return _bench_models(args)
+    if args.out is None:
+        hint = f" ({', '.join(given)} given)" if given else ""
+        raise HfCompressError(
+            "bench: nothing to benchmark: name model directories / Hub ids to measure, or run recipes with "
+            f"--task TASK --out DIR [--recipes FILE ...] [--teacher DIR]{hint}"
+        )
+    return _bench_recipes(args)
+
+
+def _bench_models(args: argparse.Namespace) -> int:
+    from .bench import bench_models, format_bench_table
 
     rows = bench_models(
         args.models,
         task=args.task,
         glue_dir=args.glue_dir,
-        batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
+        batch_sizes=_batch_sizes(args.batch_sizes),
         seq_len=args.seq_len,
         runs=args.runs,
         max_eval_samples=args.max_eval_samples,
         output=args.output,
     )
-    from .bench import format_bench_table
-
     print(format_bench_table(rows))
     return 0
+
+
+def _bench_recipes(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .benchmark import check_recipes, default_recipes, markdown_results, prepare_teacher, run_benchmark
+    from .data.glue_tasks import get_task
+
+    if args.task is None:
+        raise HfCompressError("bench --out: --task is required to run recipes (the GLUE task they all train on)")
+    get_task(args.task)
+    batch_sizes = _batch_sizes(args.batch_sizes)
+    if args.output is not None:
+        raise HfCompressError("bench --out: --output is for measuring models; results go to <out>/results.json")
+    if args.recipes and args.recipes_dir is not None:
+        raise HfCompressError("bench: --recipes names the files and --recipes-dir picks them by task; give one")
+    if args.teacher is not None and (args.base_model is not None or args.teacher_epochs is not None):
+        raise HfCompressError("bench: --base-model and --teacher-epochs fine-tune a teacher; not with --teacher")
+    recipes = args.recipes or default_recipes(args.task, args.recipes_dir or "recipes")
+    if not recipes:
+        raise HfCompressError(f"bench: no recipe in {args.recipes_dir or 'recipes'}/ has task: {args.task}; name them with --recipes")
+    check_recipes(args.task, recipes, args.set)  # before a teacher is fine-tuned for them
+    teacher = args.teacher
+    if teacher is None:
+        epochs = 1.0 if args.teacher_epochs is None else args.teacher_epochs
+        if epochs <= 0:
+            raise HfCompressError(f"bench: --teacher-epochs {epochs:g}: the teacher needs more than 0 epochs of fine-tuning")
+        finetune: dict[str, Any] = {"epochs": epochs, "max_seq_length": args.seq_len}
+        if args.base_model:
+            finetune["base_model"] = args.base_model
+        teacher = prepare_teacher(args.task, Path(args.out) / "teacher", glue_dir=args.glue_dir, **finetune)
+    results = run_benchmark(
+        args.task,
+        teacher,
+        [str(r) for r in recipes],
+        args.out,
+        overrides=args.set,
+        glue_dir=args.glue_dir,
+        latency_runs=args.runs,
+        batch_sizes=batch_sizes,
+        seq_len=args.seq_len,
+        max_eval_samples=args.max_eval_samples,
+    )
+    print(markdown_results(results))
+    print(f"results: {Path(args.out) / 'results.json'}; total time {results['total_time_s'] / 60:.1f} min")
+    return 0
+
+
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise HfCompressError(f"--batch-sizes {text!r}: give positive integers separated by commas, e.g. 1,32")
+    return sizes
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
@@ -136,15 +215,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-in", choices=("8bit", "4bit-nf4", "4bit-fp4"), help="quantize on load with bitsandbytes")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("bench", help="size / parameters / latency (/ accuracy with --task) table")
-    p.add_argument("models", nargs="+", help="model directories or Hub ids")
-    p.add_argument("--task", help="also measure the GLUE dev metric")
+    p = sub.add_parser(
+        "bench",
+        help="measure models side by side, or run recipes from one teacher and measure each result",
+        description="Measure saved models: `bench MODEL [MODEL ...] [--task T]`. Run recipes and measure each "
+        "result and the teacher in one process: `bench --task T --out DIR [--recipes FILE ...] [--teacher DIR]` "
+        "(default recipes: every one in --recipes-dir whose task: is T, except the quickstart).",
+    )
+    p.add_argument("models", nargs="*", help="model directories or Hub ids to measure (leave out to run recipes)")
+    p.add_argument("--task", help="GLUE task: measure its dev metric; required to run recipes")
     p.add_argument("--glue-dir")
     p.add_argument("--max-eval-samples", type=int)
-    p.add_argument("--batch-sizes", default="1,32")
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--output", help="write the results as JSON here")
+    p.add_argument("--batch-sizes", default="1,32", help="latency batch sizes (default 1,32)")
+    p.add_argument("--seq-len", type=int, default=128, help="latency and evaluation sequence length (default 128)")
+    p.add_argument("--runs", type=int, default=10, help="timed runs per batch size (default 10)")
+    p.add_argument("--output", help="models: write the results as JSON here")
+    recipes = p.add_argument_group("running recipes (no models given)")
+    recipes.add_argument("--out", help="run recipes: their outputs and results.json / results.md / frontier.png go here")
+    recipes.add_argument("--recipes", nargs="+", metavar="FILE", help="recipe files (default: every recipe of --task in --recipes-dir)")
+    recipes.add_argument("--recipes-dir", help="folder the default recipes come from (default: recipes)")
+    recipes.add_argument("--teacher", help="fine-tuned teacher directory (default: fine-tune one into <out>/teacher, or reuse it)")
+    recipes.add_argument("--base-model", help="model the teacher is fine-tuned from (default: all-MiniLM-L6-v2)")
+    recipes.add_argument("--teacher-epochs", type=float, help="epochs of that fine-tuning (default 1)")
+    recipes.add_argument(
+        "--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a key of every recipe (repeatable)"
+    )
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("push", help="push a compressed output directory to the Hub")

@@ -413,6 +413,10 @@ def load_compressed(
             f"{source}: the model cannot be loaded ({_one_line(exc)}); the checkpoint is corrupt or incomplete"
         ) from exc
     _check_loading_info(model, info, source, task_head, exact_head, compressed)
+    if getattr(model, "is_quantized", False):
+        from .modifiers.bnb import allow_resaving
+
+        allow_resaving(model)
     return model
 
 

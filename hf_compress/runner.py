@@ -110,9 +110,21 @@ def _finetune_fingerprint(recipe: Recipe) -> str:
 
 
 def finetune_base(
-    recipe: Recipe, task: GlueTask, tokenizer: Any, work_dir: Path, glue_dir: str | None, progress: bool = True
+    recipe: Recipe,
+    task: GlueTask,
+    tokenizer: Any,
+    work_dir: Path,
+    glue_dir: str | None,
+    progress: bool = True,
+    train_dataset: Any = None,
 ) -> PreTrainedModel:
-    """Fine-tunes the base model on the task (or reuses `finetune_base.cache_dir` when it matches)."""
+    """Fine-tunes the base model on the task (or reuses `finetune_base.cache_dir` when it matches).
+
+    Args:
+        train_dataset: the training slice already tokenized by the caller with `tokenizer`; it must
+            be the slice this function would load (`finetune_base.max_train_samples`, else
+            `data.max_train_samples`). Loaded and tokenized here when not given.
+    """
     fb = recipe.finetune_base
     assert fb is not None
     fingerprint = _finetune_fingerprint(recipe)
@@ -124,15 +136,17 @@ def finetune_base(
             return load_for_task(str(cache), task)
         logger.warning("%s holds a base fine-tuned with other settings; fine-tuning again", cache)
     model = load_for_task(recipe.base_model, task)
-    train, _ = load_task_datasets(
-        task,
-        tokenizer,
-        recipe.data.max_seq_length,
-        fb.max_train_samples or recipe.data.max_train_samples,
-        recipe.data.max_eval_samples,
-        glue_dir,
-        recipe.seed,
-    )
+    train = train_dataset
+    if train is None:
+        train, _ = load_task_datasets(
+            task,
+            tokenizer,
+            recipe.data.max_seq_length,
+            fb.max_train_samples or recipe.data.max_train_samples,
+            recipe.data.max_eval_samples,
+            glue_dir,
+            recipe.seed,
+        )
     overrides: dict[str, Any] = {"num_train_epochs": fb.epochs, "disable_tqdm": not progress, "save_strategy": "no"}
     if fb.learning_rate is not None:
         overrides["learning_rate"] = fb.learning_rate
@@ -191,11 +205,18 @@ def run_recipe(
 
     # Baseline, teacher and student ---------------------------------------------------------
     tokenizer = load_tokenizer(base_source)
+    # Tokenized once, before fine-tuning the base, which reuses the slice when it trains on the same one.
+    train, evaluation = load_task_datasets(
+        task, tokenizer, recipe.data.max_seq_length, recipe.data.max_train_samples, recipe.data.max_eval_samples, glue_dir, recipe.seed
+    )
     if recipe.finetune_base is not None:
         if work.has_model("finetuned-base"):
             model = load_for_task(str(work.path / "finetuned-base"), task)
         else:
-            model = finetune_base(recipe, task, tokenizer, work.path, glue_dir, progress)
+            same_slice = recipe.finetune_base.max_train_samples in (None, recipe.data.max_train_samples)
+            model = finetune_base(
+                recipe, task, tokenizer, work.path, glue_dir, progress, train_dataset=train if same_slice else None
+            )
             work.save_model("finetuned-base", model, tokenizer)
     else:
         model = load_for_task(base_source, task)
@@ -207,9 +228,6 @@ def run_recipe(
     baseline = model if recipe.finetune_base is not None or teacher is None else teacher
     baseline_name = "fine-tuned base" if recipe.finetune_base is not None else ("teacher" if teacher is not None else "base")
 
-    train, evaluation = load_task_datasets(
-        task, tokenizer, recipe.data.max_seq_length, recipe.data.max_train_samples, recipe.data.max_eval_samples, glue_dir, recipe.seed
-    )
     baseline_report: dict[str, Any] = work.progress.get("baseline") or {"name": baseline_name}
     if _is_main_process() and "metrics" not in baseline_report:  # only the main process measures and writes
         logger.info("measuring the baseline (%s)", baseline_name)

@@ -19,6 +19,7 @@ from transformers import DataCollatorWithPadding, PreTrainedModel, Trainer, Trai
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
 from .callbacks import ModifierCallback
+from .errors import UnsupportedModelError
 from .modifiers.base import Modifier, StageContext
 from .recipe import Recipe, Stage
 
@@ -61,9 +62,11 @@ class CompressionTrainer(Trainer):
         on_stage_end: Callable[[int, CompressionTrainer], None] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(model=model, args=args, **kwargs)
+        stages = tuple(stages if stages is not None else (recipe.stages if recipe else ()))
+        with _quantization_check_deferred(model, bool(stages)):
+            super().__init__(model=model, args=args, **kwargs)
         self.recipe = recipe
-        self.stages = tuple(stages if stages is not None else (recipe.stages if recipe else ()))
+        self.stages = stages
         self.task = task
         self.teacher = teacher
         if teacher is not None:
@@ -125,6 +128,7 @@ class CompressionTrainer(Trainer):
 
         output = None
         if stage.trains:
+            _check_quantized_training(self.model, self.modifiers, stage, index)
             self._reset_optimizer()
             checkpoint = None
             if resume and os.path.isdir(self.stage_output_dir(index)):
@@ -240,6 +244,38 @@ class CompressionTrainer(Trainer):
         for modifier in self.modifiers:
             loss = modifier.compute_loss(loss, model, inputs, outputs, self.context)
         return (loss, outputs) if return_outputs else loss
+
+
+@contextlib.contextmanager
+def _quantization_check_deferred(model: PreTrainedModel | None, defer: bool) -> Iterator[None]:
+    """Keeps `Trainer.__init__` from refusing a bitsandbytes-quantized model that the stages will
+    prepare before they train it.
+
+    `Trainer.__init__` refuses to fine-tune a quantized model without a peft wrapper. With stages,
+    the model given to the constructor is not what a stage trains: each stage's modifiers prepare
+    it first (`lora` injects adapters and freezes the quantized weights), and
+    `_check_quantized_training` checks the model a stage is about to train. A fresh run never meets
+    the refusal (it quantizes after construction); a resumed run hands over the quantized model
+    reloaded from the stage snapshot, so the constructor must accept it the same way.
+    """
+    hide = defer and model is not None and getattr(model, "is_quantized", False) is True
+    if hide:
+        model.is_quantized = False  # the flag transformers' check reads; restored right after
+    try:
+        yield
+    finally:
+        if hide:
+            model.is_quantized = True
+
+
+def _check_quantized_training(model: torch.nn.Module, modifiers: list[Modifier], stage: Stage, index: int) -> None:
+    """Refuses to train a bitsandbytes-quantized model in a stage without a modifier (LoRA) that
+    trains beside the frozen quantized weights (what `Trainer.__init__` would have refused)."""
+    if getattr(model, "is_quantized", False) and not any(m.allows_training_after_freeze for m in modifiers):
+        raise UnsupportedModelError(
+            f"stage {index} ({stage.name}) trains a bitsandbytes-quantized model, whose weights are frozen; add a "
+            "`lora` modifier to the stage to train adapters on it, or quantize in the last stage"
+        )
 
 
 MODIFIER_STATE_FILE = "hf_compress_modifiers"

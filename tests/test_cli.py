@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pipeline_fixtures import make_tiny_base, tiny_recipe_text
 
+from hf_compress import RecipeError, benchmark
 from hf_compress.cli import main
+from hf_compress.data.glue_tasks import get_task
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +74,164 @@ def test_unreachable_hub_id_is_a_clear_error(capsys, monkeypatch):
     hub_reachable.cache_clear()
     assert main(["eval", "someone/not-cached-model", "--task", "sst2"]) == 2
     assert "not reachable" in capsys.readouterr().err
+
+
+# `bench` running recipes -------------------------------------------------------------------------
+def _recipe(path: Path, task: str, base: Path) -> Path:
+    text = tiny_recipe_text(base, path.with_suffix(""), path.parent).replace("task: sst2", f"task: {task}")
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def fake_run_benchmark(monkeypatch):
+    """Records what `bench` hands to run_benchmark instead of training anything."""
+    calls = []
+
+    def fake(task, teacher, recipes, output_root, **kwargs):
+        calls.append({"task": task, "teacher": teacher, "recipes": recipes, "out": str(output_root), **kwargs})
+        return {"total_time_s": 1.0}
+
+    monkeypatch.setattr(benchmark, "run_benchmark", fake)
+    monkeypatch.setattr(benchmark, "markdown_results", lambda results: "| results table |")
+    return calls
+
+
+def test_default_recipes_are_chosen_by_the_task_in_the_file(tmp_path, tiny_base):
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    for name, task in [("b-sst2.yaml", "sst2"), ("a.yml", "sst2"), ("quickstart.yaml", "sst2"), ("minilm-sst2-x.yaml", "rte")]:
+        _recipe(folder / name, task, tiny_base)
+    (folder / "notes.txt").write_text("task: sst2\n")
+    names = lambda task: [p.name for p in benchmark.default_recipes(task, folder)]  # noqa: E731
+    assert names("sst2") == ["a.yml", "b-sst2.yaml"]  # the file name says sst2, the recipe says rte
+    assert names("RTE") == ["minilm-sst2-x.yaml"]
+    assert names("mrpc") == []
+    with pytest.raises(RecipeError, match="recipes folder not found"):
+        benchmark.default_recipes("sst2", tmp_path / "missing")
+    (folder / "broken.yaml").write_text("task: [")
+    with pytest.raises(RecipeError, match="broken.yaml: not valid YAML"):
+        benchmark.default_recipes("sst2", folder)
+
+
+@pytest.mark.parametrize("task", ["mrpc", "stsb", "cola", "rte"])
+def test_shipped_recipes_of_each_glue_task_are_the_default_selection(task):
+    names = {p.stem for p in benchmark.default_recipes(task, REPO / "recipes")}
+    assert {f"minilm-{task}-prune-distill-int8", f"minilm-{task}-int8"} <= names
+    assert all(f"-{task}-" in name for name in names) and "quickstart" not in names
+
+
+def test_bench_runs_named_recipes_through_run_benchmark(tmp_path, tiny_base, fake_run_benchmark, capsys):
+    a, b = _recipe(tmp_path / "a.yaml", "sst2", tiny_base), _recipe(tmp_path / "b.yaml", "sst2", tiny_base)
+    argv = ["bench", "--task", "sst2", "--recipes", str(a), str(b), "--teacher", str(tiny_base), "--out", str(tmp_path / "o"),
+            "--set", "data.max_train_samples=16", "--set", "stages.0.epochs=2", "--glue-dir", "G", "--runs", "3",
+            "--batch-sizes", "1,8", "--seq-len", "32", "--max-eval-samples", "24"]
+    assert main(argv) == 0
+    assert fake_run_benchmark == [{
+        "task": "sst2", "teacher": str(tiny_base), "recipes": [str(a), str(b)], "out": str(tmp_path / "o"),
+        "overrides": ["data.max_train_samples=16", "stages.0.epochs=2"], "glue_dir": "G", "latency_runs": 3,
+        "batch_sizes": (1, 8), "seq_len": 32, "max_eval_samples": 24,
+    }]
+    out = capsys.readouterr().out
+    assert "| results table |" in out and "results.json" in out
+
+
+def test_bench_defaults_to_the_recipes_of_the_task_and_fine_tunes_a_teacher(tmp_path, tiny_base, fake_run_benchmark, monkeypatch):
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    for name, task in [("x.yaml", "rte"), ("y.yaml", "sst2"), ("quickstart.yaml", "rte")]:
+        _recipe(folder / name, task, tiny_base)
+    tuned = []
+
+    def fake_finetune(task, output_dir, **kwargs):
+        tuned.append((task, str(output_dir), kwargs))
+
+    monkeypatch.setattr(benchmark, "finetune_teacher", fake_finetune)
+    out = tmp_path / "o"
+    argv = ["bench", "--task", "rte", "--recipes-dir", str(folder), "--out", str(out), "--teacher-epochs", "3", "--seq-len", "64"]
+    assert main(argv) == 0
+    (call,) = fake_run_benchmark
+    assert call["recipes"] == [str(folder / "x.yaml")] and call["teacher"] == str(out / "teacher")
+    assert tuned == [("rte", str(out / "teacher"), {"glue_dir": None, "epochs": 3.0, "max_seq_length": 64})]
+
+
+def test_prepare_teacher_reuses_a_teacher_fine_tuned_with_the_same_settings(tmp_path, tiny_base, glue_dir, monkeypatch):
+    settings = {"base_model": str(tiny_base), "max_train_samples": 16, "max_seq_length": 16, "batch_size": 8}
+    teacher = benchmark.prepare_teacher("sst2", tmp_path / "t", glue_dir=str(glue_dir), **settings)
+    report = json.loads((Path(teacher) / "teacher_report.json").read_text())
+    assert report["task"] == "sst2" and report["train_examples"] == 16 and 0 <= report["metrics"]["accuracy"] <= 1
+    assert (Path(teacher) / "model.safetensors").is_file()
+
+    tuned = []
+    monkeypatch.setattr(benchmark, "finetune_teacher", lambda task, output_dir, **kw: tuned.append(kw))
+    assert benchmark.prepare_teacher("sst2", tmp_path / "t", glue_dir="elsewhere", **settings) == teacher
+    assert tuned == []  # same settings: reused (where the data came from does not matter)
+    benchmark.prepare_teacher("sst2", tmp_path / "t", **{**settings, "epochs": 2.0})
+    assert tuned == [{**settings, "epochs": 2.0}]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench"], "nothing to benchmark"),
+        (["bench", "--recipes", "r.yaml"], r"nothing to benchmark.*\(--recipes given\)"),
+        (["bench", "m", "--out", "o"], r"not both \(--out with models\)"),
+        (["bench", "m", "--teacher", "t", "--set", "a=1"], r"not both \(--teacher, --set with models\)"),
+        (["bench", "--out", "o"], "--task is required"),
+        (["bench", "--task", "nope", "--out", "o"], "unknown GLUE task 'nope'"),
+        (["bench", "--task", "sst2", "--out", "o", "--output", "x.json"], "--output is for measuring models"),
+        (["bench", "--task", "sst2", "--out", "o", "--batch-sizes", "1,x"], "--batch-sizes '1,x'"),
+        (["bench", "--task", "sst2", "--out", "o", "--recipes", "r.yaml", "--recipes-dir", "d"], "give one"),
+        (["bench", "--task", "sst2", "--out", "o", "--teacher", "t", "--teacher-epochs", "2"], "not with --teacher"),
+        (["bench", "--task", "sst2", "--out", "o", "--recipes", "missing.yaml"], "recipe file not found"),
+        (["bench", "--task", "wnli", "--out", "o", "--recipes-dir", "RECIPES"], r"no recipe in .*recipes/ has task: wnli"),
+        (["bench", "--task", "sst2", "--out", "o", "--teacher-epochs", "0", "--recipes-dir", "RECIPES"], "more than 0 epochs"),
+    ],
+)
+def test_bench_mode_errors_are_clear(argv, message, fake_run_benchmark, capsys):
+    argv = [str(REPO / "recipes") if a == "RECIPES" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hf-compress: error:") and "Traceback" not in err
+    assert __import__("re").search(message, err), err
+    assert fake_run_benchmark == []
+
+
+def test_bench_refuses_a_recipe_of_another_task(tmp_path, tiny_base, fake_run_benchmark, capsys):
+    rte = _recipe(tmp_path / "rte.yaml", "rte", tiny_base)
+    argv = ["bench", "--task", "sst2", "--recipes", str(rte), "--teacher", str(tiny_base), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "task: rte, but this benchmark measures sst2" in capsys.readouterr().err and fake_run_benchmark == []
+
+
+# The shipped recipes of the small GLUE tasks, shrunk with --set to a tiny model and 32 examples ----
+@pytest.fixture(scope="module")
+def tiny_encoder(tiny_base, tmp_path_factory):
+    """The tiny base without its 2-label head, so tasks with any number of outputs (STS-B: 1) get a fresh one."""
+    from transformers import AutoTokenizer, BertModel
+
+    directory = tmp_path_factory.mktemp("encoder")
+    BertModel.from_pretrained(tiny_base).save_pretrained(directory)
+    AutoTokenizer.from_pretrained(tiny_base).save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize("task", ["mrpc", "stsb", "cola", "rte"])
+def test_shipped_best_combination_recipe_runs_on_a_tiny_model(task, tmp_path, tiny_encoder, glue_dir):
+    output = tmp_path / "out"
+    shrink = [f"base_model={tiny_encoder}", "finetune_base.epochs=1", "finetune_base.cache_dir=null", "data.max_train_samples=32",
+              "data.max_eval_samples=32", "data.max_seq_length=32", "stages.0.epochs=1", "training.per_device_train_batch_size=16",
+              f"data.glue_dir={glue_dir}", f"output_dir={output}"]
+    argv = ["run", str(REPO / "recipes" / f"minilm-{task}-prune-distill-int8.yaml"), "--no-latency"]
+    assert main(argv + [arg for s in shrink for arg in ("--set", s)]) == 0
+    report = json.loads((output / "report.json").read_text())
+    task_spec = get_task(task)
+    assert report["task"] == task and report["metric_name"] == task_spec.main_metric
+    for side in ("baseline", "compressed"):  # every official metric, before and after
+        assert set(task_spec.metrics) <= set(report[side]["metrics"])
+    assert report["compressed"]["methods"] == ["head_pruning", "ffn_pruning", "vocab_pruning", "int8_dynamic", "embedding_quantization"]
+    assert report["compressed"]["size_bytes"] < report["baseline"]["size_bytes"]
+    assert ('"soft_target_loss": "mse"' in json.dumps(report["stages"])) == task_spec.is_regression
+    config = json.loads((output / "config.json").read_text())
+    assert (config.get("problem_type") == "regression") == task_spec.is_regression
+    assert len(config["id2label"]) == task_spec.num_labels

@@ -430,14 +430,29 @@ def test_runtime_misuse_is_a_clear_error():
 
 # Recipes and the head importance script ------------------------------------------------------------
 @pytest.mark.parametrize(
-    "name", ["minilm-sst2-prune-heads-ffn-50", "minilm-sst2-magnitude-80", "minilm-sst2-magnitude-90"]
+    "name",
+    [
+        "minilm-sst2-prune-heads-ffn-50-gradual",
+        "minilm-sst2-magnitude-80",
+        "minilm-sst2-magnitude-80-distill",
+        "minilm-sst2-magnitude-90",
+    ],
 )
-def test_shipped_recipes_validate(name):
+def test_shipped_gradual_recipes_validate(name):
     recipe = Recipe.from_yaml(REPO / "recipes" / f"{name}.yaml")
     assert recipe.output_dir == f"outputs/{name}"
     assert all(stage.trains for stage in recipe.stages)
     types = [spec.type for spec in recipe.stages[0].modifiers]
-    assert types == (["head_pruning", "ffn_pruning"] if "heads" in name else ["magnitude_pruning"])
+    expected = ["head_pruning", "ffn_pruning"] if "heads" in name else ["magnitude_pruning"]
+    assert types == expected + (["distillation"] if name.endswith("distill") else [])
+
+
+def test_shipped_one_shot_pruning_recipe_prunes_then_fine_tunes():
+    recipe = Recipe.from_yaml(REPO / "recipes" / "minilm-sst2-prune-heads-ffn-50.yaml")
+    prune, finetune = recipe.stages
+    assert not prune.trains and finetune.trains and finetune.epochs == 2
+    assert [spec.type for spec in prune.modifiers] == ["head_pruning", "ffn_pruning"]
+    assert all(spec.config.sparsity == 0.5 for spec in prune.modifiers)
 
 
 def test_head_importance_script_runs_on_a_tiny_model(tmp_path):

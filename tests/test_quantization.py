@@ -517,6 +517,61 @@ def test_lora_refuses_int8_layers():
         trainer.train()
 
 
+
+def test_compression_trainer_takes_a_bnb_model_its_lora_stage_prepares():
+    """A resumed run hands the Trainer the 4-bit model reloaded from the stage snapshot; its
+    LoRA stage attaches the adapters, as in a run that quantized after construction."""
+    recipe = Recipe.from_dict(
+        {
+            "base_model": "tiny",
+            "task": "sst2",
+            "output_dir": "unused",
+            "stages": [
+                {"name": "quantize", "epochs": 0, "modifiers": [{"type": "quantization", "method": "bnb_4bit_nf4"}]},
+                {"name": "recover", "epochs": 1, "modifiers": [{"type": "lora", "r": 4, "dropout": 0.0}]},
+            ],
+        }
+    )
+    quantized, _ = reload(quantize(wide_model(), method="bnb_4bit_nf4"))
+    assert quantized.is_quantized
+    trainer = CompressionTrainer(
+        model=quantized, args=_args(), recipe=recipe, train_dataset=tiny_dataset(), start_stage=1
+    )
+    assert quantized.is_quantized  # only hidden from the Trainer's constructor check
+    trainer.train()
+    assert trainer.stage_summaries[-1]["modifiers"][0]["adapted_layers"] == 13
+
+    # Without stages it is a plain Trainer, which refuses a quantized model without adapters;
+    # a stage that trains a quantized model without LoRA is refused when it starts.
+    with pytest.raises(ValueError, match="purely quantized"):
+        CompressionTrainer(model=quantized, args=_args(), train_dataset=tiny_dataset())
+    plain = CompressionTrainer(
+        model=reload(quantize(wide_model(), method="bnb_4bit_nf4"))[0],
+        args=_args(),
+        stages=(Stage(name="finetune", epochs=1),),
+        train_dataset=tiny_dataset(),
+    )
+    with pytest.raises(UnsupportedModelError, match=r"stage 0 \(finetune\).*lora"):
+        plain.train()
+
+
+@pytest.mark.parametrize("method", ["bnb_4bit_nf4", "bnb_8bit"])
+def test_a_reloaded_bnb_checkpoint_saves_again(method, tmp_path):
+    """transformers cannot reverse its pre-quantized bitsandbytes load conversion on save; models
+    loaded through hf-compress save again (runner snapshots, Trainer checkpoints)."""
+    from hf_compress.loading import load_compressed
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    quantize(wide_model(), method=method).save_pretrained(first)
+    model = load_compressed(str(first)).eval()
+    model.save_pretrained(second)
+    for name in ("config.json", "model.safetensors"):
+        assert (second / name).is_file()
+    assert tensor_dtypes(second) == tensor_dtypes(first)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(second).eval()
+    torch.testing.assert_close(logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0)
+
+
 # Recipes and validation -------------------------------------------------------------------
 def test_method_typo_lists_the_valid_methods():
     with pytest.raises(RecipeError) as error:

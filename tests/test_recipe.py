@@ -181,6 +181,34 @@ def test_shipped_recipes_validate():
         Recipe.from_yaml(path)
 
 
+@pytest.mark.parametrize("task", ["mrpc", "stsb", "cola", "rte"])
+def test_shipped_small_glue_task_recipes(task):
+    from pathlib import Path
+
+    from hf_compress.data.glue_tasks import get_task
+
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    best = Recipe.from_yaml(root / f"minilm-{task}-prune-distill-int8.yaml")
+    int8 = Recipe.from_yaml(root / f"minilm-{task}-int8.yaml")
+    quickstart = Recipe.from_yaml(root / "quickstart.yaml")
+    assert best.task == int8.task == task
+    assert [[m.type for m in s.modifiers] for s in best.stages] == [[m.type for m in s.modifiers] for s in quickstart.stages]
+    assert [[m.type for m in s.modifiers] for s in int8.stages] == [["quantization"]]
+    # small data sets: all of it, several epochs, room for both sentences of a pair
+    assert best.data.max_train_samples is None and best.finetune_base.epochs >= 3 and best.stages[0].epochs >= 3
+    assert best.data.max_seq_length == (128 if len(get_task(task).text_fields) == 2 else 64)
+    assert best.training["per_device_train_batch_size"] in (16, 32)
+    # the same fine-tuning, so both recipes start from (and compare against) one cached teacher
+    for key in ("base_model", "teacher", "finetune_base", "data", "training", "seed"):
+        assert getattr(best, key) == getattr(int8, key), key
+    assert best.finetune_base.cache_dir == f"outputs/minilm-{task}-finetuned-base"
+    assert {best.output_dir, int8.output_dir} == {f"outputs/minilm-{task}-prune-distill-int8", f"outputs/minilm-{task}-int8"}
+    if task == "rte":  # shares the teacher of the RTE distillation pair too
+        pair = Recipe.from_yaml(root / "minilm-rte-distill-3layer.yaml")
+        for key in ("finetune_base", "data", "training", "seed"):
+            assert getattr(best, key) == getattr(pair, key), key
+
+
 def test_distillation_after_vocabulary_pruning_is_rejected():
     @register_modifier("_test_vocab")
     class _Vocab(Modifier):

@@ -86,3 +86,119 @@ def test_stale_staging_directories_are_cleaned_and_other_recipes_are_not_resumed
         run_recipe(recipe, resume=True, latency=False, progress=False)
     run_recipe(recipe, latency=False, progress=False)  # without --resume: starts fresh
     assert not stale.exists() and not work.exists() and (output / "report.json").is_file()
+
+
+# Resuming into / inside a LoRA stage after bitsandbytes quantization ---------------------------
+class _Killed(RuntimeError):
+    """Stands in for the process dying: raised at a chosen point of the first run."""
+
+
+def _nf4_lora_recipe(base: Path, output: Path, glue_dir: Path):
+    from hf_compress import Recipe
+
+    return Recipe.from_dict(
+        {
+            "base_model": str(base),
+            "task": "sst2",
+            "data": {"max_train_samples": 64, "max_eval_samples": 16, "max_seq_length": 32, "glue_dir": str(glue_dir)},
+            # 64 examples / batch 16 = 4 steps an epoch; a checkpoint every 2 steps
+            "training": {"per_device_train_batch_size": 16, "learning_rate": 1.0e-3, "save_steps": 2},
+            "stages": [
+                {"name": "nf4", "epochs": 0, "modifiers": [{"type": "quantization", "method": "bnb_4bit_nf4"}]},
+                {"name": "lora", "epochs": 2, "modifiers": [{"type": "lora", "r": 4, "dropout": 0.0}]},
+            ],
+            "output_dir": str(output),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def wide_base(tmp_path_factory):
+    """A 64-wide BERT with the MiniLM tokenizer: bitsandbytes' CPU 4-bit kernel needs
+    in_features % 64 == 0 and out_features % 32 == 0."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from hf_compress.models import packaged_minilm_dir
+
+    minilm = packaged_minilm_dir()
+    if minilm is None:
+        pytest.skip("the packaged MiniLM tokenizer is not installed")
+    directory = tmp_path_factory.mktemp("wide-base")
+    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=128)
+    BertForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_nf4_lora(wide_base, glue_dir, tmp_path_factory):
+    from hf_compress.runner import run_recipe
+
+    output = tmp_path_factory.mktemp("reference") / "out"
+    return run_recipe(_nf4_lora_recipe(wide_base, output, glue_dir), latency=False, progress=False)
+
+
+@pytest.mark.parametrize("interrupted", ["after_quantization", "inside_lora"])
+def test_resume_after_bnb_4bit_into_a_lora_stage(
+    interrupted, tmp_path, wide_base, glue_dir, uninterrupted_nf4_lora, monkeypatch, caplog
+):
+    """Resuming hands the Trainer the 4-bit model reloaded from the stage snapshot (transformers'
+    Trainer refused it) and saves it again at checkpoints and at the end (transformers could not
+    re-save a pre-quantized bitsandbytes model): both paths must end like an uninterrupted run."""
+    import logging
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    import hf_compress.trainer as trainer_module
+    from hf_compress.runner import run_recipe
+
+    output = tmp_path / "out"
+    work = tmp_path / "out.work"
+    recipe = _nf4_lora_recipe(wide_base, output, glue_dir)
+    with monkeypatch.context() as patch:
+        if interrupted == "after_quantization":
+            run_stage = trainer_module.CompressionTrainer.run_stage
+
+            def dies_at_stage_1(self, stage, index=0, resume=False):
+                if index == 1:
+                    raise _Killed
+                return run_stage(self, stage, index, resume)
+
+            patch.setattr(trainer_module.CompressionTrainer, "run_stage", dies_at_stage_1)
+        else:
+            save_states = trainer_module.save_modifier_states
+
+            def dies_after_checkpoint_4(modifiers, directory):
+                save_states(modifiers, directory)
+                if directory.endswith("checkpoint-4"):
+                    raise _Killed
+
+            patch.setattr(trainer_module, "save_modifier_states", dies_after_checkpoint_4)
+        with pytest.raises(_Killed):
+            run_recipe(recipe, latency=False, progress=False)
+    assert not output.exists()
+    assert json.loads((work / "progress.json").read_text())["completed_stages"] == 1
+    checkpoints = sorted(p.name for p in (work / "stages").glob("stage-1/checkpoint-*"))
+    assert checkpoints == ([] if interrupted == "after_quantization" else ["checkpoint-4"])
+
+    with caplog.at_level(logging.INFO, logger="hf_compress"):
+        result = run_recipe(recipe, latency=False, progress=False, resume=True)
+    assert "resuming after stage 0" in caplog.text
+    assert ("resuming stage 1 (lora) from" in caplog.text) == (interrupted == "inside_lora")
+    report = json.loads((output / "report.json").read_text())
+    assert report["compressed"]["methods"] == ["bnb_4bit_nf4", "lora"]
+    assert [stage["name"] for stage in report["stages"]] == ["nf4", "lora"]
+    assert not work.exists()
+
+    batch = result.tokenizer(["a gripping , funny film", "dull"], padding=True, return_tensors="pt")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(output).eval()
+    with torch.no_grad():
+        resumed_logits = result.model.eval()(**batch).logits
+        torch.testing.assert_close(reloaded(**batch).logits, resumed_logits, atol=0, rtol=0)
+        reference = uninterrupted_nf4_lora.model.eval()(**batch).logits
+    torch.testing.assert_close(resumed_logits, reference, atol=0, rtol=0)

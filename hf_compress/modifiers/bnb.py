@@ -67,6 +67,34 @@ def _bnb_linear_types() -> tuple[type[nn.Module], ...]:
     return (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
 
 
+def allow_resaving(model: nn.Module) -> None:
+    """Lets `save_pretrained` write a model loaded from a bitsandbytes checkpoint again.
+
+    Loading pre-quantized bitsandbytes weights, transformers (5.24) records a weight conversion
+    (`Bnb4bitDeserialize` / `Bnb8bitDeserialize`) that `save_pretrained` then tries to reverse, and
+    it has no reverse (`NotImplementedError`; see huggingface/transformers pull request #45743):
+    the reloaded model cannot be saved, neither by the runner after a stage nor by the Trainer at
+    a checkpoint. The reverse is the identity, because bitsandbytes' layers already write their
+    state dict in the serialized layout the conversion reads (`weight`, `weight.absmax`, ...,
+    `SCB`), so those conversions are dropped: the model then saves exactly as one that was
+    quantized from float weights. Conversions that do anything else are left alone.
+    """
+    conversions = getattr(model, "_weight_conversions", None)
+    if not conversions:
+        return
+    try:
+        from transformers.integrations.bitsandbytes import Bnb4bitDeserialize, Bnb8bitDeserialize
+    except ImportError:  # another transformers layout: nothing of this kind to drop
+        return
+    deserialize = (Bnb4bitDeserialize, Bnb8bitDeserialize)
+
+    def only_deserializes(conversion: Any) -> bool:
+        operations = getattr(conversion, "operations", None)
+        return bool(operations) and all(isinstance(op, deserialize) for op in operations)
+
+    model._weight_conversions = [c for c in conversions if not only_deserializes(c)]
+
+
 def fits_cpu_4bit(linear: nn.Linear) -> bool:
     """Whether bitsandbytes' CPU 4-bit kernel can run this layer's shape."""
     return linear.in_features % CPU_4BIT_IN_MULTIPLE == 0 and linear.out_features % CPU_4BIT_OUT_MULTIPLE == 0
