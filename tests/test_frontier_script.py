@@ -1,0 +1,66 @@
+"""scripts/frontier_with_peers.py: points are taken against the teacher of their own run, and a
+peer counts as dominated only when one of our points is at least as good on every axis."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("frontier_with_peers", REPO / "scripts" / "frontier_with_peers.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _entry(name, acc, size, bs1, bs32):
+    lat = {"1": {"median": bs1}, "32": {"median": bs32}}
+    return {"name": name, "metrics": {"accuracy": acc}, "size_bytes": size, "latency_ms": lat}
+
+
+def test_dominance_against_peers(tmp_path):
+    bench = {
+        "metric_name": "accuracy",
+        "results": [
+            _entry("teacher (fp32)", 0.86, 1000, 20.0, 500.0),
+            _entry("ours-fast", 0.86, 500, 5.0, 100.0),  # +0 pt, 2x smaller, 5x faster
+            _entry("ours-small", 0.80, 100, 20.0, 500.0),
+        ],
+    }
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text(json.dumps(bench))
+    teacher = {"metrics": {"accuracy": 0.5}, "size_bytes": 400, "latency_ms": {"1": {"median": 10.0}, "32": {"median": 100.0}}}
+    peer = {
+        "peer": "torch-pruning",
+        "torch_pruning_version": "1.6.1",
+        "teacher_dir": str(tmp_path),
+        "teacher": teacher,
+        # relative to its own teacher: +0 pt, 2x smaller, 2x faster -> dominated by ours-fast
+        "pruned": {"metrics": {"accuracy": 0.5}, "latency_ms": {"1": {"median": 5.0}, "32": {"median": 50.0}}},
+        "saved": {"safetensors_bytes": 200},
+    }
+    ov_base = {"accuracy": 0.9, "size_bytes": 1000, "latency_ms": {"1": {"median": 10.0}, "32": {"median": 100.0}}}
+    ov = {
+        "peer": "optimum-intel / OpenVINO",
+        "results": {
+            "pytorch_fp32": ov_base,
+            # 10x faster: nothing of ours is that fast -> not dominated
+            "openvino_int8_static": {"accuracy": 0.9, "size_bytes": 250, "latency_ms": {"1": {"median": 1.0}, "32": {"median": 10.0}}},
+        },
+    }
+    (tmp_path / "tp.json").write_text(json.dumps(peer))
+    (tmp_path / "ov.json").write_text(json.dumps(ov))
+    script = _script()
+    ours = script.points_from_benchmark(tmp_path / "run" / "results.json")
+    peers = script.points_from_peer(tmp_path / "tp.json") + script.points_from_peer(tmp_path / "ov.json")
+    assert [p.name for p in ours] == ["ours-fast", "ours-small"]
+    assert ours[0].size_ratio == 2.0 and ours[0].speedup_bs32 == 5.0
+    verdict = {peer.name: (by.name if by else None) for peer, by in script.dominance(ours, peers)}
+    assert verdict == {"torch-pruning 1.6.1 heads+FFN": "ours-fast", "OpenVINO int8_static": None}
+    script.main(["--results", str(tmp_path / "run" / "results.json"), "--peers", str(tmp_path / "tp.json"), str(tmp_path / "ov.json"), "--out", str(tmp_path / "fr")])
+    assert "**not dominated**" in (tmp_path / "fr.md").read_text()
+    assert (tmp_path / "fr.png").stat().st_size > 1000
