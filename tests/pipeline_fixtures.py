@@ -18,15 +18,15 @@ from hf_compress.modifiers import Modifier, ModifierConfig
 from hf_compress.schema import option
 
 
-def make_tiny_base(directory: Path) -> Path:
-    """Saves a 2-layer BERT (hidden 32) with the MiniLM WordPiece tokenizer when installed
-    (so real GLUE text tokenizes sensibly), else the tiny test vocabulary."""
+def make_tiny_base(directory: Path, hidden_size: int = 32, intermediate_size: int = 64) -> Path:
+    """Saves a 2-layer BERT (hidden 32 unless asked) with the MiniLM WordPiece tokenizer when
+    installed (so real GLUE text tokenizes sensibly), else the tiny test vocabulary."""
     directory.mkdir(parents=True, exist_ok=True)
     minilm = packaged_minilm_dir()
     tokenizer = AutoTokenizer.from_pretrained(minilm) if minilm else tiny_tokenizer(directory)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=intermediate_size, max_position_embeddings=128)
     BertForSequenceClassification(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

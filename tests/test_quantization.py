@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from tiny import logits, tiny_dataset, tiny_inputs, tiny_model
+from tiny import logits, tiny_dataset, tiny_inputs, tiny_model, tiny_training_args
 from torch import nn
 from transformers import (
     AutoModel,
@@ -446,18 +446,7 @@ def test_missing_bitsandbytes_is_a_clear_error(monkeypatch):
 
 # LoRA over 4-bit ------------------------------------------------------------------------------
 def _args(**overrides) -> TrainingArguments:
-    values = {
-        "output_dir": tempfile.mkdtemp(),
-        "per_device_train_batch_size": 8,
-        "report_to": [],
-        "save_strategy": "no",
-        "disable_tqdm": True,
-        "use_cpu": True,
-        "learning_rate": 1e-2,
-        "logging_strategy": "no",
-        "seed": 0,
-    }
-    return TrainingArguments(**{**values, **overrides})
+    return tiny_training_args(**{"learning_rate": 1e-2, "seed": 0, **overrides})
 
 
 def _dataset_loss(model: nn.Module) -> float:

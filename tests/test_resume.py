@@ -116,22 +116,11 @@ def _nf4_lora_recipe(base: Path, output: Path, glue_dir: Path):
 def wide_base(tmp_path_factory):
     """A 64-wide BERT with the MiniLM tokenizer: bitsandbytes' CPU 4-bit kernel needs
     in_features % 64 == 0 and out_features % 32 == 0."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
     from hf_compress.models import packaged_minilm_dir
 
-    minilm = packaged_minilm_dir()
-    if minilm is None:
+    if packaged_minilm_dir() is None:
         pytest.skip("the packaged MiniLM tokenizer is not installed")
-    directory = tmp_path_factory.mktemp("wide-base")
-    tokenizer = AutoTokenizer.from_pretrained(minilm)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=128, max_position_embeddings=128)
-    BertForSequenceClassification(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return make_tiny_base(tmp_path_factory.mktemp("wide-base"), hidden_size=64, intermediate_size=128)
 
 
 @pytest.fixture(scope="module")
