@@ -30,13 +30,17 @@ def bench_models(
     from .data.glue_tasks import get_task
     from .data.preprocess import load_task_datasets
     from .evaluation import evaluate_task
-    from .models import load_for_task
+    from .export import OnnxSequenceClassifier, is_onnx_export
+    from .quant_loading import load_model_for_eval
 
     glue_task = get_task(task) if task else None
     rows = []
     for name in models:
         source = resolve_checkpoint(name)
-        model = load_for_task(source, glue_task) if glue_task else load_compressed(source, "auto")
+        if glue_task:
+            model = load_model_for_eval(source, glue_task)
+        else:
+            model = OnnxSequenceClassifier(source) if is_onnx_export(source) else load_compressed(source, "auto")
         saved_dir = source if Path(source).is_dir() else None
         row: dict[str, Any] = {"model": name}
         row.update(

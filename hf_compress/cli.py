@@ -173,6 +173,16 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    info = export_onnx(args.model, args.out, quantize=args.quantize, opset=args.opset, overwrite=args.overwrite)
+    quantized = f", {info['quantize']} by ONNX Runtime" if info["quantize"] else ""
+    print(f"exported {args.model} to {args.out}/model.onnx{quantized} "
+          f"(max |logit - PyTorch logit| = {info['max_abs_logit_diff_vs_pytorch']:.2g})")
+    return 0
+
+
 def _cmd_push(args: argparse.Namespace) -> int:
     from .hub import push_to_hub
 
@@ -241,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a key of every recipe (repeatable)"
     )
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("export", help="export a (compressed) model to ONNX, optionally int8-quantized by ONNX Runtime")
+    p.add_argument("model", help="model directory (e.g. an hf-compress run's output_dir) or Hub id")
+    p.add_argument("--out", required=True, help="export directory (model.onnx, tokenizer, config.json, onnx_export.json)")
+    p.add_argument("--quantize", choices=("int8",), help="int8: ONNX Runtime dynamic quantization of MatMuls and embeddings")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("push", help="push a compressed output directory to the Hub")
     p.add_argument("output_dir")

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
 from .data.glue_tasks import GlueTask
-from .measure import count_parameters, measure_latency, weights_size_bytes
+from .measure import count_parameters, measure_latency, model_device, weights_size_bytes
 from .metrics import glue_metrics
 
 LATENCY_DEFAULTS = {"batch_sizes": (1, 32), "seq_len": 128, "warmup": 2, "runs": 10}
@@ -23,7 +23,7 @@ LATENCY_DEFAULTS = {"batch_sizes": (1, 32), "seq_len": 128, "warmup": 2, "runs":
 def predict(model: Any, tokenizer: Any, dataset: Dataset, batch_size: int = 64, progress: bool = True) -> np.ndarray:
     """Logits (or regression scores) for every example of a tokenized dataset."""
     model.eval()
-    device = next(iter(model.parameters())).device
+    device = model_device(model)
     columns = [c for c in dataset.column_names if c != "labels"]
     loader = DataLoader(
         dataset.remove_columns([c for c in dataset.column_names if c not in columns]),

@@ -87,7 +87,8 @@ def environment() -> dict[str, Any]:
     }
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's first tensor lives; the CPU for a model without tensors (an ONNX Runtime session)."""
     for tensor in list(model.parameters()) + list(model.buffers()):
         return tensor.device
     return torch.device("cpu")
@@ -111,7 +112,7 @@ def measure_latency(
     model.eval()
     config = getattr(model, "config", None)
     vocab = vocab_size or getattr(config, "vocab_size", 1000)
-    device = _model_device(model)
+    device = model_device(model)
     results: dict[str, dict[str, float]] = {}
     for batch in batch_sizes:
         generator = torch.Generator().manual_seed(batch)

@@ -26,7 +26,14 @@ def bnb_config(load_in: str, skip_modules: list[str] | None = None) -> Any:
 
 def load_model_for_eval(source: str, task: GlueTask, load_in: str | None = None) -> Any:
     """The model for `task`, quantized on load when `load_in` is given (classifier and pooler kept
-    in full precision: the classifier's few outputs break bitsandbytes' 4-bit CPU kernel)."""
+    in full precision: the classifier's few outputs break bitsandbytes' 4-bit CPU kernel).
+    A directory written by `hf-compress export` runs in ONNX Runtime."""
+    from .export import is_onnx_export, load_onnx_for_task
+
+    if is_onnx_export(source):
+        if load_in is not None:
+            raise HfCompressError(f"{source} is an ONNX export; --load-in (bitsandbytes) applies to PyTorch checkpoints only")
+        return load_onnx_for_task(source, task)
     if load_in is None:
         return load_for_task(source, task)
     return load_for_task(source, task, quantization_config=bnb_config(load_in))

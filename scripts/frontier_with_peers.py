@@ -10,6 +10,9 @@ three (accuracy change, size ratio, batch-32 speed-up).
     python scripts/frontier_with_peers.py --results bench_out/sst2-*/results.json \
         --peers bench_out/peers/torch_pruning.json bench_out/peers/openvino_int8.json \
         --out docs/benchmarks/sst2-peers
+
+`--bench` adds points from `hf-compress bench TEACHER MODEL... --task sst2 --output F` (the
+first model is the teacher), e.g. ONNX exports of our compressed models.
 """
 
 from __future__ import annotations
@@ -60,6 +63,24 @@ def points_from_benchmark(path: Path) -> list[Point]:
     ]
 
 
+def points_from_bench(path: Path, metric: str) -> list[Point]:
+    """Points from `hf-compress bench MODEL... --task T --output FILE` (e.g. ONNX exports), each
+    against the file's first row, the teacher measured in the same process."""
+    base, *results = json.loads(path.read_text())["results"]
+    return [
+        Point(
+            name=Path(r["model"]).name,
+            source=path.name,
+            delta_pt=100 * (r["metrics"][metric] - base["metrics"][metric]),
+            size_ratio=base["size_bytes"] / r["size_bytes"],
+            speedup_bs1=_ratio(base, r, "1"),
+            speedup_bs32=_ratio(base, r, "32"),
+            peer=False,
+        )
+        for r in results
+    ]
+
+
 def points_from_peer(path: Path) -> list[Point]:
     data = json.loads(path.read_text())
     if data.get("peer") == "torch-pruning":
@@ -79,15 +100,16 @@ def points_from_peer(path: Path) -> list[Point]:
         ]
     results = data["results"]
     base = results["pytorch_fp32"]
+    ours = bool(data.get("ours"))  # scripts/openvino_on_export.py: our export, OpenVINO as its runtime
     return [
         Point(
-            name=f"OpenVINO {name.removeprefix('openvino_')}",
+            name=r["name"] if ours else f"OpenVINO {name.removeprefix('openvino_')}",
             source=path.name,
             delta_pt=100 * (r["accuracy"] - base["accuracy"]),
             size_ratio=base["size_bytes"] / r["size_bytes"],
             speedup_bs1=_ratio(base, r, "1"),
             speedup_bs32=_ratio(base, r, "32"),
-            peer=True,
+            peer=not ours,
         )
         for name, r in results.items()
         if name != "pytorch_fp32"
@@ -139,12 +161,21 @@ def plot(ours: list[Point], peers: list[Point], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", nargs="+", required=True, help="results.json files of benchmark_glue.py runs")
-    parser.add_argument("--peers", nargs="*", default=[], help="JSON files written by scripts/peer_*.py")
+    parser.add_argument("--results", nargs="*", default=[], help="results.json files of benchmark_glue.py runs")
+    parser.add_argument("--bench", nargs="*", default=[],
+                        help="JSON files of `hf-compress bench TEACHER MODEL... --task T --output F` (first row: the teacher)")
+    parser.add_argument("--metric", default="accuracy", help="metric of the --bench files (default accuracy)")
+    parser.add_argument("--peers", nargs="*", default=[],
+                        help="JSON files written by scripts/peer_*.py (and scripts/openvino_on_export.py: our points)")
     parser.add_argument("--out", required=True, help="prefix: writes <out>.md and <out>.png")
     args = parser.parse_args(argv)
     ours = [p for path in args.results for p in points_from_benchmark(Path(path))]
-    peers = [p for path in args.peers for p in points_from_peer(Path(path))]
+    ours += [p for path in args.bench for p in points_from_bench(Path(path), args.metric)]
+    if not ours:
+        parser.error("give at least one --results or --bench file")
+    peer_files = [p for path in args.peers for p in points_from_peer(Path(path))]
+    ours += [p for p in peer_files if not p.peer]
+    peers = [p for p in peer_files if p.peer]
     table = markdown(ours, peers)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

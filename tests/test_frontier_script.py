@@ -64,3 +64,32 @@ def test_dominance_against_peers(tmp_path):
     script.main(["--results", str(tmp_path / "run" / "results.json"), "--peers", str(tmp_path / "tp.json"), str(tmp_path / "ov.json"), "--out", str(tmp_path / "fr")])
     assert "**not dominated**" in (tmp_path / "fr.md").read_text()
     assert (tmp_path / "fr.png").stat().st_size > 1000
+
+
+def test_bench_files_add_points_against_their_first_row(tmp_path):
+    def row(model, acc, size, bs32):
+        return {"model": model, "metrics": {"accuracy": acc}, "size_bytes": size,
+                "latency_ms": {"1": {"median": bs32 / 20}, "32": {"median": bs32}}}
+
+    bench = {"results": [row("out/teacher", 0.90, 1000, 400.0), row("out/pruned-onnx-int8", 0.91, 200, 50.0)]}
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    ov = {"results": {"pytorch_fp32": {"accuracy": 0.9, "size_bytes": 1000, "latency_ms": {"1": {"median": 10.0}, "32": {"median": 100.0}}},
+                      "openvino_int8_static": {"accuracy": 0.9, "size_bytes": 250, "latency_ms": {"1": {"median": 2.0}, "32": {"median": 20.0}}}}}
+    (tmp_path / "ov.json").write_text(json.dumps(ov))
+    script = _script()
+    (point,) = script.points_from_bench(tmp_path / "bench.json", "accuracy")
+    assert point.name == "pruned-onnx-int8" and point.size_ratio == 5.0 and point.speedup_bs32 == 8.0
+    assert round(point.delta_pt, 6) == 1.0
+    script.main(["--bench", str(tmp_path / "bench.json"), "--peers", str(tmp_path / "ov.json"), "--out", str(tmp_path / "fr")])
+    # 8x >= 5x faster, 5x >= 4x smaller, +1 >= 0 points: the OpenVINO point is dominated
+    assert "pruned-onnx-int8 (bench.json)" in (tmp_path / "fr.md").read_text()
+
+
+def test_openvino_on_our_export_counts_as_ours(tmp_path):
+    lat = {"1": {"median": 1.0}, "32": {"median": 10.0}}
+    base = {"accuracy": 0.9, "size_bytes": 1000, "latency_ms": {"1": {"median": 10.0}, "32": {"median": 100.0}}}
+    ours = {"ours": True, "results": {"pytorch_fp32": base,
+                                      "x": {"name": "pruned + OpenVINO", "accuracy": 0.9, "size_bytes": 200, "latency_ms": lat}}}
+    (tmp_path / "ours.json").write_text(json.dumps(ours))
+    (point,) = _script().points_from_peer(tmp_path / "ours.json")
+    assert point.name == "pruned + OpenVINO" and not point.peer and point.speedup_bs32 == 10.0
