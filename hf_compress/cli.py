@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from .errors import HfCompressError
+from .quant_loading import DTYPES
 
 
 def _quiet_libraries() -> None:
@@ -66,7 +67,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     source = resolve_checkpoint(args.model)
     tokenizer = load_checked_tokenizer(source)
-    model = load_model_for_eval(source, task, args.load_in)
+    model = load_model_for_eval(source, task, args.load_in, args.dtype)
     _, dev = load_task_datasets(
         task, tokenizer, args.max_seq_length, max_eval_samples=args.max_eval_samples, glue_dir=args.glue_dir, with_train=False
     )
@@ -91,6 +92,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 f"bench: give model directories to measure, or recipes to run with --out, not both ({flags} with models)"
             )
         return _bench_models(args)
+    if args.dtype is not None:
+        raise HfCompressError(
+            "bench: --dtype applies when measuring saved models (`bench MODEL... --dtype float32,bfloat16`), "
+            "not when running recipes"
+        )
     if args.out is None:
         hint = f" ({', '.join(given)} given)" if given else ""
         raise HfCompressError(
@@ -112,6 +118,7 @@ def _bench_models(args: argparse.Namespace) -> int:
         runs=args.runs,
         max_eval_samples=args.max_eval_samples,
         output=args.output,
+        dtypes=_dtypes(args.dtype),
     )
     print(format_bench_table(rows))
     return 0
@@ -161,6 +168,16 @@ def _bench_recipes(args: argparse.Namespace) -> int:
     print(markdown_results(results))
     print(f"results: {Path(args.out) / 'results.json'}; total time {results['total_time_s'] / 60:.1f} min")
     return 0
+
+
+def _dtypes(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return ("float32",)
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    bad = [name for name in names if name not in DTYPES]
+    if bad or not names:
+        raise HfCompressError(f"--dtype {text!r}: give one or more of {', '.join(DTYPES)}, comma-separated")
+    return names
 
 
 def _batch_sizes(text: str) -> tuple[int, ...]:
@@ -223,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seq-length", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--load-in", choices=("8bit", "4bit-nf4", "4bit-fp4"), help="quantize on load with bitsandbytes")
+    p.add_argument("--dtype", choices=DTYPES, help="compute precision (default: float32; bfloat16 is ~2x faster on CPUs with AVX-512 BF16)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(
@@ -240,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=128, help="latency and evaluation sequence length (default 128)")
     p.add_argument("--runs", type=int, default=10, help="timed runs per batch size (default 10)")
     p.add_argument("--output", help="models: write the results as JSON here")
+    p.add_argument(
+        "--dtype",
+        help="models: compute precision(s), comma-separated, each model measured in each: e.g. float32,bfloat16 "
+        f"(default float32; one of {', '.join(DTYPES)})",
+    )
     recipes = p.add_argument_group("running recipes (no models given)")
     recipes.add_argument("--out", help="run recipes: their outputs and results.json / results.md / frontier.png go here")
     recipes.add_argument("--recipes", nargs="+", metavar="FILE", help="recipe files (default: every recipe of --task in --recipes-dir)")

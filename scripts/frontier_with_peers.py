@@ -65,19 +65,23 @@ def points_from_benchmark(path: Path) -> list[Point]:
 
 def points_from_bench(path: Path, metric: str) -> list[Point]:
     """Points from `hf-compress bench MODEL... --task T --output FILE` (e.g. ONNX exports), each
-    against the file's first row, the teacher measured in the same process."""
+    against the file's first row, the teacher measured in the same process. A row measured in
+    another compute dtype (`--dtype float32,bfloat16`) is its own point, named with its dtype."""
     base, *results = json.loads(path.read_text())["results"]
+    names = [Path(r["model"]).name for r in results]
+    if len(set(names)) < len({r["model"] for r in results}):  # same folder name, different runs
+        names = ["/".join(Path(r["model"]).parts[-2:]) for r in results]
     return [
         Point(
-            name=Path(r["model"]).name,
-            source=path.name,
+            name=name + ("" if r.get("dtype", "float32") in ("float32", "onnx") else f" ({r['dtype']})"),
+            source=f"{path.parent.name}/{path.name}",
             delta_pt=100 * (r["metrics"][metric] - base["metrics"][metric]),
             size_ratio=base["size_bytes"] / r["size_bytes"],
             speedup_bs1=_ratio(base, r, "1"),
             speedup_bs32=_ratio(base, r, "32"),
             peer=False,
         )
-        for r in results
+        for name, r in zip(names, results, strict=True)
     ]
 
 

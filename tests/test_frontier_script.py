@@ -71,18 +71,23 @@ def test_bench_files_add_points_against_their_first_row(tmp_path):
         return {"model": model, "metrics": {"accuracy": acc}, "size_bytes": size,
                 "latency_ms": {"1": {"median": bs32 / 20}, "32": {"median": bs32}}}
 
-    bench = {"results": [row("out/teacher", 0.90, 1000, 400.0), row("out/pruned-onnx-int8", 0.91, 200, 50.0)]}
+    bench = {"results": [row("out/teacher", 0.90, 1000, 400.0), row("out/pruned-onnx-int8", 0.91, 200, 50.0),
+                         {**row("out/teacher", 0.90, 1000, 200.0), "dtype": "bfloat16"}]}
     (tmp_path / "bench.json").write_text(json.dumps(bench))
     ov = {"results": {"pytorch_fp32": {"accuracy": 0.9, "size_bytes": 1000, "latency_ms": {"1": {"median": 10.0}, "32": {"median": 100.0}}},
                       "openvino_int8_static": {"accuracy": 0.9, "size_bytes": 250, "latency_ms": {"1": {"median": 2.0}, "32": {"median": 20.0}}}}}
     (tmp_path / "ov.json").write_text(json.dumps(ov))
     script = _script()
-    (point,) = script.points_from_bench(tmp_path / "bench.json", "accuracy")
+    point, bf16 = script.points_from_bench(tmp_path / "bench.json", "accuracy")
     assert point.name == "pruned-onnx-int8" and point.size_ratio == 5.0 and point.speedup_bs32 == 8.0
     assert round(point.delta_pt, 6) == 1.0
+    assert bf16.name == "teacher (bfloat16)" and bf16.speedup_bs32 == 2.0 and bf16.source == f"{tmp_path.name}/bench.json"
     script.main(["--bench", str(tmp_path / "bench.json"), "--peers", str(tmp_path / "ov.json"), "--out", str(tmp_path / "fr")])
     # 8x >= 5x faster, 5x >= 4x smaller, +1 >= 0 points: the OpenVINO point is dominated
-    assert "pruned-onnx-int8 (bench.json)" in (tmp_path / "fr.md").read_text()
+    assert f"pruned-onnx-int8 ({tmp_path.name}/bench.json)" in (tmp_path / "fr.md").read_text()
+    two_runs = {"results": [row("t", 0.9, 1000, 400.0), row("run-a/pruned", 0.9, 500, 200.0), row("run-b/pruned", 0.9, 500, 200.0)]}
+    (tmp_path / "two.json").write_text(json.dumps(two_runs))
+    assert [p.name for p in script.points_from_bench(tmp_path / "two.json", "accuracy")] == ["run-a/pruned", "run-b/pruned"]
 
 
 def test_openvino_on_our_export_counts_as_ours(tmp_path):
