@@ -49,10 +49,10 @@ def bench_models(
     rows = []
     for name in models:
         source = resolve_checkpoint(name)
+        saved_dir = source if Path(source).is_dir() else None
         dev = tokenizer = None
         for dtype in ("onnx",) if is_onnx_export(source) else dtypes:
             model = load_model_for_eval(source, glue_task, dtype=None if dtype == "onnx" else dtype)
-            saved_dir = source if Path(source).is_dir() else None
             row: dict[str, Any] = {"model": name, "dtype": dtype}
             row.update(
                 model_figures(

@@ -52,7 +52,7 @@ def load_model_for_eval(
     """
     import torch
 
-    from .export import is_onnx_export, load_onnx_for_task
+    from .export import OnnxSequenceClassifier, is_onnx_export, load_onnx_for_task
     from .loading import load_checked_config, load_compressed
 
     if dtype is not None:
@@ -66,8 +66,6 @@ def load_model_for_eval(
                 f"{source} is an ONNX export: its precision was fixed by `hf-compress export`; --dtype applies to PyTorch checkpoints"
             )
         if task is None:
-            from .export import OnnxSequenceClassifier
-
             return OnnxSequenceClassifier(source)
         return load_onnx_for_task(source, task)
     kwargs: dict[str, Any] = {}
