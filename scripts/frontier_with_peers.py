@@ -1,4 +1,4 @@
-"""One SST-2 frontier from several benchmark runs plus the peers, with the dominance check.
+"""One frontier (SST-2 or another task) from several benchmark runs plus the peers, with the dominance check.
 
 Each `scripts/benchmark_glue.py` run measures its own teacher beside its results, and the peer
 scripts (`scripts/peer_torch_pruning.py`, `scripts/peer_openvino_int8.py`, run in their own venvs)
@@ -12,7 +12,9 @@ three (accuracy change, size ratio, batch-32 speed-up).
         --out docs/benchmarks/sst2-peers
 
 `--bench` adds points from `hf-compress bench TEACHER MODEL... --task sst2 --output F` (the
-first model is the teacher), e.g. ONNX exports of our compressed models.
+first model is the teacher), e.g. ONNX exports of our compressed models, and from
+`scripts/peer_torch_int8.py` (same layout; its rows marked `peer: true` are peers, rows with an
+`error` are peers that did not run and are left off the plot).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def points_from_bench(path: Path, metric: str) -> list[Point]:
     against the file's first row, the teacher measured in the same process. A row measured in
     another compute dtype (`--dtype float32,bfloat16`) is its own point, named with its dtype."""
     base, *results = json.loads(path.read_text())["results"]
+    results = [r for r in results if "error" not in r]  # a peer that failed to run (scripts/peer_torch_int8.py)
     names = [Path(r["model"]).name for r in results]
     if len(set(names)) < len({r["model"] for r in results}):  # same folder name, different runs
         names = ["/".join(Path(r["model"]).parts[-2:]) for r in results]
@@ -79,7 +82,7 @@ def points_from_bench(path: Path, metric: str) -> list[Point]:
             size_ratio=base["size_bytes"] / r["size_bytes"],
             speedup_bs1=_ratio(base, r, "1"),
             speedup_bs32=_ratio(base, r, "32"),
-            peer=False,
+            peer=bool(r.get("peer")),
         )
         for name, r in zip(names, results, strict=True)
     ]
@@ -155,9 +158,9 @@ def plot(ours: list[Point], peers: list[Point], path: Path) -> None:
             ax.annotate(p.name, (getattr(p, attr), p.delta_pt), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xlabel(label)
-        ax.set_ylabel("accuracy change vs its teacher (points)")
+        ax.set_ylabel("metric change vs its teacher (points)")
         ax.grid(alpha=0.3)
-    fig.suptitle("SST-2: hf-compress recipes (blue) and peers (red x), each against the teacher measured in its run")
+    fig.suptitle("hf-compress recipes (blue) and peers (red x), each against the teacher measured in its run")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -174,12 +177,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="prefix: writes <out>.md and <out>.png")
     args = parser.parse_args(argv)
     ours = [p for path in args.results for p in points_from_benchmark(Path(path))]
-    ours += [p for path in args.bench for p in points_from_bench(Path(path), args.metric)]
+    bench_points = [p for path in args.bench for p in points_from_bench(Path(path), args.metric)]
+    ours += [p for p in bench_points if not p.peer]
     if not ours:
         parser.error("give at least one --results or --bench file")
     peer_files = [p for path in args.peers for p in points_from_peer(Path(path))]
     ours += [p for p in peer_files if not p.peer]
-    peers = [p for p in peer_files if p.peer]
+    peers = [p for p in peer_files + bench_points if p.peer]
     table = markdown(ours, peers)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

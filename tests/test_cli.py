@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,7 @@ def test_bench_runs_named_recipes_through_run_benchmark(tmp_path, tiny_base, fak
             "--set", "data.max_train_samples=16", "--set", "stages.0.epochs=2", "--glue-dir", "G", "--runs", "3",
             "--batch-sizes", "1,8", "--seq-len", "32", "--max-eval-samples", "24"]
     assert main(argv) == 0
+    assert 0 <= fake_run_benchmark[0].pop("teacher_time_s") < 1  # teacher given: nothing fine-tuned
     assert fake_run_benchmark == [{
         "task": "sst2", "teacher": str(tiny_base), "recipes": [str(a), str(b)], "out": str(tmp_path / "o"),
         "overrides": ["data.max_train_samples=16", "stages.0.epochs=2"], "glue_dir": "G", "latency_runs": 3,
@@ -145,6 +147,7 @@ def test_bench_defaults_to_the_recipes_of_the_task_and_fine_tunes_a_teacher(tmp_
 
     def fake_finetune(task, output_dir, **kwargs):
         tuned.append((task, str(output_dir), kwargs))
+        time.sleep(0.2)
 
     monkeypatch.setattr(benchmark, "finetune_teacher", fake_finetune)
     out = tmp_path / "o"
@@ -153,6 +156,7 @@ def test_bench_defaults_to_the_recipes_of_the_task_and_fine_tunes_a_teacher(tmp_
     (call,) = fake_run_benchmark
     assert call["recipes"] == [str(folder / "x.yaml")] and call["teacher"] == str(out / "teacher")
     assert tuned == [("rte", str(out / "teacher"), {"glue_dir": None, "epochs": 3.0, "max_seq_length": 64})]
+    assert call["teacher_time_s"] >= 0.2  # the fine-tuning counts in the end-to-end time
 
 
 def test_prepare_teacher_reuses_a_teacher_fine_tuned_with_the_same_settings(tmp_path, tiny_base, glue_dir, monkeypatch):
@@ -235,3 +239,16 @@ def test_shipped_best_combination_recipe_runs_on_a_tiny_model(task, tmp_path, ti
     config = json.loads((output / "config.json").read_text())
     assert (config.get("problem_type") == "regression") == task_spec.is_regression
     assert len(config["id2label"]) == task_spec.num_labels
+
+
+def test_results_table_states_the_end_to_end_time_and_the_teacher_share():
+    row = {"metrics": {"accuracy": 0.9}, "num_parameters": 2e6, "nonzero_parameters": 2e6, "size_bytes": 4e6,
+           "latency_ms": {"32": {"median": 40.0}}}
+    results = {"metric_name": "accuracy", "latency_config": {"batch_sizes": [32], "runs": 5, "seq_len": 128},
+               "results": [{**row, "name": "teacher (fp32)"}, {**row, "name": "r", "size_bytes": 1e6, "compression_time_s": 30}],
+               "environment": {"cpu": "CPU", "threads": 2, "torch": "t", "transformers": "x"},
+               "total_time_s": 1500.0, "teacher_time_s": 600.0}
+    table = benchmark.markdown_results(results)
+    assert "| r | 90.00 | +0.00 |" in table and "| 4.00x |" in table
+    assert "Total time 25.0 min, of which fine-tuning the teacher 10.0 min." in table
+    assert "(teacher given)" in benchmark.markdown_results({**results, "teacher_time_s": 0.0})

@@ -98,3 +98,25 @@ def test_openvino_on_our_export_counts_as_ours(tmp_path):
     (tmp_path / "ours.json").write_text(json.dumps(ours))
     (point,) = _script().points_from_peer(tmp_path / "ours.json")
     assert point.name == "pruned + OpenVINO" and not point.peer and point.speedup_bs32 == 10.0
+
+
+def test_peer_rows_of_a_bench_file_are_peers_and_failed_peers_are_skipped(tmp_path):
+    """scripts/peer_torch_int8.py writes the bench layout with `peer: true` rows and error rows."""
+    def row(model, acc, size, bs32, **extra):
+        return {"model": model, "metrics": {"accuracy": acc}, "size_bytes": size,
+                "latency_ms": {"1": {"median": bs32 / 20}, "32": {"median": bs32}}, **extra}
+
+    bench = {"results": [row("teacher", 0.90, 1000, 400.0),
+                         row("torch quantize_dynamic int8", 0.89, 400, 100.0, peer=True),
+                         {"model": "torchao int8 + torch.compile", "peer": True, "error": "RuntimeError: no compiler"},
+                         row("out/ours-int8", 0.90, 600, 120.0)]}
+    (tmp_path / "peers.json").write_text(json.dumps(bench))
+    script = _script()
+    peer, ours = script.points_from_bench(tmp_path / "peers.json", "accuracy")
+    assert peer.peer and peer.name == "torch quantize_dynamic int8" and peer.speedup_bs32 == 4.0
+    assert not ours.peer and ours.name == "ours-int8"
+    script.main(["--bench", str(tmp_path / "peers.json"), "--out", str(tmp_path / "fr")])
+    table = (tmp_path / "fr.md").read_text()
+    # ours is smaller-is-worse (1.67x < 2.5x), so the peer is not dominated: the check can fail
+    assert "| torch quantize_dynamic int8 | **not dominated** |" in table
+    assert "torch.compile" not in table

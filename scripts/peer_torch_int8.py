@@ -1,0 +1,166 @@
+"""Peer benchmark: PyTorch's own int8 paths against hf_compress's int8 results, on a real teacher.
+
+Issue 8 asks for torch `quantize_dynamic` int8 and torchao int8 side by side with our points on
+the same teacher and data. This measures, in one process and with hf_compress's own functions
+(the task's dev metric, CPU latency at batch 1 and 32 x sequence 128 with random token ids, 2
+warm-ups, median of `--runs`; the method of `hf-compress bench`):
+
+- the fine-tuned teacher in fp32 (first row: every ratio is against it);
+- `torch.ao.quantization.quantize_dynamic(teacher, {nn.Linear}, torch.qint8)`;
+- torchao `Int8DynamicActivationInt8WeightConfig` (eager), and with `--compile` the same model
+  under `torch.compile` (compile time recorded; one compilation per input shape);
+- each `--ours` directory (hf_compress checkpoints, e.g. an int8 recipe's output), loaded as a
+  user would, through `from_pretrained`.
+
+Bytes on disk: neither peer writes a checkpoint that reloads with `from_pretrained` (quantized
+modules and tensor subclasses are not in transformers' formats), so their size is
+`torch.save(model.state_dict())`, the smallest file they can be saved to; ours are the saved
+directory's weight files. Run in the project venv with torchao added:
+
+    .venv/bin/pip install torchao==0.18.0
+    python scripts/peer_torch_int8.py --task mrpc --teacher bench_out/mrpc/teacher \
+        --ours bench_out/mrpc/minilm-mrpc-int8 --out bench_out/peers/torch_int8_mrpc.json
+
+The output has the layout of `hf-compress bench --output` (rows with `model`, `size_bytes`,
+`latency_ms`, `metrics`), with `peer: true` on the peers' rows, so
+`scripts/frontier_with_peers.py --bench FILE` places them on the frontier. A peer that fails
+here is recorded with its error instead of figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.metadata
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hf_compress.data.glue_tasks import get_task
+from hf_compress.data.preprocess import load_task_datasets
+from hf_compress.evaluation import evaluate_task, model_figures
+from hf_compress.loading import load_checked_tokenizer
+from hf_compress.measure import count_parameters, environment, measure_latency
+from hf_compress.quant_loading import load_model_for_eval
+
+logger = logging.getLogger("peer_torch_int8")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", required=True, help="GLUE task the teacher was fine-tuned on")
+    parser.add_argument("--teacher", required=True, help="fine-tuned teacher directory")
+    parser.add_argument("--ours", nargs="*", default=[], help="hf_compress checkpoints to measure beside the peers")
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--glue-dir", help="GLUE folder (default: $HF_COMPRESS_GLUE_DIR, else ../shared/data/glue)")
+    parser.add_argument("--seq-len", type=int, default=128, help="evaluation and latency sequence length")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--compile", action="store_true", help="also torchao int8 under torch.compile (slow to start)")
+    return parser.parse_args(argv)
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "state_dict.pt"
+        torch.save(model.state_dict(), path)
+        return path.stat().st_size
+
+
+def torch_quantize_dynamic(teacher: nn.Module) -> nn.Module:
+    # Deprecated in torch 2.10+ (torch.ao.quantization); still the reference eager int8 path.
+    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(teacher), {nn.Linear}, dtype=torch.qint8)
+
+
+def torchao_int8(teacher: nn.Module) -> nn.Module:
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    model = copy.deepcopy(teacher)
+    quantize_(model, Int8DynamicActivationInt8WeightConfig())
+    return model
+
+
+def torchao_int8_compiled(teacher: nn.Module) -> nn.Module:
+    return torch.compile(torchao_int8(teacher))
+
+
+PEERS: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "torch quantize_dynamic int8": torch_quantize_dynamic,
+    "torchao int8 (eager)": torchao_int8,
+}
+
+
+def peer_row(name: str, make: Callable[[nn.Module], nn.Module], teacher: nn.Module, evaluate: Callable, args) -> dict:
+    row: dict[str, Any] = {"model": name, "dtype": "float32", "peer": True}
+    try:
+        start = time.perf_counter()
+        model = make(teacher)
+        row["quantize_time_s"] = time.perf_counter() - start
+        model.eval()
+        row["size_bytes"] = state_dict_bytes(model)
+        # Quantized modules hold packed weights that are not nn.Parameters: count the teacher's.
+        row["num_parameters"], row["nonzero_parameters"] = count_parameters(teacher)
+        start = time.perf_counter()
+        row["latency_ms"] = measure_latency(model, batch_sizes=(1, 32), seq_len=args.seq_len, runs=args.runs)
+        row["latency_wall_time_s"] = time.perf_counter() - start  # includes compilation under --compile
+        row["metrics"] = evaluate(model)
+    except Exception as error:  # a peer that fails is reported with its error, not dropped
+        logger.exception("%s failed", name)
+        row["error"] = f"{type(error).__name__}: {error}"
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.glue_dir:
+        os.environ["HF_COMPRESS_GLUE_DIR"] = args.glue_dir
+    task = get_task(args.task)
+
+    def evaluator(source: str) -> Callable[[nn.Module], dict[str, float]]:
+        # each checkpoint with its own tokenizer: a vocabulary-pruned model has its own token ids
+        tokenizer = load_checked_tokenizer(source)
+        _, dev = load_task_datasets(task, tokenizer, args.seq_len, glue_dir=args.glue_dir, with_train=False)
+        return lambda model: evaluate_task(model, tokenizer, task, dev)
+
+    evaluate = evaluator(args.teacher)
+
+    latency_config = {"batch_sizes": (1, 32), "seq_len": args.seq_len, "runs": args.runs}
+    teacher = load_model_for_eval(args.teacher, task)
+    rows = [{"model": args.teacher, "dtype": "float32", **model_figures(teacher, saved_dir=args.teacher,
+                                                                       latency_config=latency_config)}]
+    rows[0]["metrics"] = evaluate(teacher)
+    peers = dict(PEERS)
+    if args.compile:
+        peers["torchao int8 + torch.compile"] = torchao_int8_compiled
+    for name, make in peers.items():
+        rows.append(peer_row(name, make, teacher, evaluate, args))
+    for directory in args.ours:
+        model = load_model_for_eval(directory, task)
+        row = {"model": directory, "dtype": "float32",
+               **model_figures(model, saved_dir=directory, latency_config=latency_config)}
+        row["metrics"] = evaluator(directory)(model)
+        rows.append(row)
+    versions = {pkg: importlib.metadata.version(pkg) for pkg in ("torch", "torchao", "transformers")}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"environment": environment(), "versions": versions, "seq_len": args.seq_len,
+                               "task": task.name, "results": rows}, indent=2))
+    for row in rows:
+        if "error" in row:
+            print(f"{row['model']}: {row['error']}")
+            continue
+        metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in row["metrics"].items() if k != "eval_samples")
+        print(f"{row['model']}: {metrics}; {row['size_bytes'] / 1e6:.1f} MB; "
+              f"bs1 {row['latency_ms']['1']['median']:.1f} ms, bs32 {row['latency_ms']['32']['median']:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
