@@ -303,7 +303,7 @@ def markdown_results(results: dict[str, Any]) -> str:
     if "total_time_s" in results:
         teacher = results.get("teacher_time_s", 0.0)
         footer += f" Total time {results['total_time_s'] / 60:.1f} min" + (
-            f", of which fine-tuning the teacher {teacher / 60:.1f} min." if teacher >= 1 else " (teacher given)."
+            f", of which fine-tuning the teacher {teacher / 60:.1f} min." if teacher >= 1 else " (no teacher fine-tuned in this run)."
         )
     return head + "\n".join(lines) + failed + footer + "\n"
 

@@ -169,14 +169,8 @@ def _bench_recipes(args: argparse.Namespace) -> int:
         teacher_time_s=time.perf_counter() - started,
     )
     print(markdown_results(results))
-    print(f"results: {Path(args.out) / 'results.json'}; {_total_time(results)}")
+    print(f"results: {Path(args.out) / 'results.json'}")  # the table ends with the total time
     return 0
-
-
-def _total_time(results: dict[str, Any]) -> str:
-    teacher = results.get("teacher_time_s", 0.0)
-    line = f"total time {results['total_time_s'] / 60:.1f} min"
-    return line + (f" (fine-tuning the teacher: {teacher / 60:.1f} min)" if teacher >= 1 else "")
 
 
 def _dtypes(text: str | None) -> tuple[str, ...]:

@@ -34,7 +34,6 @@ import copy
 import importlib.metadata
 import json
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,9 +43,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from hf_compress.bench import bench_models
 from hf_compress.data.glue_tasks import get_task
 from hf_compress.data.preprocess import load_task_datasets
-from hf_compress.evaluation import evaluate_task, model_figures
+from hf_compress.evaluation import evaluate_task
 from hf_compress.loading import load_checked_tokenizer
 from hf_compress.measure import count_parameters, environment, measure_latency
 from hf_compress.quant_loading import load_model_for_eval
@@ -97,6 +97,13 @@ PEERS: dict[str, Callable[[nn.Module], nn.Module]] = {
 }
 
 
+def installed_version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:  # torchao is optional: its peer row says why it did not run
+        return None
+
+
 def peer_row(name: str, make: Callable[[nn.Module], nn.Module], teacher: nn.Module, evaluate: Callable, args) -> dict:
     row: dict[str, Any] = {"model": name, "dtype": "float32", "peer": True}
     try:
@@ -120,35 +127,20 @@ def peer_row(name: str, make: Callable[[nn.Module], nn.Module], teacher: nn.Modu
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.glue_dir:
-        os.environ["HF_COMPRESS_GLUE_DIR"] = args.glue_dir
     task = get_task(args.task)
-
-    def evaluator(source: str) -> Callable[[nn.Module], dict[str, float]]:
-        # each checkpoint with its own tokenizer: a vocabulary-pruned model has its own token ids
-        tokenizer = load_checked_tokenizer(source)
-        _, dev = load_task_datasets(task, tokenizer, args.seq_len, glue_dir=args.glue_dir, with_train=False)
-        return lambda model: evaluate_task(model, tokenizer, task, dev)
-
-    evaluate = evaluator(args.teacher)
-
-    latency_config = {"batch_sizes": (1, 32), "seq_len": args.seq_len, "runs": args.runs}
+    measure = {"task": task.name, "glue_dir": args.glue_dir, "seq_len": args.seq_len, "runs": args.runs}
+    # The teacher's and our rows are `hf-compress bench` rows (each checkpoint with its own tokenizer).
+    rows = bench_models([args.teacher], **measure)
+    tokenizer = load_checked_tokenizer(args.teacher)
+    _, dev = load_task_datasets(task, tokenizer, args.seq_len, glue_dir=args.glue_dir, with_train=False)
     teacher = load_model_for_eval(args.teacher, task)
-    rows = [{"model": args.teacher, "dtype": "float32", **model_figures(teacher, saved_dir=args.teacher,
-                                                                       latency_config=latency_config)}]
-    rows[0]["metrics"] = evaluate(teacher)
     peers = dict(PEERS)
     if args.compile:
         peers["torchao int8 + torch.compile"] = torchao_int8_compiled
     for name, make in peers.items():
-        rows.append(peer_row(name, make, teacher, evaluate, args))
-    for directory in args.ours:
-        model = load_model_for_eval(directory, task)
-        row = {"model": directory, "dtype": "float32",
-               **model_figures(model, saved_dir=directory, latency_config=latency_config)}
-        row["metrics"] = evaluator(directory)(model)
-        rows.append(row)
-    versions = {pkg: importlib.metadata.version(pkg) for pkg in ("torch", "torchao", "transformers")}
+        rows.append(peer_row(name, make, teacher, lambda model: evaluate_task(model, tokenizer, task, dev), args))
+    rows += bench_models(args.ours, **measure)
+    versions = {pkg: installed_version(pkg) for pkg in ("torch", "torchao", "transformers")}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"environment": environment(), "versions": versions, "seq_len": args.seq_len,

@@ -251,4 +251,4 @@ def test_results_table_states_the_end_to_end_time_and_the_teacher_share():
     table = benchmark.markdown_results(results)
     assert "| r | 90.00 | +0.00 |" in table and "| 4.00x |" in table
     assert "Total time 25.0 min, of which fine-tuning the teacher 10.0 min." in table
-    assert "(teacher given)" in benchmark.markdown_results({**results, "teacher_time_s": 0.0})
+    assert "(no teacher fine-tuned in this run)" in benchmark.markdown_results({**results, "teacher_time_s": 0.0})

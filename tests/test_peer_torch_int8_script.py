@@ -42,10 +42,21 @@ def test_peers_and_ours_are_measured_against_the_teacher(tmp_path, glue_dir):
 def test_a_peer_that_cannot_run_is_recorded_with_its_error(tmp_path, glue_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "torchao", None)  # as if torchao were not installed
     monkeypatch.setitem(sys.modules, "torchao.quantization", None)
+    script = _script()
+    real_version = script.importlib.metadata.version
+
+    def version(package):
+        if package == "torchao":
+            raise script.importlib.metadata.PackageNotFoundError(package)
+        return real_version(package)
+
+    monkeypatch.setattr(script.importlib.metadata, "version", version)
     teacher = make_tiny_base(tmp_path / "teacher")
     out = tmp_path / "peers.json"
-    _script().main(["--task", "rte", "--teacher", str(teacher), "--out", str(out), "--glue-dir", str(glue_dir),
-                    "--seq-len", "32", "--runs", "1"])
-    base, torch_int8, torchao_int8 = json.loads(out.read_text())["results"]
+    script.main(["--task", "rte", "--teacher", str(teacher), "--out", str(out), "--glue-dir", str(glue_dir),
+                 "--seq-len", "32", "--runs", "1"])
+    data = json.loads(out.read_text())
+    assert data["versions"]["torchao"] is None
+    base, torch_int8, torchao_int8 = data["results"]
     assert "metrics" in torch_int8 and "error" not in torch_int8
     assert torchao_int8["peer"] and "torchao" in torchao_int8["error"] and "latency_ms" not in torchao_int8
