@@ -17,5 +17,16 @@ CASES = [
     ),
     # quantization-aware training for one epoch, converted to the same int8 storage
     MatrixCase(id="qat-int8", modifiers=[{"type": "quantization", "method": "qat_int8"}], epochs=1, shrinks="bytes"),
+    # the same, taught by the unquantized model (minilm-mrpc-qat-int8-distill.yaml)
+    MatrixCase(
+        id="qat-int8-distill",
+        modifiers=[
+            {"type": "quantization", "method": "qat_int8"},
+            {"type": "distillation", "temperature": 2.0, "alpha_kd": 0.8, "alpha_ce": 0.2},
+        ],
+        epochs=1,
+        teacher=True,
+        shrinks="bytes",
+    ),
     MatrixCase(id="bnb-8bit", modifiers=[{"type": "quantization", "method": "bnb_8bit"}], shrinks="bytes"),
 ]
