@@ -203,6 +203,11 @@ def test_shipped_small_glue_task_recipes(task):
         assert getattr(best, key) == getattr(int8, key), key
     assert best.finetune_base.cache_dir == f"outputs/minilm-{task}-finetuned-base"
     assert {best.output_dir, int8.output_dir} == {f"outputs/minilm-{task}-prune-distill-int8", f"outputs/minilm-{task}-int8"}
+    if task == "mrpc":  # the QAT recipe trains from the same cached teacher
+        qat = Recipe.from_yaml(root / "minilm-mrpc-qat-int8-distill.yaml")
+        for key in ("base_model", "teacher", "finetune_base", "data", "training", "seed"):
+            assert getattr(best, key) == getattr(qat, key), key
+        assert [[m.type for m in s.modifiers] for s in qat.stages] == [["quantization", "distillation"]]
     if task == "rte":  # shares the teacher of the RTE distillation pair too
         pair = Recipe.from_yaml(root / "minilm-rte-distill-3layer.yaml")
         for key in ("finetune_base", "data", "training", "seed"):
