@@ -28,6 +28,7 @@ from hf_compress import CompressionTrainer, Recipe, compress, quantized_linear
 from hf_compress.errors import HfCompressError, RecipeError, UnsupportedModelError
 from hf_compress.modifiers.base import StageContext
 from hf_compress.modifiers.bnb import LoraConfig, require_bitsandbytes
+from hf_compress.modifiers.quant_sensitivity import layer_sensitivity, most_sensitive
 from hf_compress.modifiers.quantization import METHODS, QuantizationConfig, QuantizationModifier
 from hf_compress.quantized_linear import (
     Int8Linear,
@@ -244,6 +245,100 @@ def test_summary_reports_sizes():
     summary = modifier.summary()
     assert summary["method"] == "int8_dynamic" and summary["quantized_layers"] == 13
     assert summary["linear_compression_factor"] > 3.5  # 64 wide: scales and biases weigh; 3.9x at 384
+
+
+# fp32_fallback --------------------------------------------------------------------------------
+# (norm before the layer, the layer) per family: the planted layer is made int8-hostile below.
+PLANT = {
+    "bert": ("bert.encoder.layer.0.attention.output.LayerNorm", "bert.encoder.layer.0.intermediate.dense"),
+    "roberta": ("roberta.encoder.layer.0.attention.output.LayerNorm", "roberta.encoder.layer.0.intermediate.dense"),
+    "distilbert": ("distilbert.transformer.layer.0.sa_layer_norm", "distilbert.transformer.layer.0.ffn.lin1"),
+}
+
+
+def planted_model(family: str, num_labels: int = 2) -> tuple[nn.Module, str]:
+    """A tiny model whose planted layer loses far more than the others when made int8.
+
+    Input channel 0 of the planted layer is divided by 1000 in the norm before it and its weight
+    column multiplied by 1000, so the float layer computes the same; but each int8 weight row then
+    spends its range on that column and rounds the others to about zero. (The residual branch
+    sees channel 0 shrunk, a harmless change of the float model.) The head is scaled up so the
+    tiny model's outputs, near zero at random init, respond to its encoder.
+    """
+    model = tiny_model(family, num_labels=num_labels)
+    norm, planted = PLANT[family]
+    with torch.no_grad():
+        model.get_submodule(norm).weight[0] /= 1000
+        model.get_submodule(norm).bias[0] /= 1000
+        model.get_submodule(planted).weight[:, 0] *= 1000
+        for parameter in model.classifier.parameters():
+            parameter.mul_(10)
+    return model, planted
+
+
+def calibration(count: int = 4, labels: bool = True) -> list[dict[str, torch.Tensor]]:
+    data = tiny_dataset()
+    batches = [{k: torch.tensor(v) for k, v in data[i * 8 : (i + 1) * 8].items()} for i in range(count)]
+    return batches if labels else [{k: v for k, v in b.items() if k != "labels"} for b in batches]
+
+
+def float_linears(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if type(m) is nn.Linear and "classifier" not in n]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fp32_fallback_keeps_the_planted_layer_in_float_and_reloads(family):
+    dense, planted = planted_model(family)
+    inputs = tiny_inputs()
+    # The heads' own dense layers stay float, as the classifier does, so the encoder is compared.
+    heads = ("classifier", "pooler", "pre_classifier")
+    plain = quantize(copy.deepcopy(dense), method="int8_dynamic", skip_modules=list(heads))
+    modifier = QuantizationModifier(QuantizationConfig(method="int8_dynamic", fp32_fallback=1, skip_modules=heads))
+    ctx = StageContext(train_dataloader=lambda: iter(calibration()))
+    model = modifier.on_finalize(copy.deepcopy(dense), ctx)
+    assert [n for n in float_linears(model) if not any(h in n for h in heads)] == [planted]
+    assert list(modifier.summary()["fp32_fallback"]) == [planted] and planted in ctx.notes[0]
+    # Keeping the planted layer in float removes most of int8's error (over the calibration set).
+    def error(quantized):
+        return sum((logits(quantized, b) - logits(dense, b)).abs().mean() for b in calibration(4, labels=False))
+
+    assert error(model) < error(plain) / 3
+    reloaded, directory = reload(model)
+    torch.testing.assert_close(logits(reloaded, inputs), logits(model, inputs), atol=0, rtol=0)
+    assert float_linears(reloaded) == float_linears(model)
+    saved = json.loads((directory / "config.json").read_text())["compression_config"]["int8_linear"]
+    assert planted not in saved and len(saved) == sum(isinstance(m, Int8Linear) for m in model.modules())
+
+
+@pytest.mark.parametrize("num_labels", [2, 1])
+def test_layer_sensitivity_ranks_the_planted_layer_first_and_restores_the_model(num_labels):
+    model, planted = planted_model("roberta", num_labels=num_labels)
+    model.train()
+    modules = dict(model.named_modules())
+    before = logits(model.eval(), tiny_inputs())
+    model.train()
+    names = float_linears(model)
+    scores = layer_sensitivity(model, names, calibration(labels=False), Int8Linear.from_linear)
+    assert most_sensitive(scores, 1) == [planted]
+    assert scores[planted] > 10 * max(v for n, v in scores.items() if n != planted)
+    assert model.training and all(modules[n] is m for n, m in model.named_modules())
+    torch.testing.assert_close(logits(model.eval(), tiny_inputs()), before, atol=0, rtol=0)
+
+
+def test_most_sensitive_breaks_ties_by_layer_order():
+    assert most_sensitive({"a": 1.0, "b": 3.0, "c": 1.0, "d": 0.5}, 3) == ["b", "a", "c"]
+
+
+def test_fp32_fallback_without_training_data_or_with_too_many_layers_is_a_clear_error():
+    with pytest.raises(RecipeError, match="needs training batches.*fp32_fallback: 0"):
+        quantize(tiny_model("bert"), method="int8_dynamic", fp32_fallback=1)
+    with pytest.raises(RecipeError, match="found no training batches"):
+        compress(tiny_model("bert"), [{"type": "quantization", "method": "int8_dynamic", "fp32_fallback": 1}],
+                 calibration_data=[])
+    count = len(float_linears(tiny_model("bert")))
+    with pytest.raises(RecipeError, match=f"fp32_fallback={count} would keep all {count}"):
+        compress(tiny_model("bert"), [{"type": "quantization", "method": "int8_dynamic", "fp32_fallback": count}],
+                 calibration_data=calibration())
 
 
 # qat_int8 ------------------------------------------------------------------------------------
@@ -583,6 +678,9 @@ def test_method_typo_lists_the_valid_methods():
         ({"method": "bnb_4bit_nf4", "include_embeddings": True}, "include_embeddings"),
         ({"method": "int8_dynamic", "ema_decay": 0.9}, "ema_decay"),
         ({"method": "bnb_4bit_nf4", "compute_dtype": "int4"}, "float32, bfloat16, float16"),
+        ({"method": "qat_int8", "fp32_fallback": 1}, "fp32_fallback applies to int8_dynamic only"),
+        ({"method": "int8_dynamic", "calibration_batches": 4}, "calibration_batches applies with fp32_fallback"),
+        ({"method": "int8_dynamic", "fp32_fallback": -1}, "fp32_fallback"),
     ],
 )
 def test_keys_that_do_not_apply_to_the_method_are_rejected(entry, message):

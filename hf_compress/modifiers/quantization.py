@@ -21,6 +21,8 @@ after a bitsandbytes 4-bit stage: the `lora` modifier in bnb.py). Applied at the
 (`on_finalize`), after whatever else the stage did; list it last among the stage's modifiers.
 
 Recipe keys: `method`, `skip_modules` (kept in full precision; default: the task head),
+`fp32_fallback` and `calibration_batches` (int8_dynamic: keep the N layers whose int8 version
+moves the output most in float, measured on training batches; quant_sensitivity.py),
 `include_embeddings` (int8 methods: word embeddings as int8 too), `double_quant` and
 `compute_dtype` (bnb 4-bit), `ema_decay` (qat_int8), and the common `targets` / `ignore`.
 """
@@ -36,11 +38,12 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ..checkpoint import record_method, record_structure, register_rebuild
-from ..errors import CheckpointError, HfCompressError, UnsupportedModelError
+from ..errors import CheckpointError, HfCompressError, RecipeError, UnsupportedModelError
 from ..quantized_linear import Int8Linear, QATLinear, cpu_backend
 from ..registry import register_modifier
 from ..schema import option
 from .base import Modifier, ModifierConfig, StageContext, name_matches, set_submodule, strip_wrapper_prefix
+from .quant_sensitivity import calibration_batches, layer_sensitivity, most_sensitive
 
 METHODS = ("int8_dynamic", "qat_int8", "bnb_8bit", "bnb_4bit_nf4", "bnb_4bit_fp4")
 INT8_METHODS = ("int8_dynamic", "qat_int8")
@@ -74,6 +77,17 @@ class QuantizationConfig(ModifierConfig):
     compute_dtype: str = option(
         "float32", help="bnb 4-bit: dtype the dequantized weights are multiplied in", choices=COMPUTE_DTYPES
     )
+    fp32_fallback: int = option(
+        0,
+        help="int8_dynamic: keep this many Linear layers in float, those whose int8 version moves the model's "
+        "output most on `calibration_batches` training batches (costs one pass over them per Linear layer)",
+        range=(0, None),
+    )
+    calibration_batches: int = option(
+        8,
+        help="int8_dynamic with fp32_fallback: training batches the layer sensitivities are measured on",
+        range=(1, None),
+    )
     ema_decay: float = option(
         0.99,
         help="qat_int8: weight of the old activation range in its moving average",
@@ -93,6 +107,13 @@ class QuantizationConfig(ModifierConfig):
                 f"include_embeddings applies to int8_dynamic / qat_int8; with {self.method} add an "
                 "`embedding_quantization` modifier before this one instead"
             )
+        if self.fp32_fallback and self.method != "int8_dynamic":
+            raise ValueError(
+                f"fp32_fallback applies to int8_dynamic only, not {self.method}; for {self.method} list the layers "
+                "to keep in float in skip_modules"
+            )
+        if self.calibration_batches != 8 and not self.fp32_fallback:
+            raise ValueError("calibration_batches applies with fp32_fallback > 0 only")
         if self.ema_decay != 0.99 and self.method != "qat_int8":
             raise ValueError(f"ema_decay applies to qat_int8 only, not {self.method}")
         if self.method in BNB_METHODS and importlib.util.find_spec("bitsandbytes") is None:
@@ -239,7 +260,7 @@ class QuantizationModifier(Modifier):
             raise UnsupportedModelError(
                 "quantization: this model is already quantized with bitsandbytes; int8 quantization applies to float models"
             )
-        converted = self._convert_qat(model, ctx) if method == "qat_int8" else self._quantize_dynamic(model)
+        converted = self._convert_qat(model, ctx) if method == "qat_int8" else self._quantize_dynamic(model, ctx)
         if not converted:
             raise UnsupportedModelError(self._nothing_to_quantize(model))
         existing = dict((getattr(model.config, "compression_config", None) or {}).get(STRUCTURE_KEY, {}))
@@ -251,16 +272,42 @@ class QuantizationModifier(Modifier):
         return model
 
     # int8 ---------------------------------------------------------------------------------------
-    def _quantize_dynamic(self, model: PreTrainedModel) -> dict[str, dict[str, str]]:
+    def _quantize_dynamic(self, model: PreTrainedModel, ctx: StageContext) -> dict[str, dict[str, str]]:
         converted: dict[str, dict[str, str]] = {}
         before = after = 0
-        for name, linear in quantizable_linears(model, self.config):
+        targets = quantizable_linears(model, self.config)
+        kept = set(self._fp32_fallback(model, [name for name, _ in targets], ctx))
+        for name, linear in targets:
+            if name in kept:
+                continue
             quantized = Int8Linear.from_linear(linear)
             before, after = before + _linear_bytes(linear), after + _linear_bytes(quantized)
             set_submodule(model, name, quantized)
             converted[name] = {"activations": "dynamic"}
         self.report.update(_size_report(converted, before, after))
         return converted
+
+    def _fp32_fallback(self, model: PreTrainedModel, names: list[str], ctx: StageContext) -> list[str]:
+        """The `fp32_fallback` most sensitive of `names` (quant_sensitivity.py), recorded in the report."""
+        count = self.config.fp32_fallback
+        if not count:
+            return []
+        if count >= len(names):
+            raise RecipeError(
+                f"quantization: fp32_fallback={count} would keep all {len(names)} quantizable Linear layers in float; "
+                f"use a number below {len(names)}"
+            )
+        who = "quantization (int8_dynamic, fp32_fallback)"
+        batches = calibration_batches(ctx, self.config.calibration_batches, who)
+        scores = layer_sensitivity(model, names, batches, Int8Linear.from_linear, ctx)
+        kept = most_sensitive(scores, count)
+        self.report["fp32_fallback"] = {name: scores[name] for name in kept}
+        self.report["sensitivity_batches"] = len(batches)
+        ctx.notes.append(
+            f"quantization (int8_dynamic): kept in float, as the {count} layer(s) whose int8 version moved the output "
+            f"most on {len(batches)} training batches: {', '.join(kept)}"
+        )
+        return kept
 
     def _convert_qat(self, model: PreTrainedModel, ctx: StageContext) -> dict[str, dict[str, str]]:
         converted: dict[str, dict[str, str]] = {}

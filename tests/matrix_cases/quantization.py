@@ -15,6 +15,12 @@ CASES = [
         modifiers=[{"type": "quantization", "method": "int8_dynamic", "include_embeddings": True}],
         shrinks="bytes",
     ),
+    # the most sensitive Linear layer (measured on training batches) kept in float
+    MatrixCase(
+        id="int8-dynamic-fp32-fallback",
+        modifiers=[{"type": "quantization", "method": "int8_dynamic", "fp32_fallback": 1}],
+        shrinks="bytes",
+    ),
     # quantization-aware training for one epoch, converted to the same int8 storage
     MatrixCase(id="qat-int8", modifiers=[{"type": "quantization", "method": "qat_int8"}], epochs=1, shrinks="bytes"),
     # the same, taught by the unquantized model (minilm-mrpc-qat-int8-distill.yaml)
