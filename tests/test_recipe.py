@@ -203,11 +203,14 @@ def test_shipped_small_glue_task_recipes(task):
         assert getattr(best, key) == getattr(int8, key), key
     assert best.finetune_base.cache_dir == f"outputs/minilm-{task}-finetuned-base"
     assert {best.output_dir, int8.output_dir} == {f"outputs/minilm-{task}-prune-distill-int8", f"outputs/minilm-{task}-int8"}
-    if task == "mrpc":  # the QAT recipe trains from the same cached teacher
+    if task == "mrpc":  # the QAT and fallback recipes start from the same cached teacher
         qat = Recipe.from_yaml(root / "minilm-mrpc-qat-int8-distill.yaml")
+        fallback = Recipe.from_yaml(root / "minilm-mrpc-int8-emb-fp32-fallback.yaml")
         for key in ("base_model", "teacher", "finetune_base", "data", "training", "seed"):
-            assert getattr(best, key) == getattr(qat, key), key
+            assert getattr(best, key) == getattr(qat, key) == getattr(fallback, key), key
         assert [[m.type for m in s.modifiers] for s in qat.stages] == [["quantization", "distillation"]]
+        (entry,) = fallback.stages[0].modifiers
+        assert entry.config.fp32_fallback == 1 and entry.config.include_embeddings is True
     if task == "rte":  # shares the teacher of the RTE distillation pair too
         pair = Recipe.from_yaml(root / "minilm-rte-distill-3layer.yaml")
         for key in ("finetune_base", "data", "training", "seed"):
@@ -224,3 +227,16 @@ def test_distillation_after_vocabulary_pruning_is_rejected():
     later = GOOD.replace("name: tune", "name: vocab\n    epochs: 0\n    modifiers: [{type: _test_vocab}]\n  - name: tune")
     with pytest.raises(RecipeError, match=r"old vocabulary, but stages\[0\]\.modifiers\[0\] \(_test_vocab\) renumbered"):
         recipe_from(later)
+
+
+def test_sst2_combination_with_fallback_differs_from_the_combination_only_by_the_fallback():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    plain = Recipe.from_yaml(root / "minilm-sst2-prune-int8-full-data.yaml").to_dict()
+    fallback = Recipe.from_yaml(root / "minilm-sst2-prune-int8-fallback-full-data.yaml").to_dict()
+    assert fallback["stages"][2]["modifiers"][0]["fp32_fallback"] == 1
+    fallback["stages"][2]["modifiers"][0]["fp32_fallback"] = plain["stages"][2]["modifiers"][0].get("fp32_fallback", 0)
+    assert fallback["output_dir"] == "outputs/minilm-sst2-prune-int8-fallback-full-data"
+    fallback["output_dir"] = plain["output_dir"]
+    assert fallback == plain
