@@ -84,3 +84,22 @@ def test_taylor_scores_agree_across_processes(tmp_path, tiny_base, glue_dir):
     _run(_recipe(tmp_path, tiny_base, glue_dir, "taylor", "taylor"), 2)
     config = json.loads((tmp_path / "taylor" / "config.json").read_text())["compression_config"]
     assert sum(config["heads"].values()) == 4
+
+
+def test_int8_fp32_fallback_picks_one_layer_on_two_processes(tmp_path, tiny_base, glue_dir):
+    # Each rank measures the layer sensitivities on its own batches and the scores are averaged
+    # (an all-reduce over gloo here, which must accept them); the checkpoint keeps one layer in float.
+    text = tiny_recipe_text(tiny_base, tmp_path / "fallback", glue_dir)
+    text = text.replace("teacher: finetuned-base\nfinetune_base: {epochs: 1}", "teacher: none")
+    text = text.replace("    epochs: 1\n    modifiers:\n      - {type: _halve_ffn}\n",
+                        "    epochs: 0\n    modifiers:\n      - {type: quantization, method: int8_dynamic, fp32_fallback: 1}\n")
+    assert "_halve_ffn" not in text and "finetune_base" not in text
+    recipe = tmp_path / "fallback.yaml"
+    recipe.write_text(text)
+    _run(recipe, 2)
+    report = json.loads((tmp_path / "fallback" / "report.json").read_text())
+    (kept,) = report["stages"][0]["modifiers"][0]["fp32_fallback"]
+    config = json.loads((tmp_path / "fallback" / "config.json").read_text())["compression_config"]
+    assert kept not in config["int8_linear"] and len(config["int8_linear"]) == 12  # 2 layers x 6 + pooler - 1
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "fallback").eval()
+    assert type(model.get_submodule(kept)) is torch.nn.Linear

@@ -104,8 +104,8 @@ def layer_sensitivity(
     finally:
         model.train(was_training)
     averaged = torch.tensor(scores, dtype=torch.float64)
-    if ctx is not None:
-        averaged = ctx.all_reduce_mean(averaged)
+    if ctx is not None:  # on the processes' device: NCCL reduces CUDA tensors only
+        averaged = ctx.all_reduce_mean(averaged.to(ctx.device)).cpu()
     return dict(zip(names, averaged.tolist(), strict=True))
 
 
