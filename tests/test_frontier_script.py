@@ -1,20 +1,13 @@
 """scripts/frontier_with_peers.py: points are taken against the teacher of their own run, and a
 peer counts as dominated only when one of our points is at least as good on every axis."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tiny import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("frontier_with_peers", REPO / "scripts" / "frontier_with_peers.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("frontier_with_peers")
 
 
 def _entry(name, acc, size, bs1, bs32):

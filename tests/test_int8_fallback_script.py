@@ -1,22 +1,14 @@
 """scripts/int8_fallback_check.py: int8 with 0 and 1 layers kept in float, on a saved teacher and
 real-format GLUE files, written to JSON."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 from pipeline_fixtures import make_tiny_base
-
-REPO = Path(__file__).resolve().parents[1]
+from tiny import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("int8_fallback_check", REPO / "scripts" / "int8_fallback_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("int8_fallback_check")
 
 
 def test_each_setting_is_evaluated_and_names_the_layers_kept_in_float(tmp_path, glue_dir):

@@ -4,19 +4,13 @@ process into the `hf-compress bench --output` layout; a peer that cannot run is 
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 from pipeline_fixtures import make_tiny_base
-
-REPO = Path(__file__).resolve().parents[1]
+from tiny import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("peer_torch_int8", REPO / "scripts" / "peer_torch_int8.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("peer_torch_int8")
 
 
 def test_peers_and_ours_are_measured_against_the_teacher(tmp_path, glue_dir):

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tiny import FAMILIES, logits, tiny_dataset, tiny_inputs, tiny_model, tiny_tokenizer, tiny_training_args
+from tiny import (
+    FAMILIES,
+    load_script,
+    logits,
+    tiny_dataset,
+    tiny_inputs,
+    tiny_model,
+    tiny_tokenizer,
+    tiny_training_args,
+)
 from transformers import AutoModelForSequenceClassification
 
 import hf_compress
@@ -464,11 +472,7 @@ def test_head_importance_script_runs_on_a_tiny_model(tmp_path):
     model_dir = tmp_path / "model"
     tiny_model("bert").save_pretrained(model_dir)
     tiny_tokenizer(tmp_path).save_pretrained(model_dir)
-    spec = importlib.util.spec_from_file_location(
-        "head_importance_check", REPO / "scripts" / "head_importance_check.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("head_importance_check")
     report = script.main(
         [
             str(model_dir),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from datasets import Dataset
@@ -20,6 +23,17 @@ from transformers import (
 )
 
 FAMILIES = ("bert", "roberta", "distilbert")
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """`scripts/<name>.py` imported as a module (scripts are not a package), fresh each call."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
 VOCAB_WORDS = [
     "the", "a", "movie", "film", "good", "bad", "great", "awful", "is", "was", "not", "very", "fun",
     "boring", "and", "but", "it", "plot", "actors", "story", "love", "hate", "best", "worst",
