@@ -2,9 +2,10 @@
 
 For each setting the teacher is quantized with `hf_compress.compress` (`quantization:
 int8_dynamic`, the default fbgemm kernel on x86) and evaluated on the task's full dev set; the
-layers kept in float are printed with their sensitivity. The calibration batches are the first
-`--calibration-samples` sentences of a seeded sample of the training set, padded per batch, as
-the trainer gives them. Accuracy only: latency comes from `hf-compress bench`.
+names of the layers kept in float are printed and saved. The calibration batches are a seeded
+sample of `--calibration-samples` training sentences in batches of `--batch-size`, padded per
+batch, as the trainer gives them; the fallback measures on all of them. Accuracy only: latency
+comes from `hf-compress bench`.
 
     python scripts/int8_fallback_check.py --task sst2 --teacher outputs/teachers/minilm-sst2-full \
         --fallback 0 1 2 --out bench_out/int8-fallback-sst2.json
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         settings += [{**s, "include_embeddings": True} for s in settings]
     for setting in settings:
         entry = {"type": "quantization", "method": "int8_dynamic", **setting}
+        if setting["fp32_fallback"]:  # measure on every calibration batch, not the key's default 8
+            entry["calibration_batches"] = len(batches)
         start = time.perf_counter()
         model = compress(copy.deepcopy(teacher), [entry], calibration_data=batches)
         seconds = time.perf_counter() - start

@@ -32,12 +32,13 @@ from ..errors import RecipeError
 from .base import StageContext, set_submodule
 
 
-def calibration_batches(ctx: StageContext, count: int, who: str) -> list[dict[str, Any]]:
+def calibration_inputs(ctx: StageContext, count: int) -> list[dict[str, Any]]:
     """The first `count` training batches of the stage, without labels.
 
     Raises:
         RecipeError: the stage has no training data (or it is empty).
     """
+    who = "quantization (int8_dynamic, fp32_fallback)"
     if ctx.train_dataloader is None:
         raise RecipeError(
             f"{who} needs training batches to measure which layers to keep in float; give the trainer a "

@@ -43,7 +43,7 @@ from ..quantized_linear import Int8Linear, QATLinear, cpu_backend
 from ..registry import register_modifier
 from ..schema import option
 from .base import Modifier, ModifierConfig, StageContext, name_matches, set_submodule, strip_wrapper_prefix
-from .quant_sensitivity import calibration_batches, layer_sensitivity, most_sensitive
+from .quant_sensitivity import calibration_inputs, layer_sensitivity, most_sensitive
 
 METHODS = ("int8_dynamic", "qat_int8", "bnb_8bit", "bnb_4bit_nf4", "bnb_4bit_fp4")
 INT8_METHODS = ("int8_dynamic", "qat_int8")
@@ -297,8 +297,7 @@ class QuantizationModifier(Modifier):
                 f"quantization: fp32_fallback={count} would keep all {len(names)} quantizable Linear layers in float; "
                 f"use a number below {len(names)}"
             )
-        who = "quantization (int8_dynamic, fp32_fallback)"
-        batches = calibration_batches(ctx, self.config.calibration_batches, who)
+        batches = calibration_inputs(ctx, self.config.calibration_batches)
         scores = layer_sensitivity(model, names, batches, Int8Linear.from_linear, ctx)
         kept = most_sensitive(scores, count)
         self.report["fp32_fallback"] = {name: scores[name] for name in kept}
