@@ -105,13 +105,39 @@ def test_int8_linear_kernels_match_the_integer_reference(reduce_range):
     assert (layer(x) - float_out).abs().max() < (0.03 if not reduce_range else 0.06) * float_out.abs().max()
 
 
-def test_int8_linear_picks_fbgemm_for_dynamic_and_onednn_for_static_inputs():
+@pytest.mark.parametrize(("flags", "dynamic"), [({"avx512_vnni"}, "fbgemm"), ({"avx512_vnni", "amx_int8"}, "onednn")])
+def test_int8_linear_picks_its_kernel_from_the_cpu(monkeypatch, flags, dynamic):
     if not (fbgemm_available() and onednn_available()):
         pytest.skip("no x86 int8 kernels on this machine")
-    cpu = torch.device("cpu")
-    assert Int8Linear.from_linear(nn.Linear(8, 8)).resolved_backend(cpu) == "fbgemm"
-    assert Int8Linear(8, 8, static_activations=True).resolved_backend(cpu) == "onednn"
-    assert Int8Linear(8, 8).resolved_backend(torch.device("meta")) == "dequant"
+    monkeypatch.delenv("HF_COMPRESS_INT8_BACKEND", raising=False)
+    monkeypatch.setattr(quantized_linear, "_cpu_flags", lambda: frozenset(flags))
+    quantized_linear.cpu_has_amx_int8.cache_clear()
+    try:
+        cpu = torch.device("cpu")
+        # dynamic inputs: fbgemm, or oneDNN (which uses the AMX tiles) on CPUs with AMX int8
+        assert Int8Linear.from_linear(nn.Linear(8, 8)).resolved_backend(cpu) == dynamic
+        assert Int8Linear(8, 8, static_activations=True).resolved_backend(cpu) == "onednn"
+        assert Int8Linear(8, 8).resolved_backend(torch.device("meta")) == "dequant"
+        monkeypatch.setenv("HF_COMPRESS_INT8_BACKEND", "fbgemm")
+        assert Int8Linear.from_linear(nn.Linear(8, 8)).resolved_backend(cpu) == "fbgemm"
+    finally:
+        quantized_linear.cpu_has_amx_int8.cache_clear()
+
+
+def test_onednn_layers_run_outside_inference_mode_after_running_inside_it(monkeypatch):
+    # The input workspace and cached scalars are created on first use; if that use is under
+    # torch.inference_mode (an evaluation), later training-mode calls must still work.
+    if not onednn_available():
+        pytest.skip("no x86 int8 kernels on this machine")
+    monkeypatch.setattr(quantized_linear, "_WORKSPACE", quantized_linear._Workspace())
+    quantized_linear._scalar.cache_clear()
+    torch.manual_seed(0)
+    layer = Int8Linear.from_linear(nn.Linear(16, 8))
+    layer.backend = "onednn"
+    x = torch.randn(4, 16)
+    with torch.inference_mode():
+        inside = layer(x)
+    torch.testing.assert_close(layer(x.clone()), inside.clone(), atol=0, rtol=0)
 
 
 def test_int8_linear_falls_back_to_onednn_when_fbgemm_cannot_pack(monkeypatch):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from ..errors import RecipeError
 from ..schema import option
 
 if TYPE_CHECKING:
@@ -110,6 +111,33 @@ class StageContext:
     def progress(self) -> float:
         """Fraction of the stage's optimizer steps done (0.0 before training, 1.0 after)."""
         return min(1.0, self.step / self.total_steps) if self.total_steps else 1.0
+
+    def first_training_batches(self, count: int, user: str, purpose: str, alternative: str) -> Iterator[dict[str, Any]]:
+        """Yields the stage's first `count` training batches, for a modifier that measures
+        something on them (layer sensitivities, Taylor or Fisher importance).
+
+        Args:
+            count: batches to yield at most.
+            user: who asks, as the error messages name it (e.g. "low_rank: fisher: true").
+            purpose: what the batches are for ("to measure importance").
+            alternative: the recipe change that needs no batches ("set fisher: false").
+
+        Raises:
+            RecipeError: the stage has no training data, or it gave no batch.
+        """
+        if self.train_dataloader is None:
+            raise RecipeError(
+                f"{user} needs training batches {purpose}; give the trainer a train_dataset (or pass "
+                f"calibration_data to compress()), or {alternative}"
+            )
+        given = 0
+        for batch in self.train_dataloader():
+            yield batch
+            given += 1
+            if given >= count:
+                return
+        if given == 0:
+            raise RecipeError(f"{user} found no training batches; the training data set is empty")
 
     def all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
         """Averages `tensor` over processes so every rank takes the same decision (no-op on one)."""

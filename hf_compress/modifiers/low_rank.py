@@ -258,22 +258,17 @@ def fisher_row_importance(
     Raises:
         RecipeError: no training batches are available, or they carry no labels.
     """
-    if ctx.train_dataloader is None:
-        raise RecipeError(
-            "low_rank: fisher: true needs training batches to measure importance; give the trainer a "
-            "train_dataset (or pass calibration_data to compress()), or set fisher: false"
-        )
     was_training = model.training
     saved_requires_grad = {name: lin.weight.requires_grad for name, lin in linears.items()}
     fisher = {name: torch.zeros_like(lin.weight, dtype=torch.float32) for name, lin in linears.items()}
-    seen = 0
     model.eval()
     try:
         for lin in linears.values():
             lin.weight.requires_grad_(True)
-        for batch in ctx.train_dataloader():
-            if seen >= num_batches:
-                break
+        batches = ctx.first_training_batches(
+            num_batches, "low_rank: fisher: true", "to measure importance", "set fisher: false"
+        )
+        for batch in batches:
             model.zero_grad(set_to_none=True)
             with torch.enable_grad():
                 loss = model(**batch).loss
@@ -283,14 +278,11 @@ def fisher_row_importance(
             for name, lin in linears.items():
                 if lin.weight.grad is not None:
                     fisher[name] += lin.weight.grad.detach().float() ** 2
-            seen += 1
     finally:
         model.zero_grad(set_to_none=True)
         for name, lin in linears.items():
             lin.weight.requires_grad_(saved_requires_grad[name])
         model.train(was_training)
-    if seen == 0:
-        raise RecipeError("low_rank: fisher: true found no training batches; the training data set is empty")
     importance = {}
     for name, values in fisher.items():
         values = ctx.all_reduce_mean(values)

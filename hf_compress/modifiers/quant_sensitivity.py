@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import RecipeError
 from .base import StageContext, set_submodule
 
 
@@ -38,20 +37,13 @@ def calibration_inputs(ctx: StageContext, count: int) -> list[dict[str, Any]]:
     Raises:
         RecipeError: the stage has no training data (or it is empty).
     """
-    who = "quantization (int8_dynamic, fp32_fallback)"
-    if ctx.train_dataloader is None:
-        raise RecipeError(
-            f"{who} needs training batches to measure which layers to keep in float; give the trainer a "
-            "train_dataset (or pass calibration_data to compress()), or set fp32_fallback: 0"
-        )
-    batches = []
-    for batch in ctx.train_dataloader():
-        if len(batches) >= count:
-            break
-        batches.append({k: v for k, v in batch.items() if k != "labels"})
-    if not batches:
-        raise RecipeError(f"{who} found no training batches; the training data set is empty")
-    return batches
+    batches = ctx.first_training_batches(
+        count,
+        "quantization (int8_dynamic, fp32_fallback)",
+        "to measure which layers to keep in float",
+        "set fp32_fallback: 0",
+    )
+    return [{k: v for k, v in batch.items() if k != "labels"} for batch in batches]
 
 
 def _output(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, bool]:

@@ -523,11 +523,6 @@ class StructuredPruning(Modifier):
         self.taylor_examples += examples
 
     def _taylor_on_calibration(self, model: PreTrainedModel, ctx: StageContext) -> dict[int, torch.Tensor]:
-        if ctx.train_dataloader is None:
-            raise RecipeError(
-                f"{self.type_name}: importance `taylor` needs training batches with labels; give the trainer a "
-                "train_dataset (or `compress(..., calibration_data=...)`), or use `importance: magnitude`"
-            )
         group = self._group(model)
         temporary = {
             i: UnitGate(self._consumer(model, i), self.units_before[i], group)
@@ -540,7 +535,7 @@ class StructuredPruning(Modifier):
         was_training = model.training
         grad_flags = [(p, p.requires_grad) for p in model.parameters()]
         totals = {i: torch.zeros(self.units_before[i]) for i in self.layers}
-        examples = batches = 0
+        examples = 0
         try:
             # Eval mode (no dropout) for a deterministic score; only the gates need gradients,
             # so the parameters' .grad (which the next optimizer step would use) stays untouched.
@@ -548,9 +543,12 @@ class StructuredPruning(Modifier):
             model.requires_grad_(False)
             for gate in gates.values():
                 gate.collect = True
-            for batch in ctx.train_dataloader():
-                if batches >= self.config.calibration_batches:
-                    break
+            for batch in ctx.first_training_batches(
+                self.config.calibration_batches,
+                f"{self.type_name}: importance `taylor`",
+                f"with labels to score {self.unit_name}s on",
+                "use `importance: magnitude`",
+            ):
                 if "labels" not in batch:
                     raise RecipeError(
                         f"{self.type_name}: importance `taylor` needs batches with `labels`; add them or use "
@@ -563,7 +561,6 @@ class StructuredPruning(Modifier):
                     total, examples_here = gate.consume()
                     totals[i] += total
                 examples += examples_here
-                batches += 1
         finally:
             for gate in temporary.values():
                 gate.remove()
@@ -572,8 +569,6 @@ class StructuredPruning(Modifier):
             for param, flag in grad_flags:
                 param.requires_grad_(flag)
             model.train(was_training)
-        if batches == 0:
-            raise RecipeError(f"{self.type_name}: the training data gave no batch to score {self.unit_name}s on")
         return {i: t / max(examples, 1) for i, t in totals.items()}
 
     def _apply_removal(self, model: PreTrainedModel) -> None:
