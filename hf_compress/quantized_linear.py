@@ -9,7 +9,7 @@ checkpoint format (`compression_config["int8_linear"]`), never inflating back to
 How it computes is chosen at run time from the same stored tensors; checkpoints never depend
 on a kernel:
 
-- `fbgemm` (dynamically quantized layers on x86 CPUs without AMX, the default there):
+- `fbgemm` (dynamically quantized layers on x86 CPUs, the default there):
   `torch.ops.quantized.linear_dynamic`, which measures and quantizes each input inside its GEMM.
   The fastest eager int8 path measured here (scripts/bench_int8_latency.py, MiniLM-sized BERT,
   batch 32 x seq 128, a shared 2-core AMD EPYC with VNNI): 3.6x faster than fp32 on one
@@ -19,8 +19,7 @@ on a kernel:
   `onednn` by themselves. (That is the difference from `torch.ao.quantization.quantize_dynamic`,
   the same kernel, whose module state is the packed object: it does not save to safetensors or
   reload through `from_pretrained`.)
-- `onednn` (layers with a static QAT input range, every layer on CPUs with AMX int8, and the
-  fallback): the input is quantized to uint8
+- `onednn` (layers with a static QAT input range; the fallback): the input is quantized to uint8
   (with the stored range, or its own) and multiplied by `torch.ops.onednn.qlinear_pointwise`,
   oneDNN's u8 x s8 -> int32 GEMM with scales and bias applied in its epilogue: the kernel
   PyTorch's own x86 int8 path (PT2E with `X86InductorQuantizer`, used by torchao) lowers to, on
@@ -31,7 +30,8 @@ on a kernel:
   waits for the descheduled thread (a shared 2-core AMD EPYC with VNNI, no AMX). On a 2-core
   Intel Xeon with AMX int8 it was 1.64-1.73x faster than fp32 at batch 32 against fbgemm's
   1.46-1.54x, and equal at batch 1, in two sessions (scripts/bench_int8_latency.py,
-  BENCHMARKS.md), so there it is the default for dynamic inputs too. torchao's int8 tensor subclasses were no faster than fp32
+  BENCHMARKS.md), but on the pruned quickstart model 26% slower at batch 1 (9% faster at batch
+  32; scripts/int8_kernel_check.py), so fbgemm stays the default there too. torchao's int8 tensor subclasses were no faster than fp32
   in eager mode (1.4x on one thread, 0.3x on two busy ones) and 3.5x faster only after a 30-60 s
   `torch.compile` per input shape, so they were not used.
 - `dequant` (every other device: CUDA, ARM, ...): the same integer arithmetic emulated in
@@ -197,24 +197,18 @@ def fbgemm_available() -> bool:
     )
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_has_amx_int8() -> bool:
-    """Whether the CPU has AMX int8 tiles (Intel Sapphire Rapids and later), which oneDNN uses."""
-    return "amx_int8" in _cpu_flags()
-
-
 def cpu_backend(static_activations: bool = False) -> str:
     """The int8 kernel for a layer on this machine's CPU (see the module docstring).
 
-    `fbgemm` for dynamic inputs, except on CPUs with AMX int8, where oneDNN (which uses AMX;
-    fbgemm does not) measured 10-15% faster at batch 32; `onednn` for static (QAT) inputs and
-    wherever fbgemm is missing; `dequant` off x86. The environment variable
-    HF_COMPRESS_INT8_BACKEND (onednn | fbgemm | dequant) overrides the choice.
+    `fbgemm` for dynamic inputs, `onednn` for static (QAT) ones and wherever fbgemm is missing,
+    `dequant` off x86. The environment variable HF_COMPRESS_INT8_BACKEND (onednn | fbgemm |
+    dequant) overrides the choice: on CPUs with AMX int8, oneDNN (which uses AMX; fbgemm does
+    not) measured 9-12% faster at batch 32 but up to 26% slower at batch 1, so it is not the default.
     """
     forced = os.environ.get("HF_COMPRESS_INT8_BACKEND", "").strip().lower()
     if forced in BACKENDS[1:]:
         return forced
-    if not static_activations and fbgemm_available() and not (cpu_has_amx_int8() and onednn_available()):
+    if not static_activations and fbgemm_available():
         return "fbgemm"
     return "onednn" if onednn_available() else "dequant"
 
