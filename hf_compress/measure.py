@@ -137,3 +137,23 @@ def measure_latency(
             "runs": runs,
         }
     return results
+
+
+@torch.inference_mode()
+def round_robin_latency(
+    models: dict[str, nn.Module], inputs: dict[str, torch.Tensor], runs: int, warmup: int = 1
+) -> dict[str, tuple[list[float], list[float]]]:
+    """(wall ms, process CPU ms) per run of each model on `inputs`, the models interleaved run by
+    run so that load on a shared machine hits them alike (for comparing variants in one process)."""
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in models}
+    for _ in range(warmup):
+        for model in models.values():
+            model(**inputs)
+    for _ in range(runs):
+        for name, model in models.items():
+            start, cpu = time.perf_counter(), time.process_time()
+            model(**inputs)
+            times[name][0].append((time.perf_counter() - start) * 1000)
+            times[name][1].append((time.process_time() - cpu) * 1000)
+    return times
+

@@ -30,8 +30,8 @@ on a kernel:
   waits for the descheduled thread (a shared 2-core AMD EPYC with VNNI, no AMX). On a 2-core
   Intel Xeon with AMX int8 it was 1.64-1.73x faster than fp32 at batch 32 against fbgemm's
   1.46-1.54x, and equal at batch 1, in two sessions (scripts/bench_int8_latency.py,
-  BENCHMARKS.md), but on the pruned quickstart model 26% slower at batch 1 (9% faster at batch
-  32; scripts/int8_kernel_check.py), so fbgemm stays the default there too. torchao's int8
+  BENCHMARKS.md), but on the pruned quickstart model 24-26% slower at batch 1 (7-9% faster at
+  batch 32; scripts/int8_kernel_check.py), so fbgemm stays the default there too. torchao's int8
   tensor subclasses were no faster than fp32 in eager mode (1.4x on one thread, 0.3x on two busy
   ones) and 3.5x faster only after a 30-60 s `torch.compile` per input shape, so they were not
   used.

@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+from hf_compress.measure import round_robin_latency
+
 MINILM = {
     "hidden_size": 384,
     "num_hidden_layers": 6,
@@ -89,24 +91,6 @@ def logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tens
     return model(**batch).logits
 
 
-@torch.inference_mode()
-def time_round_robin(
-    models: dict[str, torch.nn.Module], batch: dict[str, torch.Tensor], runs: int, warmup: int
-) -> dict[str, tuple[list[float], list[float]]]:
-    """(wall ms, process CPU ms) per run and variant, variants interleaved run by run."""
-    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in models}
-    for _ in range(warmup):
-        for model in models.values():
-            model(**batch)
-    for _ in range(runs):
-        for name, model in models.items():
-            start, cpu = time.perf_counter(), time.process_time()
-            model(**batch)
-            times[name][0].append((time.perf_counter() - start) * 1000)
-            times[name][1].append((time.process_time() - cpu) * 1000)
-    return times
-
-
 def compiled_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Runs one compiled variant in this (fresh) process; returns its median and fp32's."""
     torch.set_num_threads(args.threads)
@@ -117,7 +101,7 @@ def compiled_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
     compiled = torch.compile(model)
     logits(compiled, batch)  # the cold compile
     compile_s = time.perf_counter() - started
-    times = time_round_robin({"fp32": base, name: compiled}, batch, args.runs, warmup=1)
+    times = round_robin_latency({"fp32": base, name: compiled}, batch, args.runs, warmup=1)
     return {
         "median_ms": statistics.median(times[name][0]),
         "cpu_ms": statistics.median(times[name][1]),
@@ -157,7 +141,7 @@ def main() -> None:
     }
     models = {name: build() for name, build in builders.items() if name not in args.skip}
     reference = logits(base, batch)
-    times = time_round_robin(models, batch, args.runs, args.warmup)
+    times = round_robin_latency(models, batch, args.runs, args.warmup)
     fp32 = statistics.median(times["fp32"][0]) if "fp32" in times else None
     fp32_cpu = statistics.median(times["fp32"][1]) if "fp32" in times else None
     results: dict[str, Any] = {}
