@@ -129,14 +129,19 @@ def measure_latency(
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append((time.perf_counter() - start) * 1000)
-        times.sort()
-        results[str(batch)] = {
-            "median": statistics.median(times),
-            "p10": times[max(0, int(0.1 * len(times)))],
-            "p90": times[min(len(times) - 1, int(0.9 * len(times)))],
-            "runs": runs,
-        }
+        results[str(batch)] = latency_summary(times)
     return results
+
+
+def latency_summary(times: list[float]) -> dict[str, float]:
+    """Median, p10 and p90 (nearest rank) of per-run milliseconds, and the run count."""
+    ordered = sorted(times)
+    return {
+        "median": statistics.median(ordered),
+        "p10": ordered[max(0, int(0.1 * len(ordered)))],
+        "p90": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
+        "runs": len(ordered),
+    }
 
 
 @torch.inference_mode()
@@ -156,4 +161,3 @@ def round_robin_latency(
             times[name][0].append((time.perf_counter() - start) * 1000)
             times[name][1].append((time.process_time() - cpu) * 1000)
     return times
-

@@ -31,6 +31,13 @@ def test_peers_and_ours_are_measured_against_the_teacher(tmp_path, glue_dir):
         assert 0 <= torchao_int8["metrics"]["accuracy"] <= 1
     assert ours["model"] == str(teacher) and "peer" not in ours
     assert ours["metrics"] == base["metrics"] and ours["size_bytes"] == base["size_bytes"]
+    # every model that ran is timed twice: alone (as `hf-compress bench` does), then round-robin
+    assert data["latency_method"].startswith("round-robin")
+    timed = [row for row in data["results"] if "error" not in row]
+    for row in timed:
+        assert set(row["latency_ms"]) == set(row["latency_ms_sequential"]) == {"1", "32"}
+        assert row["latency_ms"]["32"]["runs"] == 2 and row["latency_ms"]["32"]["median"] > 0
+        assert row["latency_ms"] != row["latency_ms_sequential"]  # a second measurement, not a copy
 
 
 def test_a_peer_that_cannot_run_is_recorded_with_its_error(tmp_path, glue_dir, monkeypatch):
@@ -54,3 +61,4 @@ def test_a_peer_that_cannot_run_is_recorded_with_its_error(tmp_path, glue_dir, m
     base, torch_int8, torchao_int8 = data["results"]
     assert "metrics" in torch_int8 and "error" not in torch_int8
     assert torchao_int8["peer"] and "torchao" in torchao_int8["error"] and "latency_ms" not in torchao_int8
+    assert "latency_ms_sequential" in torch_int8 and "latency_ms_sequential" not in torchao_int8
