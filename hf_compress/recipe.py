@@ -57,6 +57,14 @@ class DataConfig:
     glue_dir: str | None = option(
         None, help="local GLUE folder (original TSV layout); default: HF_COMPRESS_GLUE_DIR, ../shared/data/glue, else the Hub"
     )
+    token_mask_prob: float = option(
+        0.0,
+        help="training-time augmentation of the compression stages: replace this fraction of each training "
+        "sentence's tokens with the mask token, a new draw every step; a distillation teacher sees the same "
+        "masked batch (consistent teaching). 0 = off; evaluation and finetune_base are never masked",
+        range=(0, 1),
+        exclusive=(False, True),
+    )
 
 
 @dataclass(frozen=True)
@@ -248,6 +256,14 @@ class Recipe:
                             "(or qat_int8 to train with quantization)"
                         )
             vocabulary_changed_by = vocabulary_changed_by or stage_vocabulary
+            if self.data.token_mask_prob > 0:
+                for j, spec in enumerate(stage.modifiers):
+                    if getattr(spec.config, "cache_teacher_logits", False):
+                        raise RecipeError(
+                            f"{stage_where}.modifiers[{j}] ({spec.type}): cache_teacher_logits reuses the teacher's logits "
+                            f"of the unmasked sentence, but data.token_mask_prob: {self.data.token_mask_prob} masks each "
+                            "batch anew; set cache_teacher_logits: false (or data.token_mask_prob: 0)"
+                        )
 
     # Output -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

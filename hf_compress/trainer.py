@@ -19,6 +19,7 @@ from transformers import DataCollatorWithPadding, PreTrainedModel, Trainer, Trai
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
 from .callbacks import ModifierCallback
+from .data.augment import TokenMasker
 from .errors import UnsupportedModelError
 from .modifiers.base import Modifier, StageContext
 from .recipe import Recipe, Stage
@@ -82,6 +83,7 @@ class CompressionTrainer(Trainer):
         self.start_stage = start_stage
         self.on_stage_end = on_stage_end
         self._stages_output_dir = self.args.output_dir
+        self._token_masker: TokenMasker | None = None
 
     # Stages ----------------------------------------------------------------------------------
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> TrainOutput:  # type: ignore[override]
@@ -192,6 +194,16 @@ class CompressionTrainer(Trainer):
         for batch in self.get_train_dataloader():
             yield {k: v.to(self.args.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
+    def _augment(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The training batch with `data.token_mask_prob` of its tokens masked (unchanged when 0)."""
+        probability = self.recipe.data.token_mask_prob if self.recipe is not None else 0.0
+        if probability == 0:
+            return inputs
+        tokenizer = self.context.tokenizer or self.processing_class
+        if self._token_masker is None or self._token_masker.tokenizer is not tokenizer:  # vocabulary pruning swaps it
+            self._token_masker = TokenMasker(tokenizer, probability, seed=self.recipe.seed + self.args.process_index)
+        return self._token_masker(inputs)
+
     # Hub -------------------------------------------------------------------------------------
     def push_to_hub(  # type: ignore[override]
         self,
@@ -234,6 +246,8 @@ class CompressionTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
+        if model.training:
+            inputs = self._augment(inputs)
         extra_kwargs: dict[str, Any] = {}
         for modifier in self.modifiers:
             extra_kwargs.update(modifier.forward_kwargs())
