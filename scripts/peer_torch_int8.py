@@ -56,7 +56,14 @@ from hf_compress.data.glue_tasks import get_task
 from hf_compress.data.preprocess import load_task_datasets
 from hf_compress.evaluation import evaluate_task
 from hf_compress.loading import load_checked_tokenizer
-from hf_compress.measure import count_parameters, environment, latency_summary, measure_latency, round_robin_latency
+from hf_compress.measure import (
+    count_parameters,
+    environment,
+    latency_inputs,
+    latency_summary,
+    measure_latency,
+    round_robin_latency,
+)
 from hf_compress.quant_loading import load_model_for_eval
 
 logger = logging.getLogger("peer_torch_int8")
@@ -117,7 +124,6 @@ def peer_row(
 ) -> tuple[dict[str, Any], nn.Module | None]:
     """The peer's row, and its model for the round-robin timing (None when it failed)."""
     row: dict[str, Any] = {"model": name, "dtype": "float32", "peer": True}
-    model = None
     try:
         start = time.perf_counter()
         model = make(teacher)
@@ -133,7 +139,7 @@ def peer_row(
     except Exception as error:  # a peer that fails is reported with its error, not dropped
         logger.exception("%s failed", name)
         row["error"] = f"{type(error).__name__}: {error}"
-        model = None
+        return row, None
     return row, model
 
 
@@ -148,8 +154,7 @@ def interleaved_latency(
     vocab = min(getattr(getattr(m, "config", None), "vocab_size", 1000) for m in models.values())
     figures: dict[str, dict[str, dict[str, float]]] = {name: {} for name in models}
     for batch in batch_sizes:
-        ids = torch.randint(5, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(batch))
-        times = round_robin_latency(models, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, runs, warmup=2)
+        times = round_robin_latency(models, latency_inputs(batch, seq_len, vocab), runs, warmup=2)
         for name, (wall, _) in times.items():
             figures[name][str(batch)] = latency_summary(wall)
     return figures
