@@ -68,6 +68,10 @@ import torch.nn.functional as F
 from torch import nn
 
 BACKENDS = ("auto", "onednn", "fbgemm", "dequant")
+# What a recipe may ask for (`quantization.kernel`), saved with each layer in the checkpoint:
+# `auto` = the default choice (see `cpu_backend`); `onednn_on_amx` = oneDNN where the CPU has AMX
+# int8 tiles (faster at batch 32 there, slower at batch 1 on narrow layers), `auto` elsewhere.
+KERNELS = ("auto", "fbgemm", "onednn", "onednn_on_amx")
 # Symmetric int8 weights use [-127, 127]: keeping -128 out makes the grid symmetric around zero.
 WEIGHT_QMAX = 127
 # Inputs: asymmetric uint8; the zero point keeps 0.0 exactly representable (padding, GELU tails).
@@ -198,19 +202,33 @@ def fbgemm_available() -> bool:
     )
 
 
-def cpu_backend(static_activations: bool = False) -> str:
+@functools.lru_cache(maxsize=1)
+def cpu_has_amx_int8() -> bool:
+    """Whether the CPU has AMX int8 tiles (Intel Xeon since Sapphire Rapids), which oneDNN uses."""
+    return "amx_int8" in _cpu_flags()
+
+
+def cpu_backend(static_activations: bool = False, kernel: str = "auto") -> str:
     """The int8 kernel for a layer on this machine's CPU (see the module docstring).
 
-    `fbgemm` for dynamic inputs, `onednn` for static (QAT) ones and wherever fbgemm is missing,
-    `dequant` off x86. The environment variable HF_COMPRESS_INT8_BACKEND (onednn | fbgemm |
-    dequant) overrides the choice: on CPUs with AMX int8, oneDNN (which uses AMX; fbgemm does
-    not) measured 9-12% faster at batch 32 but up to 26% slower at batch 1, so it is not the default.
+    By default `fbgemm` for dynamic inputs, `onednn` for static (QAT) ones and wherever fbgemm is
+    missing, `dequant` off x86. `kernel` is the layer's saved preference (`KERNELS`), honoured where
+    this machine can run it and ignored elsewhere, so a checkpoint runs everywhere. The environment
+    variable HF_COMPRESS_INT8_BACKEND (onednn | fbgemm | dequant) overrides both: on CPUs with AMX
+    int8, oneDNN (which uses AMX; fbgemm does not) measured 9-12% faster at batch 32 but up to 26%
+    slower at batch 1, so it is not the default.
     """
     forced = os.environ.get("HF_COMPRESS_INT8_BACKEND", "").strip().lower()
     if forced in BACKENDS[1:]:
         return forced
+    if kernel not in KERNELS:
+        raise ValueError(f"int8 kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+    if kernel == "onednn_on_amx":
+        kernel = "onednn" if cpu_has_amx_int8() else "auto"
+    if kernel == "onednn" and onednn_available():
+        return "onednn"
     if not static_activations and fbgemm_available():
-        return "fbgemm"
+        return "fbgemm"  # also `kernel: fbgemm`; static (QAT) inputs need oneDNN, which takes a fixed range
     return "onednn" if onednn_available() else "dequant"
 
 
@@ -252,12 +270,15 @@ class Int8Linear(nn.Module):
     `input_zero_point` (int32 scalar).
 
     Class attributes (an instance attribute overrides them for one layer):
-        backend: "auto" (onednn on x86 CPUs, dequant elsewhere), "onednn" or "dequant".
+        backend: "auto" (`cpu_backend`'s choice), "onednn", "fbgemm" or "dequant": forces a kernel.
         reduce_range: 7-bit inputs; None = only on CPUs without VNNI.
+        kernel: the preference saved with the layer (`KERNELS`), which `backend: auto` follows
+            where this machine can run it (set per layer by `from_linear` and the checkpoint).
     """
 
     backend: ClassVar[str] = "auto"
     reduce_range: ClassVar[bool | None] = None
+    kernel: str = "auto"
 
     def __init__(
         self,
@@ -281,9 +302,14 @@ class Int8Linear(nn.Module):
 
     # Construction ---------------------------------------------------------------------------
     @classmethod
-    def from_linear(cls, linear: nn.Linear, input_qparams: tuple[float, int] | None = None) -> Int8Linear:
+    def from_linear(
+        cls, linear: nn.Linear, input_qparams: tuple[float, int] | None = None, kernel: str = "auto"
+    ) -> Int8Linear:
         """Quantizes a float Linear: weights per output channel; inputs dynamically, or with the
-        fixed uint8 grid `input_qparams` (scale, zero point), e.g. a range learned in QAT."""
+        fixed uint8 grid `input_qparams` (scale, zero point), e.g. a range learned in QAT.
+        `kernel`: the layer's kernel preference (`KERNELS`)."""
+        if kernel not in KERNELS:
+            raise ValueError(f"int8 kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
         module = cls(
             linear.in_features,
             linear.out_features,
@@ -291,6 +317,7 @@ class Int8Linear(nn.Module):
             static_activations=input_qparams is not None,
             device=linear.weight.device,
         )
+        module.kernel = kernel
         module._set_weight(linear.weight, linear.bias)
         if input_qparams is not None:
             module.input_scale.fill_(input_qparams[0])
@@ -298,7 +325,7 @@ class Int8Linear(nn.Module):
         return module
 
     @classmethod
-    def from_qat(cls, layer: QATLinear) -> Int8Linear:
+    def from_qat(cls, layer: QATLinear, kernel: str = "auto") -> Int8Linear:
         """Converts a trained `QATLinear`, keeping its learned input range as a static one.
 
         Raises:
@@ -306,7 +333,7 @@ class Int8Linear(nn.Module):
         """
         if not bool(layer.observed):
             raise ValueError("this QATLinear never saw an input in training mode, so it has no input range")
-        return cls.from_linear(layer.to_linear(), input_qparams=layer.input_qparams())
+        return cls.from_linear(layer.to_linear(), input_qparams=layer.input_qparams(), kernel=kernel)
 
     @torch.no_grad()
     def _set_weight(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
@@ -331,7 +358,11 @@ class Int8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         inputs = "static" if self.static_activations else "dynamic"
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, inputs={inputs}"
+        kernel = "" if self.kernel == "auto" else f", kernel={self.kernel}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"inputs={inputs}{kernel}"
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # The packed kernel weight is an opaque, machine-specific cache: never copied or pickled.
@@ -350,7 +381,7 @@ class Int8Linear(nn.Module):
             raise ValueError(f"Int8Linear.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if device.type != "cpu":
             return "dequant"
-        return cpu_backend(self.static_activations) if self.backend == "auto" else self.backend
+        return cpu_backend(self.static_activations, self.kernel) if self.backend == "auto" else self.backend
 
     def input_grid(self, x2d: torch.Tensor) -> tuple[float, int, int, bool]:
         """(scale, zero point, largest code, whether codes need clamping) for input `x2d`."""

@@ -117,6 +117,57 @@ def test_int8_linear_picks_fbgemm_for_dynamic_and_onednn_for_static_inputs(monke
     assert Int8Linear.from_linear(nn.Linear(8, 8)).resolved_backend(cpu) == "onednn"
 
 
+def test_a_layers_saved_kernel_preference_is_followed_where_it_can_run(monkeypatch):
+    if not (fbgemm_available() and onednn_available()):
+        pytest.skip("no x86 int8 kernels on this machine")
+    monkeypatch.delenv("HF_COMPRESS_INT8_BACKEND", raising=False)
+    cpu = torch.device("cpu")
+
+    def chosen(kernel: str, static: bool = False) -> str:
+        qparams = (0.05, 128) if static else None
+        return Int8Linear.from_linear(nn.Linear(8, 8), input_qparams=qparams, kernel=kernel).resolved_backend(cpu)
+
+    assert (chosen("auto"), chosen("fbgemm"), chosen("onednn")) == ("fbgemm", "fbgemm", "onednn")
+    assert chosen("fbgemm", static=True) == "onednn"  # a fixed (QAT) input range needs oneDNN's kernel
+    monkeypatch.setattr(quantized_linear, "cpu_has_amx_int8", lambda: True)
+    assert chosen("onednn_on_amx") == "onednn"
+    monkeypatch.setattr(quantized_linear, "cpu_has_amx_int8", lambda: False)
+    assert chosen("onednn_on_amx") == "fbgemm"
+    monkeypatch.setenv("HF_COMPRESS_INT8_BACKEND", "fbgemm")  # the environment overrides the checkpoint
+    assert chosen("onednn") == "fbgemm"
+    with pytest.raises(ValueError, match="onednn_on_amx"):
+        Int8Linear.from_linear(nn.Linear(8, 8), kernel="amx")
+
+
+def test_the_kernel_preference_is_saved_per_layer_and_reloaded(monkeypatch):
+    monkeypatch.delenv("HF_COMPRESS_INT8_BACKEND", raising=False)
+    model = quantize(tiny_model("bert"), method="int8_dynamic", kernel="onednn")
+    assert {m.kernel for m in model.modules() if isinstance(m, Int8Linear)} == {"onednn"}
+    reloaded, directory = reload(model)
+    saved = json.loads((directory / "config.json").read_text())["compression_config"]["int8_linear"]
+    assert saved and all(spec == {"activations": "dynamic", "kernel": "onednn"} for spec in saved.values())
+    layers = [m for m in reloaded.modules() if isinstance(m, Int8Linear)]
+    assert len(layers) == len(saved) and {m.kernel for m in layers} == {"onednn"}
+    inputs = tiny_inputs()
+    torch.testing.assert_close(logits(reloaded, inputs), logits(model, inputs), atol=0, rtol=0)
+    # Without a preference the checkpoint records none (and stays what earlier versions wrote).
+    _, plain = reload(quantize(tiny_model("bert"), method="int8_dynamic"))
+    specs = json.loads((plain / "config.json").read_text())["compression_config"]["int8_linear"].values()
+    assert all(spec == {"activations": "dynamic"} for spec in specs)
+
+
+def test_an_unknown_kernel_in_a_checkpoint_or_a_recipe_is_a_clear_error():
+    _, directory = reload(quantize(tiny_model("bert"), method="int8_dynamic", kernel="onednn"))
+    config = json.loads((directory / "config.json").read_text())
+    name = next(iter(config["compression_config"]["int8_linear"]))
+    config["compression_config"]["int8_linear"][name]["kernel"] = "tpu"
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HfCompressError, match="kernel 'tpu'.*upgrade hf-compress"):
+        AutoModelForSequenceClassification.from_pretrained(directory)
+    with pytest.raises(ValueError, match="kernel applies to int8_dynamic / qat_int8 only"):
+        QuantizationConfig(method="bnb_8bit", kernel="onednn")
+
+
 def test_onednn_layers_run_outside_inference_mode_after_running_inside_it(monkeypatch):
     # The input workspace and cached scalars are created on first use; if that use is under
     # torch.inference_mode (an evaluation), later training-mode calls must still work.

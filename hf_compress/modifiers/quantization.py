@@ -23,7 +23,8 @@ after a bitsandbytes 4-bit stage: the `lora` modifier in bnb.py). Applied at the
 Recipe keys: `method`, `skip_modules` (kept in full precision; default: the task head),
 `fp32_fallback` and `calibration_batches` (int8_dynamic: keep the N layers whose int8 version
 moves the output most in float, measured on training batches; quant_sensitivity.py),
-`include_embeddings` (int8 methods: word embeddings as int8 too), `double_quant` and
+`include_embeddings` (int8 methods: word embeddings as int8 too), `kernel` (int8 methods: the CPU
+kernel the layers prefer, saved with them; quantized_linear.py), `double_quant` and
 `compute_dtype` (bnb 4-bit), `ema_decay` (qat_int8), and the common `targets` / `ignore`.
 """
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -39,7 +41,7 @@ from transformers import PreTrainedModel
 
 from ..checkpoint import record_method, record_structure, register_rebuild
 from ..errors import CheckpointError, HfCompressError, RecipeError, UnsupportedModelError
-from ..quantized_linear import Int8Linear, QATLinear, cpu_backend
+from ..quantized_linear import KERNELS, Int8Linear, QATLinear, cpu_backend
 from ..registry import register_modifier
 from ..schema import option
 from .base import Modifier, ModifierConfig, StageContext, name_matches, set_submodule, strip_wrapper_prefix
@@ -88,6 +90,13 @@ class QuantizationConfig(ModifierConfig):
         help="int8_dynamic with fp32_fallback: training batches the layer sensitivities are measured on",
         range=(1, None),
     )
+    kernel: str = option(
+        "auto",
+        help="int8 methods: the CPU kernel the int8 layers prefer, saved in the checkpoint: auto (fbgemm on x86 for "
+        "dynamic inputs), fbgemm, onednn, or onednn_on_amx (oneDNN on CPUs with AMX int8 tiles, where it is faster "
+        "at batch 32; auto elsewhere); a machine that cannot run it uses auto, and HF_COMPRESS_INT8_BACKEND overrides it",
+        choices=KERNELS,
+    )
     ema_decay: float = option(
         0.99,
         help="qat_int8: weight of the old activation range in its moving average",
@@ -114,6 +123,8 @@ class QuantizationConfig(ModifierConfig):
             )
         if self.calibration_batches != 8 and not self.fp32_fallback:
             raise ValueError("calibration_batches applies with fp32_fallback > 0 only")
+        if self.kernel != "auto" and self.method not in INT8_METHODS:
+            raise ValueError(f"kernel applies to int8_dynamic / qat_int8 only, not {self.method} (bitsandbytes has its own kernels)")
         if self.ema_decay != 0.99 and self.method != "qat_int8":
             raise ValueError(f"ema_decay applies to qat_int8 only, not {self.method}")
         if self.method in BNB_METHODS and importlib.util.find_spec("bitsandbytes") is None:
@@ -185,6 +196,12 @@ def rebuild_int8_linears(model: PreTrainedModel, value: dict[str, Any]) -> None:
             continue
         current = model.get_submodule(name)
         static = spec.get("activations", "dynamic") == "static"
+        kernel = spec.get("kernel", "auto")
+        if kernel not in KERNELS:
+            raise CheckpointError(
+                f"compression_config[{STRUCTURE_KEY!r}][{saved_name!r}] asks for int8 kernel {kernel!r}, which this "
+                f"version does not know ({', '.join(KERNELS)}); upgrade hf-compress"
+            )
         if isinstance(current, Int8Linear):
             continue
         if not isinstance(current, nn.Linear):
@@ -199,6 +216,7 @@ def rebuild_int8_linears(model: PreTrainedModel, value: dict[str, Any]) -> None:
             static_activations=static,
             device=current.weight.device,
         )
+        replacement.kernel = kernel
         set_submodule(model, name, replacement)
 
 
@@ -268,7 +286,7 @@ class QuantizationModifier(Modifier):
         record_method(model, method)
         if self.config.include_embeddings:
             self._quantize_embeddings(model, ctx)
-        self.report["backend"] = cpu_backend(static_activations=method == "qat_int8")
+        self.report["backend"] = cpu_backend(static_activations=method == "qat_int8", kernel=self.config.kernel)
         return model
 
     # int8 ---------------------------------------------------------------------------------------
@@ -280,10 +298,10 @@ class QuantizationModifier(Modifier):
         for name, linear in targets:
             if name in kept:
                 continue
-            quantized = Int8Linear.from_linear(linear)
+            quantized = Int8Linear.from_linear(linear, kernel=self.config.kernel)
             before, after = before + _linear_bytes(linear), after + _linear_bytes(quantized)
             set_submodule(model, name, quantized)
-            converted[name] = {"activations": "dynamic"}
+            converted[name] = self._layer_spec("dynamic")
         self.report.update(_size_report(converted, before, after))
         return converted
 
@@ -298,7 +316,8 @@ class QuantizationModifier(Modifier):
                 f"use a number below {len(names)}"
             )
         batches = calibration_inputs(ctx, self.config.calibration_batches)
-        scores = layer_sensitivity(model, names, batches, Int8Linear.from_linear, ctx)
+        # Measured with the kernel the layers will run, since kernels round inputs differently.
+        scores = layer_sensitivity(model, names, batches, partial(Int8Linear.from_linear, kernel=self.config.kernel), ctx)
         kept = most_sensitive(scores, count)
         self.report["fp32_fallback"] = {name: scores[name] for name in kept}
         self.report["sensitivity_batches"] = len(batches)
@@ -332,11 +351,11 @@ class QuantizationModifier(Modifier):
             if type(linear) is not nn.Linear:
                 continue
             if bool(layer.observed):
-                quantized = Int8Linear.from_linear(linear, input_qparams=layer.input_qparams())
-                converted[name] = {"activations": "static"}
+                quantized = Int8Linear.from_linear(linear, input_qparams=layer.input_qparams(), kernel=self.config.kernel)
+                converted[name] = self._layer_spec("static")
             else:  # never ran in training (an unused layer): no learned range, quantize dynamically
-                quantized = Int8Linear.from_linear(linear)
-                converted[name] = {"activations": "dynamic"}
+                quantized = Int8Linear.from_linear(linear, kernel=self.config.kernel)
+                converted[name] = self._layer_spec("dynamic")
                 unobserved.append(name)
             before, after = before + _linear_bytes(linear), after + _linear_bytes(quantized)
             set_submodule(model, name, quantized)
@@ -347,6 +366,14 @@ class QuantizationModifier(Modifier):
             )
         self.report.update(_size_report(converted, before, after))
         return converted
+
+    def _layer_spec(self, activations: str) -> dict[str, str]:
+        """What the checkpoint records for one int8 layer (the kernel only when not `auto`, so
+        checkpoints without a preference stay as they were)."""
+        spec = {"activations": activations}
+        if self.config.kernel != "auto":
+            spec["kernel"] = self.config.kernel
+        return spec
 
     def _quantize_embeddings(self, model: PreTrainedModel, ctx: StageContext) -> None:
         # One implementation of int8 tables in the package: the embedding_quantization technique.
