@@ -60,6 +60,17 @@ def default_recipes(task: str, recipes_dir: str | Path = "recipes") -> list[Path
     return [p for p in files if p.stem not in EXCLUDED_BY_DEFAULT and Recipe.from_yaml(p).task == wanted]
 
 
+def recipes_teacher_epochs(recipes: list[str] | list[Path], overrides: list[str] | None = None) -> float | None:
+    """The `finetune_base.epochs` every recipe in `recipes` that fine-tunes its base agrees on
+    (the teacher epochs they were written for), or None when none sets it or they disagree."""
+    epochs = {
+        recipe.finetune_base.epochs
+        for recipe in (Recipe.from_yaml(path, overrides=overrides) for path in recipes)
+        if recipe.finetune_base is not None
+    }
+    return epochs.pop() if len(epochs) == 1 else None
+
+
 def check_recipes(task: str, recipes: list[str] | list[Path], overrides: list[str] | None = None) -> None:
     """Checks that every file is a valid recipe (with `overrides`) for `task`, before anything runs.
 

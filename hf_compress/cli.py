@@ -18,6 +18,8 @@ from typing import Any
 from .errors import HfCompressError
 from .quant_loading import DTYPES
 
+logger = logging.getLogger(__name__)
+
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -128,7 +130,14 @@ def _bench_models(args: argparse.Namespace) -> int:
 def _bench_recipes(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .benchmark import check_recipes, default_recipes, markdown_results, prepare_teacher, run_benchmark
+    from .benchmark import (
+        check_recipes,
+        default_recipes,
+        markdown_results,
+        prepare_teacher,
+        recipes_teacher_epochs,
+        run_benchmark,
+    )
     from .data.glue_tasks import get_task
 
     if args.task is None:
@@ -148,7 +157,14 @@ def _bench_recipes(args: argparse.Namespace) -> int:
     teacher = args.teacher
     started = time.perf_counter()
     if teacher is None:
-        epochs = 1.0 if args.teacher_epochs is None else args.teacher_epochs
+        epochs = args.teacher_epochs
+        if epochs is None:  # the recipes' own finetune_base epochs (RTE's 2,490 pairs need 5, not 1)
+            epochs = recipes_teacher_epochs(recipes, args.set)
+            if epochs is None:
+                epochs = 1.0
+                logger.warning("bench: the recipes set no common finetune_base.epochs; the teacher gets 1 epoch (--teacher-epochs)")
+            else:
+                logger.info("bench: fine-tuning the teacher for %g epoch(s), the recipes' finetune_base.epochs", epochs)
         if epochs <= 0:
             raise HfCompressError(f"bench: --teacher-epochs {epochs:g}: the teacher needs more than 0 epochs of fine-tuning")
         finetune: dict[str, Any] = {"epochs": epochs, "max_seq_length": args.seq_len}
@@ -269,7 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     recipes.add_argument("--recipes-dir", help="folder the default recipes come from (default: recipes)")
     recipes.add_argument("--teacher", help="fine-tuned teacher directory (default: fine-tune one into <out>/teacher, or reuse it)")
     recipes.add_argument("--base-model", help="model the teacher is fine-tuned from (default: all-MiniLM-L6-v2)")
-    recipes.add_argument("--teacher-epochs", type=float, help="epochs of that fine-tuning (default 1)")
+    recipes.add_argument(
+        "--teacher-epochs",
+        type=float,
+        help="epochs of that fine-tuning (default: the recipes' finetune_base.epochs when they agree, else 1)",
+    )
     recipes.add_argument(
         "--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a key of every recipe (repeatable)"
     )

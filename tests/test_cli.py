@@ -159,6 +159,24 @@ def test_bench_defaults_to_the_recipes_of_the_task_and_fine_tunes_a_teacher(tmp_
     assert call["teacher_time_s"] >= 0.2  # the fine-tuning counts in the end-to-end time
 
 
+def test_bench_fine_tunes_the_teacher_for_the_epochs_its_recipes_were_written_for(tmp_path, tiny_base, fake_run_benchmark, monkeypatch):
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    for name in ("x.yaml", "y.yaml"):
+        path = _recipe(folder / name, "rte", tiny_base)
+        text = path.read_text()
+        assert "finetune_base: {epochs: 1" in text
+        path.write_text(text.replace("finetune_base: {epochs: 1", "finetune_base: {epochs: 5"))
+    tuned = []
+    monkeypatch.setattr(benchmark, "finetune_teacher", lambda task, output_dir, **kw: tuned.append(kw["epochs"]))
+    argv = ["bench", "--task", "rte", "--recipes-dir", str(folder), "--out", str(tmp_path / "o")]
+    assert main(argv) == 0 and tuned == [5.0]
+    # Recipes that disagree leave the documented default of 1 epoch.
+    (folder / "x.yaml").write_text((folder / "x.yaml").read_text().replace("{epochs: 5", "{epochs: 3"))
+    assert main([*argv[:-1], str(tmp_path / "p")]) == 0 and tuned == [5.0, 1.0]
+    assert benchmark.recipes_teacher_epochs([folder / "y.yaml"], ["finetune_base.epochs=2"]) == 2.0
+
+
 def test_prepare_teacher_reuses_a_teacher_fine_tuned_with_the_same_settings(tmp_path, tiny_base, glue_dir, monkeypatch):
     settings = {"base_model": str(tiny_base), "max_train_samples": 16, "max_seq_length": 16, "batch_size": 8}
     teacher = benchmark.prepare_teacher("sst2", tmp_path / "t", glue_dir=str(glue_dir), **settings)
