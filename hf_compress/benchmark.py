@@ -60,15 +60,20 @@ def default_recipes(task: str, recipes_dir: str | Path = "recipes") -> list[Path
     return [p for p in files if p.stem not in EXCLUDED_BY_DEFAULT and Recipe.from_yaml(p).task == wanted]
 
 
-def recipes_teacher_epochs(recipes: list[str] | list[Path], overrides: list[str] | None = None) -> float | None:
-    """The `finetune_base.epochs` every recipe in `recipes` that fine-tunes its base agrees on
-    (the teacher epochs they were written for), or None when none sets it or they disagree."""
+def recipes_teacher_epochs(recipes: list[str] | list[Path], overrides: list[str] | None = None) -> float:
+    """The teacher epochs a benchmark of `recipes` uses when none are given: the
+    `finetune_base.epochs` every recipe that fine-tunes its base agrees on (what they were written
+    for; RTE's 2,490 pairs need 5, not 1), else 1 with a warning."""
     epochs = {
         recipe.finetune_base.epochs
         for recipe in (Recipe.from_yaml(path, overrides=overrides) for path in recipes)
         if recipe.finetune_base is not None
     }
-    return epochs.pop() if len(epochs) == 1 else None
+    if len(epochs) != 1:
+        logger.warning("bench: the recipes set no common finetune_base.epochs; the teacher gets 1 epoch (--teacher-epochs)")
+        return 1.0
+    logger.info("bench: fine-tuning the teacher for %g epoch(s), the recipes' finetune_base.epochs", *epochs)
+    return epochs.pop()
 
 
 def check_recipes(task: str, recipes: list[str] | list[Path], overrides: list[str] | None = None) -> None:

@@ -18,8 +18,6 @@ from typing import Any
 from .errors import HfCompressError
 from .quant_loading import DTYPES
 
-logger = logging.getLogger(__name__)
-
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -157,14 +155,7 @@ def _bench_recipes(args: argparse.Namespace) -> int:
     teacher = args.teacher
     started = time.perf_counter()
     if teacher is None:
-        epochs = args.teacher_epochs
-        if epochs is None:  # the recipes' own finetune_base epochs (RTE's 2,490 pairs need 5, not 1)
-            epochs = recipes_teacher_epochs(recipes, args.set)
-            if epochs is None:
-                epochs = 1.0
-                logger.warning("bench: the recipes set no common finetune_base.epochs; the teacher gets 1 epoch (--teacher-epochs)")
-            else:
-                logger.info("bench: fine-tuning the teacher for %g epoch(s), the recipes' finetune_base.epochs", epochs)
+        epochs = args.teacher_epochs if args.teacher_epochs is not None else recipes_teacher_epochs(recipes, args.set)
         if epochs <= 0:
             raise HfCompressError(f"bench: --teacher-epochs {epochs:g}: the teacher needs more than 0 epochs of fine-tuning")
         finetune: dict[str, Any] = {"epochs": epochs, "max_seq_length": args.seq_len}

@@ -6,7 +6,8 @@
 The same as `hf-compress bench --task sst2 --out bench_out/sst2 ...`. Without --recipes it runs
 every recipe in --recipes-dir whose `task:` is --task, except the quickstart. Without --teacher it
 first fine-tunes all-MiniLM-L6-v2 on the task into <out>/teacher for the recipes' common
-`finetune_base.epochs` (else 1), reused when already there with the same settings. Writes results.json, results.md and frontier.png under --out.
+`finetune_base.epochs` (else 1), reused when already there with the same settings. Writes
+results.json, results.md and frontier.png under --out.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"no recipe in {args.recipes_dir}/ has task: {args.task}")
     check_recipes(args.task, recipes, args.set)
     started = time.perf_counter()
-    # The teacher gets the epochs the recipes' finetune_base agrees on, as with `hf-compress bench`.
-    epochs = recipes_teacher_epochs(recipes, args.set) or 1.0
-    teacher = args.teacher or prepare_teacher(args.task, out / "teacher", glue_dir=args.glue_dir, epochs=epochs)
+    teacher = args.teacher or prepare_teacher(
+        args.task, out / "teacher", glue_dir=args.glue_dir, epochs=recipes_teacher_epochs(recipes, args.set)
+    )
     run_benchmark(
         args.task, teacher, recipes, out, overrides=args.set, glue_dir=args.glue_dir,
         latency_runs=args.latency_runs, max_eval_samples=args.max_eval_samples,
