@@ -215,6 +215,7 @@ def run_benchmark(
     seq_len: int = 128,
     max_eval_samples: int | None = None,
     teacher_time_s: float = 0.0,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Runs `recipes` from `teacher` and measures everything side by side.
 
@@ -231,6 +232,8 @@ def run_benchmark(
         max_eval_samples: evaluate on at most this many dev examples (default: all).
         teacher_time_s: seconds already spent fine-tuning `teacher` for this run (0 when it was
             given or reused); recorded, and counted in `total_time_s`, the end-to-end time.
+        resume: continue each recipe's interrupted run from its `<output>.work` (see `run_recipe`);
+            a recipe with nothing to resume starts from the beginning.
 
     Raises:
         RecipeError: a recipe file is missing or invalid, or for another task. A recipe that
@@ -248,7 +251,9 @@ def run_benchmark(
         try:
             recipe = benchmark_recipe(path, teacher, output_root, overrides or [])
             t0 = time.perf_counter()
-            result = run_recipe(recipe, overwrite=True, glue_dir=glue_dir, latency=False, progress=False, push=False)
+            result = run_recipe(
+                recipe, overwrite=True, glue_dir=glue_dir, latency=False, progress=False, push=False, resume=resume
+            )
             entry.update(
                 output_dir=str(result.output_dir),
                 compression_time_s=time.perf_counter() - t0,

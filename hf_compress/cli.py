@@ -79,7 +79,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 # `bench` options that only mean something when running recipes, by argparse dest
 _RECIPE_BENCH_OPTIONS = {"recipes": "--recipes", "recipes_dir": "--recipes-dir", "teacher": "--teacher", "set": "--set",
-                         "base_model": "--base-model", "teacher_epochs": "--teacher-epochs"}
+                         "base_model": "--base-model", "teacher_epochs": "--teacher-epochs", "resume": "--resume"}
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -174,6 +174,7 @@ def _bench_recipes(args: argparse.Namespace) -> int:
         seq_len=args.seq_len,
         max_eval_samples=args.max_eval_samples,
         teacher_time_s=time.perf_counter() - started,
+        resume=bool(args.resume),
     )
     print(markdown_results(results))
     print(f"results: {Path(args.out) / 'results.json'}")  # the table ends with the total time
@@ -283,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recipes.add_argument(
         "--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a key of every recipe (repeatable)"
+    )
+    recipes.add_argument(
+        "--resume",
+        action="store_true",
+        default=None,  # None when absent, so `bench MODEL...` can tell it was not given
+        help="continue interrupted recipe runs from <out>/<recipe>.work (same recipes, --set and --teacher)",
     )
     p.set_defaults(func=_cmd_bench)
 

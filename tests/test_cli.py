@@ -132,10 +132,28 @@ def test_bench_runs_named_recipes_through_run_benchmark(tmp_path, tiny_base, fak
     assert fake_run_benchmark == [{
         "task": "sst2", "teacher": str(tiny_base), "recipes": [str(a), str(b)], "out": str(tmp_path / "o"),
         "overrides": ["data.max_train_samples=16", "stages.0.epochs=2"], "glue_dir": "G", "latency_runs": 3,
-        "batch_sizes": (1, 8), "seq_len": 32, "max_eval_samples": 24,
+        "batch_sizes": (1, 8), "seq_len": 32, "max_eval_samples": 24, "resume": False,
     }]
     out = capsys.readouterr().out
     assert "| results table |" in out and "results.json" in out
+
+
+def test_bench_resume_continues_each_recipes_interrupted_run(tmp_path, tiny_base, glue_dir, monkeypatch):
+    recipe = _recipe(tmp_path / "a.yaml", "sst2", tiny_base)
+    handed = []
+
+    def interrupted(recipe, **kwargs):
+        handed.append((recipe.output_dir, kwargs["resume"]))
+        raise RuntimeError("interrupted again")
+
+    monkeypatch.setattr(benchmark, "run_recipe", interrupted)
+    argv = ["bench", "--task", "sst2", "--recipes", str(recipe), "--teacher", str(tiny_base), "--out", str(tmp_path / "o"),
+            "--glue-dir", str(glue_dir), "--runs", "1", "--batch-sizes", "1", "--seq-len", "16", "--max-eval-samples", "8"]
+    assert main([*argv, "--resume"]) == 0
+    assert main(argv) == 0
+    assert handed == [(str(tmp_path / "o" / "a"), True), (str(tmp_path / "o" / "a"), False)]
+    failed = json.loads((tmp_path / "o" / "results.json").read_text())["failed"]
+    assert failed[0]["error"] == "RuntimeError: interrupted again"
 
 
 def test_bench_defaults_to_the_recipes_of_the_task_and_fine_tunes_a_teacher(tmp_path, tiny_base, fake_run_benchmark, monkeypatch):
@@ -199,6 +217,7 @@ def test_prepare_teacher_reuses_a_teacher_fine_tuned_with_the_same_settings(tmp_
         (["bench", "--recipes", "r.yaml"], r"nothing to benchmark.*\(--recipes given\)"),
         (["bench", "m", "--out", "o"], r"not both \(--out with models\)"),
         (["bench", "m", "--teacher", "t", "--set", "a=1"], r"not both \(--teacher, --set with models\)"),
+        (["bench", "m", "--resume"], r"not both \(--resume with models\)"),
         (["bench", "--out", "o"], "--task is required"),
         (["bench", "--task", "nope", "--out", "o"], "unknown GLUE task 'nope'"),
         (["bench", "--task", "sst2", "--out", "o", "--output", "x.json"], "--output is for measuring models"),
