@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--glue-dir")
     parser.add_argument("--latency-runs", type=int, default=10)
     parser.add_argument("--max-eval-samples", type=int)
+    parser.add_argument("--resume", action="store_true", help="continue interrupted recipe runs from <out>/<recipe>.work")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     run_benchmark(
         args.task, teacher, recipes, out, overrides=args.set, glue_dir=args.glue_dir,
         latency_runs=args.latency_runs, max_eval_samples=args.max_eval_samples,
-        teacher_time_s=time.perf_counter() - started,
+        teacher_time_s=time.perf_counter() - started, resume=args.resume,
     )
     print(Path(out / "results.md").read_text())  # ends with the total time, teacher fine-tuning included
 
