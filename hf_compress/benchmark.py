@@ -203,6 +203,23 @@ def benchmark_recipe(recipe_path: str | Path, teacher: str, output_root: Path, o
     return Recipe.from_yaml(recipe_path, overrides=[*pinned, *overrides])
 
 
+def finished_report(recipe: Recipe) -> dict[str, Any] | None:
+    """The report of a finished run of exactly `recipe` in its output_dir, else None.
+
+    `run_recipe` writes an output directory all at once, so one with `report.json` is complete; its
+    `recipe.yaml` tells whether it came from the same recipe (after the benchmark's overrides).
+    """
+    output = Path(recipe.output_dir)
+    if not (output / "report.json").is_file() or not (output / "recipe.yaml").is_file():
+        return None
+    try:
+        if Recipe.from_yaml(output / "recipe.yaml").to_dict() != recipe.to_dict():
+            return None
+        return json.loads((output / "report.json").read_text())
+    except (RecipeError, ValueError, OSError):  # unreadable: run the recipe again
+        return None
+
+
 def run_benchmark(
     task: str,
     teacher: str,
@@ -232,8 +249,9 @@ def run_benchmark(
         max_eval_samples: evaluate on at most this many dev examples (default: all).
         teacher_time_s: seconds already spent fine-tuning `teacher` for this run (0 when it was
             given or reused); recorded, and counted in `total_time_s`, the end-to-end time.
-        resume: continue each recipe's interrupted run from its `<output>.work` (see `run_recipe`);
-            a recipe with nothing to resume starts from the beginning.
+        resume: reuse each recipe's finished output when it was written by this very recipe (same
+            file, teacher and overrides), continue an interrupted one from its `<output>.work`
+            (see `run_recipe`), and start the others from the beginning.
 
     Raises:
         RecipeError: a recipe file is missing or invalid, or for another task. A recipe that
@@ -250,16 +268,27 @@ def run_benchmark(
         entry: dict[str, Any] = {"name": name, "recipe": str(path)}
         try:
             recipe = benchmark_recipe(path, teacher, output_root, overrides or [])
-            t0 = time.perf_counter()
-            result = run_recipe(
-                recipe, overwrite=True, glue_dir=glue_dir, latency=False, progress=False, push=False, resume=resume
-            )
-            entry.update(
-                output_dir=str(result.output_dir),
-                compression_time_s=time.perf_counter() - t0,
-                stages=result.report.get("stages"),
-                notes=result.report.get("notes"),
-            )
+            finished = finished_report(recipe) if resume else None
+            if finished is not None:
+                logger.info("%s: reusing its finished run in %s (--resume)", name, recipe.output_dir)
+                entry.update(
+                    output_dir=str(recipe.output_dir),
+                    compression_time_s=finished.get("total_time_s"),  # what run_recipe took, as timed below
+                    stages=finished.get("stages"),
+                    notes=finished.get("notes"),
+                    reused=True,
+                )
+            else:
+                t0 = time.perf_counter()
+                result = run_recipe(
+                    recipe, overwrite=True, glue_dir=glue_dir, latency=False, progress=False, push=False, resume=resume
+                )
+                entry.update(
+                    output_dir=str(result.output_dir),
+                    compression_time_s=time.perf_counter() - t0,
+                    stages=result.report.get("stages"),
+                    notes=result.report.get("notes"),
+                )
         except Exception as exc:  # a failed recipe is reported, the others still run
             logger.error("%s failed: %s", name, exc)
             entry["error"] = f"{type(exc).__name__}: {exc}"

@@ -289,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         default=None,  # None when absent, so `bench MODEL...` can tell it was not given
-        help="continue interrupted recipe runs from <out>/<recipe>.work (same recipes, --set and --teacher)",
+        help="reuse finished recipe outputs in --out and continue interrupted runs from <out>/<recipe>.work "
+        "(same recipes, --set and --teacher)",
     )
     p.set_defaults(func=_cmd_bench)
 

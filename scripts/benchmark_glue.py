@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--glue-dir")
     parser.add_argument("--latency-runs", type=int, default=10)
     parser.add_argument("--max-eval-samples", type=int)
-    parser.add_argument("--resume", action="store_true", help="continue interrupted recipe runs from <out>/<recipe>.work")
+    parser.add_argument("--resume", action="store_true", help="reuse finished recipe outputs, continue interrupted runs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 

@@ -138,21 +138,31 @@ def test_bench_runs_named_recipes_through_run_benchmark(tmp_path, tiny_base, fak
     assert "| results table |" in out and "results.json" in out
 
 
-def test_bench_resume_continues_each_recipes_interrupted_run(tmp_path, tiny_base, glue_dir, monkeypatch):
+def test_bench_resume_reuses_finished_runs_and_continues_the_others(tmp_path, tiny_base, glue_dir, monkeypatch):
     recipe = _recipe(tmp_path / "a.yaml", "sst2", tiny_base)
+    out = tmp_path / "o"
+    argv = ["bench", "--task", "sst2", "--recipes", str(recipe), "--teacher", str(tiny_base), "--out", str(out),
+            "--glue-dir", str(glue_dir), "--runs", "1", "--batch-sizes", "1", "--seq-len", "16", "--max-eval-samples", "8"]
+    assert main(argv) == 0  # a real run: its output is what --resume may reuse
+    first = json.loads((out / "results.json").read_text())["results"][1]
     handed = []
 
     def interrupted(recipe, **kwargs):
-        handed.append((recipe.output_dir, kwargs["resume"]))
+        handed.append((str(recipe.output_dir), kwargs["resume"]))
         raise RuntimeError("interrupted again")
 
     monkeypatch.setattr(benchmark, "run_recipe", interrupted)
-    argv = ["bench", "--task", "sst2", "--recipes", str(recipe), "--teacher", str(tiny_base), "--out", str(tmp_path / "o"),
-            "--glue-dir", str(glue_dir), "--runs", "1", "--batch-sizes", "1", "--seq-len", "16", "--max-eval-samples", "8"]
-    assert main([*argv, "--resume"]) == 0
-    assert main(argv) == 0
-    assert handed == [(str(tmp_path / "o" / "a"), True), (str(tmp_path / "o" / "a"), False)]
-    failed = json.loads((tmp_path / "o" / "results.json").read_text())["failed"]
+    assert main([*argv, "--resume"]) == 0  # same recipe, teacher and overrides: reused, not run
+    results = json.loads((out / "results.json").read_text())
+    assert handed == [] and results["failed"] == []
+    assert results["results"][1]["reused"] is True
+    assert results["results"][1]["metrics"] == first["metrics"]
+    assert results["results"][1]["compression_time_s"] == json.loads((out / "a" / "report.json").read_text())["total_time_s"]
+
+    assert main([*argv, "--resume", "--set", "stages.0.epochs=2"]) == 0  # another recipe: resumed from its .work
+    assert main([*argv, "--set", "stages.0.epochs=2"]) == 0  # no --resume: run afresh
+    assert handed == [(str(out / "a"), True), (str(out / "a"), False)]
+    failed = json.loads((out / "results.json").read_text())["failed"]
     assert failed[0]["error"] == "RuntimeError: interrupted again"
 
 
