@@ -207,10 +207,14 @@ def finished_report(recipe: Recipe) -> dict[str, Any] | None:
     """The report of a finished run of exactly `recipe` in its output_dir, else None.
 
     `run_recipe` writes an output directory all at once, so one with `report.json` is complete; its
-    `recipe.yaml` tells whether it came from the same recipe (after the benchmark's overrides).
+    `recipe.yaml` tells whether it came from the same recipe (after the benchmark's overrides). A
+    local teacher written after the output (re-fine-tuned in place) makes it stale.
     """
     output = Path(recipe.output_dir)
     if not (output / "report.json").is_file() or not (output / "recipe.yaml").is_file():
+        return None
+    teacher = Path(recipe.base_model)
+    if teacher.is_dir() and max(f.stat().st_mtime for f in teacher.iterdir()) > (output / "report.json").stat().st_mtime:
         return None
     try:
         if Recipe.from_yaml(output / "recipe.yaml").to_dict() != recipe.to_dict():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -159,6 +160,10 @@ def test_bench_resume_reuses_finished_runs_and_continues_the_others(tmp_path, ti
     assert results["results"][1]["metrics"] == first["metrics"]
     assert results["results"][1]["compression_time_s"] == json.loads((out / "a" / "report.json").read_text())["total_time_s"]
 
+    newer = (out / "a" / "report.json").stat().st_mtime + 10
+    os.utime(tiny_base / "config.json", (newer, newer))  # the teacher re-written after the output: stale
+    assert benchmark.finished_report(benchmark.benchmark_recipe(recipe, str(tiny_base), out, [])) is None
+    os.utime(tiny_base / "config.json", (newer - 20, newer - 20))
     assert main([*argv, "--resume", "--set", "stages.0.epochs=2"]) == 0  # another recipe: resumed from its .work
     assert main([*argv, "--set", "stages.0.epochs=2"]) == 0  # no --resume: run afresh
     assert handed == [(str(out / "a"), True), (str(out / "a"), False)]
