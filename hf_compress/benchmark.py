@@ -275,24 +275,18 @@ def run_benchmark(
             finished = finished_report(recipe) if resume else None
             if finished is not None:
                 logger.info("%s: reusing its finished run in %s (--resume)", name, recipe.output_dir)
-                entry.update(
-                    output_dir=str(recipe.output_dir),
-                    compression_time_s=finished.get("total_time_s"),  # what run_recipe took, as timed below
-                    stages=finished.get("stages"),
-                    notes=finished.get("notes"),
-                    reused=True,
-                )
+                # total_time_s: what run_recipe took, as timed in the other branch
+                report, output_dir, seconds = finished, recipe.output_dir, finished.get("total_time_s")
+                entry["reused"] = True
             else:
                 t0 = time.perf_counter()
                 result = run_recipe(
                     recipe, overwrite=True, glue_dir=glue_dir, latency=False, progress=False, push=False, resume=resume
                 )
-                entry.update(
-                    output_dir=str(result.output_dir),
-                    compression_time_s=time.perf_counter() - t0,
-                    stages=result.report.get("stages"),
-                    notes=result.report.get("notes"),
-                )
+                report, output_dir, seconds = result.report, result.output_dir, time.perf_counter() - t0
+            entry.update(
+                output_dir=str(output_dir), compression_time_s=seconds, stages=report.get("stages"), notes=report.get("notes")
+            )
         except Exception as exc:  # a failed recipe is reported, the others still run
             logger.error("%s failed: %s", name, exc)
             entry["error"] = f"{type(exc).__name__}: {exc}"
