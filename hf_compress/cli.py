@@ -1,4 +1,4 @@
-"""The `hf-compress` command: run, eval, bench, validate, push.
+"""The `hf-compress` command: run, eval, compare, bench, validate, export, push.
 
 Errors hf-compress raises on purpose (bad recipe, missing data, unsupported model, corrupt
 checkpoint, existing output) are printed as one clear line and exit with status 2, without a
@@ -74,6 +74,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     results = {"model": args.model, "task": task.name, **evaluate_task(model, tokenizer, task, dev, batch_size=args.batch_size)}
     print(json.dumps(results, indent=2))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    """Paired comparison of two classifiers on the same dev examples (hf_compress.significance)."""
+    from .data.glue_tasks import get_task
+    from .evaluation import compare_models
+
+    task = get_task(args.task)
+    comparison = compare_models(
+        args.model_a, args.model_b, task, args.glue_dir, args.max_seq_length, args.max_eval_samples, args.batch_size, args.dtype
+    )
+    print(json.dumps({"task": task.name, "model_a": args.model_a, "model_b": args.model_b, **comparison.to_dict()}, indent=2))
     return 0
 
 
@@ -250,6 +263,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-in", choices=("8bit", "4bit-nf4", "4bit-fp4"), help="quantize on load with bitsandbytes")
     p.add_argument("--dtype", choices=DTYPES, help="compute precision (default: float32; bfloat16 is ~2x faster on CPUs with AVX-512 BF16)")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "compare",
+        help="are two classifiers' dev accuracies really different? paired counts and McNemar's exact test",
+        description="Evaluate two models on the same GLUE dev examples and print, as JSON, both accuracies, the "
+        "examples only one of them gets right, and McNemar's exact two-sided p-value (small: the gap is more than "
+        "chance). Classification tasks only.",
+    )
+    p.add_argument("model_a", help="model directory or Hub id")
+    p.add_argument("model_b", help="model directory or Hub id")
+    p.add_argument("--task", required=True)
+    p.add_argument("--glue-dir")
+    p.add_argument("--max-eval-samples", type=int)
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--dtype", choices=DTYPES, help="compute precision of both models (default: float32)")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser(
         "bench",

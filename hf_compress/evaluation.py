@@ -13,8 +13,10 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
 from .data.glue_tasks import GlueTask
+from .errors import HfCompressError
 from .measure import count_parameters, measure_latency, model_device, weights_size_bytes
 from .metrics import glue_metrics
+from .significance import PairedComparison, compare_predictions
 
 LATENCY_DEFAULTS = {"batch_sizes": (1, 32), "seq_len": 128, "warmup": 2, "runs": 10}
 
@@ -82,3 +84,40 @@ def model_figures(
             progress=progress,
         )
     return figures
+
+
+def compare_models(
+    model_a: str,
+    model_b: str,
+    task: GlueTask,
+    glue_dir: str | None = None,
+    max_seq_length: int = 128,
+    max_eval_samples: int | None = None,
+    batch_size: int = 64,
+    dtype: str | None = None,
+) -> PairedComparison:
+    """Evaluate two classifiers (directories or Hub ids) on the same dev examples of `task` and
+    compare them example by example (`hf_compress.significance`)."""
+    from .data.preprocess import load_task_datasets
+    from .loading import load_checked_tokenizer, resolve_checkpoint
+    from .quant_loading import load_model_for_eval
+
+    if task.is_regression:
+        raise HfCompressError(
+            f"compare: {task.name} is a regression task; compare counts the examples each model classifies "
+            "correctly, so it needs a classification task (use `hf-compress eval` for its correlations)"
+        )
+    predictions, labels = [], []
+    for name in (model_a, model_b):
+        # each model with its own tokenizer: a vocabulary-pruned model has its own ids for the same text
+        source = resolve_checkpoint(name)
+        tokenizer = load_checked_tokenizer(source)
+        model = load_model_for_eval(source, task, None, dtype)
+        _, dev = load_task_datasets(
+            task, tokenizer, max_seq_length, max_eval_samples=max_eval_samples, glue_dir=glue_dir, with_train=False
+        )
+        predictions.append(predict(model, tokenizer, dev, batch_size).argmax(-1))
+        labels.append(np.asarray(dev["labels"]))
+    if not np.array_equal(labels[0], labels[1]):  # pragma: no cover - the dev set is read the same way twice
+        raise HfCompressError("compare: the two models were evaluated on different dev examples")
+    return compare_predictions(predictions[0], predictions[1], labels[0])

@@ -52,6 +52,17 @@ def test_run_eval_and_bench(tmp_path, tiny_base, glue_dir, capsys):
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["task"] == "sst2" and metrics["eval_samples"] == 24 and 0.0 <= metrics["accuracy"] <= 1.0
 
+    # compare: the paired counts agree with each model's own `eval` accuracy
+    evals = {str(output): metrics["accuracy"]}
+    assert main(["eval", str(tiny_base), "--task", "sst2", "--glue-dir", str(glue_dir), "--max-eval-samples", "24"]) == 0
+    evals[str(tiny_base)] = json.loads(capsys.readouterr().out)["accuracy"]
+    assert main(["compare", str(output), str(tiny_base), "--task", "sst2", "--glue-dir", str(glue_dir), "--max-eval-samples", "24"]) == 0
+    paired = json.loads(capsys.readouterr().out)
+    assert paired["examples"] == 24
+    assert paired["both_correct"] + paired["a_only_correct"] + paired["b_only_correct"] + paired["both_wrong"] == 24
+    assert paired["accuracy_a"] == pytest.approx(evals[str(output)]) and paired["accuracy_b"] == pytest.approx(evals[str(tiny_base)])
+    assert 0.0 < paired["mcnemar_p"] <= 1.0
+
     report = tmp_path / "bench.json"
     argv = ["bench", str(tiny_base), str(output), "--batch-sizes", "1,2", "--seq-len", "16", "--runs", "2", "--output", str(report)]
     assert main(argv) == 0
@@ -67,6 +78,18 @@ def test_eval_with_missing_data_is_a_clear_error(tmp_path, tiny_base, capsys):
     assert main(["eval", str(tiny_base), "--task", "rte", "--glue-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "RTE/dev.tsv not found" in err and "HF_COMPRESS_GLUE_DIR" in err
+
+
+def test_compare_a_model_with_itself_and_refuses_regression(tiny_base, glue_dir, capsys):
+    argv = ["compare", str(tiny_base), str(tiny_base), "--glue-dir", str(glue_dir), "--max-eval-samples", "16"]
+    assert main([*argv, "--task", "sst2"]) == 0
+    paired = json.loads(capsys.readouterr().out)
+    assert paired["same_prediction"] == 16 and paired["agreement"] == 1.0
+    assert paired["a_only_correct"] == paired["b_only_correct"] == 0 and paired["mcnemar_p"] == 1.0
+
+    assert main([*argv, "--task", "stsb"]) == 2
+    err = capsys.readouterr().err
+    assert "regression task" in err and "hf-compress eval" in err
 
 
 def test_unreachable_hub_id_is_a_clear_error(capsys, monkeypatch):
