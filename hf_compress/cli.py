@@ -229,6 +229,15 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_dev_set_options(p: argparse.ArgumentParser) -> None:
+    """The options of commands that evaluate on a GLUE dev set (eval, compare)."""
+    p.add_argument("--task", required=True)
+    p.add_argument("--glue-dir")
+    p.add_argument("--max-eval-samples", type=int)
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=64)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-compress", description="Compress Hugging Face models with YAML recipes.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -255,11 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="GLUE dev metrics of a model as JSON")
     p.add_argument("model", help="model directory or Hub id")
-    p.add_argument("--task", required=True)
-    p.add_argument("--glue-dir")
-    p.add_argument("--max-eval-samples", type=int)
-    p.add_argument("--max-seq-length", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=64)
+    _add_dev_set_options(p)
     p.add_argument("--load-in", choices=("8bit", "4bit-nf4", "4bit-fp4"), help="quantize on load with bitsandbytes")
     p.add_argument("--dtype", choices=DTYPES, help="compute precision (default: float32; bfloat16 is ~2x faster on CPUs with AVX-512 BF16)")
     p.set_defaults(func=_cmd_eval)
@@ -273,11 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model_a", help="model directory or Hub id")
     p.add_argument("model_b", help="model directory or Hub id")
-    p.add_argument("--task", required=True)
-    p.add_argument("--glue-dir")
-    p.add_argument("--max-eval-samples", type=int)
-    p.add_argument("--max-seq-length", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=64)
+    _add_dev_set_options(p)
     p.add_argument("--dtype", choices=DTYPES, help="compute precision of both models (default: float32)")
     p.set_defaults(func=_cmd_compare)
 
