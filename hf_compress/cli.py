@@ -60,17 +60,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .data.glue_tasks import get_task
-    from .data.preprocess import load_task_datasets
-    from .evaluation import evaluate_task
-    from .loading import load_checked_tokenizer, resolve_checkpoint
-    from .quant_loading import load_model_for_eval
+    from .evaluation import evaluate_task, load_with_dev_set
 
     task = get_task(args.task)
-    source = resolve_checkpoint(args.model)
-    tokenizer = load_checked_tokenizer(source)
-    model = load_model_for_eval(source, task, args.load_in, args.dtype)
-    _, dev = load_task_datasets(
-        task, tokenizer, args.max_seq_length, max_eval_samples=args.max_eval_samples, glue_dir=args.glue_dir, with_train=False
+    model, tokenizer, dev = load_with_dev_set(
+        args.model, task, args.glue_dir, args.max_seq_length, args.max_eval_samples, args.load_in, args.dtype
     )
     results = {"model": args.model, "task": task.name, **evaluate_task(model, tokenizer, task, dev, batch_size=args.batch_size)}
     print(json.dumps(results, indent=2))

@@ -86,6 +86,33 @@ def model_figures(
     return figures
 
 
+def load_with_dev_set(
+    name: str,
+    task: GlueTask,
+    glue_dir: str | None = None,
+    max_seq_length: int = 128,
+    max_eval_samples: int | None = None,
+    load_in: str | None = None,
+    dtype: str | None = None,
+) -> tuple[Any, Any, Dataset]:
+    """A model (directory or Hub id), its own tokenizer, and `task`'s dev set tokenized by it.
+
+    Args:
+        load_in / dtype: as `quant_loading.load_model_for_eval`.
+    """
+    from .data.preprocess import load_task_datasets
+    from .loading import load_checked_tokenizer, resolve_checkpoint
+    from .quant_loading import load_model_for_eval
+
+    source = resolve_checkpoint(name)
+    tokenizer = load_checked_tokenizer(source)
+    model = load_model_for_eval(source, task, load_in, dtype)
+    _, dev = load_task_datasets(
+        task, tokenizer, max_seq_length, max_eval_samples=max_eval_samples, glue_dir=glue_dir, with_train=False
+    )
+    return model, tokenizer, dev
+
+
 def compare_models(
     model_a: str,
     model_b: str,
@@ -98,10 +125,6 @@ def compare_models(
 ) -> PairedComparison:
     """Evaluate two classifiers (directories or Hub ids) on the same dev examples of `task` and
     compare them example by example (`hf_compress.significance`)."""
-    from .data.preprocess import load_task_datasets
-    from .loading import load_checked_tokenizer, resolve_checkpoint
-    from .quant_loading import load_model_for_eval
-
     if task.is_regression:
         raise HfCompressError(
             f"compare: {task.name} is a regression task; compare counts the examples each model classifies "
@@ -110,12 +133,7 @@ def compare_models(
     predictions, labels = [], []
     for name in (model_a, model_b):
         # each model with its own tokenizer: a vocabulary-pruned model has its own ids for the same text
-        source = resolve_checkpoint(name)
-        tokenizer = load_checked_tokenizer(source)
-        model = load_model_for_eval(source, task, None, dtype)
-        _, dev = load_task_datasets(
-            task, tokenizer, max_seq_length, max_eval_samples=max_eval_samples, glue_dir=glue_dir, with_train=False
-        )
+        model, tokenizer, dev = load_with_dev_set(name, task, glue_dir, max_seq_length, max_eval_samples, dtype=dtype)
         predictions.append(predict(model, tokenizer, dev, batch_size).argmax(-1))
         labels.append(np.asarray(dev["labels"]))
     if not np.array_equal(labels[0], labels[1]):  # pragma: no cover - the dev set is read the same way twice

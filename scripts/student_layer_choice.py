@@ -18,11 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-from hf_compress.data import get_task, load_task_datasets
+from hf_compress.data import get_task
 from hf_compress.errors import HfCompressError
-from hf_compress.evaluation import evaluate_task
-from hf_compress.loading import load_checked_tokenizer, resolve_checkpoint
-from hf_compress.quant_loading import load_model_for_eval
+from hf_compress.evaluation import evaluate_task, load_with_dev_set
 from hf_compress.student import keep_layers
 
 
@@ -47,10 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     task = get_task(args.task)
-    source = resolve_checkpoint(args.model)
-    tokenizer = load_checked_tokenizer(source)
-    teacher = load_model_for_eval(source, task)
-    _, dev = load_task_datasets(task, tokenizer, 128, max_eval_samples=args.max_eval_samples, glue_dir=args.glue_dir, with_train=False)
+    teacher, tokenizer, dev = load_with_dev_set(args.model, task, args.glue_dir, max_eval_samples=args.max_eval_samples)
     report = {"model": args.model, "task": task.name, "teacher": evaluate_task(teacher, tokenizer, task, dev, progress=False)}
     report["candidates"] = []
     for layers in args.layers:
