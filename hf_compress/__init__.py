@@ -14,16 +14,20 @@ import torch as _torch  # noqa: F401  (first: torch configures its own loggers o
 for _name in ("torchao", "torch.utils._pytree", "bitsandbytes.backends.cpu.ops"):
     _logging.getLogger(_name).setLevel(_logging.ERROR)
 
-# Importing these registers the architecture families, the compressed_* model types (with the
-# Auto classes) and every technique.
-from . import adapters, checkpoint, modifiers  # noqa: E402, F401
+# Importing these registers the architecture maps, the compressed_* model types (with the Auto
+# classes) and every technique with its rebuilders.
+from . import architectures, checkpoint, methods  # noqa: E402, F401
 from .api import compress  # noqa: E402
-from .errors import CheckpointError, DataError, HfCompressError, RecipeError, UnsupportedModelError  # noqa: E402
-from .recipe import Recipe, Stage  # noqa: E402
-from .registry import register_modifier  # noqa: E402
-from .trainer import CompressionTrainer  # noqa: E402
-
-__version__ = "0.1.0"
+from .errors import (  # noqa: E402
+    CheckpointError,
+    DataError,
+    HfCompressError,
+    RecipeError,
+    UnsupportedModelError,
+)
+from .recipe import Recipe, Stage, register_modifier  # noqa: E402
+from .training import CompressionTrainer  # noqa: E402
+from .version import __version__  # noqa: E402
 
 __all__ = [
     "CheckpointError",
@@ -34,7 +38,7 @@ __all__ = [
     "RecipeError",
     "Stage",
     "UnsupportedModelError",
+    "__version__",
     "compress",
     "register_modifier",
-    "__version__",
 ]

@@ -9,14 +9,16 @@ import torch
 from transformers import PreTrainedModel
 
 from .errors import RecipeError
-from .modifiers.base import StageContext
-from .recipe import ModifierSpec, Recipe, Stage
+from .methods.modifier import StageContext
+from .recipe.recipe import ModifierSpec, Recipe, Stage
 
 
 def compress(
     model: PreTrainedModel,
     recipe: Recipe | Stage | Iterable[ModifierSpec | dict[str, Any]],
-    calibration_data: Iterable[dict[str, torch.Tensor]] | Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None,
+    calibration_data: Iterable[dict[str, torch.Tensor]]
+    | Callable[[], Iterator[dict[str, torch.Tensor]]]
+    | None = None,
     teacher: PreTrainedModel | None = None,
     tokenizer: Any = None,
     return_tokenizer: bool = False,
@@ -45,14 +47,23 @@ def compress(
                 f"stage {stage.name!r} trains (epochs={stage.epochs}); `compress` applies one-shot stages only. "
                 "Use CompressionTrainer (or `hf-compress run`) for training stages."
             )
-    renumbering = [spec.type for stage in stages for spec in stage.modifiers if spec.modifier_class.changes_vocabulary]
+    renumbering = [
+        spec.type
+        for stage in stages
+        for spec in stage.modifiers
+        if spec.modifier_class.changes_vocabulary
+    ]
     if renumbering and not return_tokenizer:
         raise RecipeError(
             f"{renumbering[0]} replaces the tokenizer (the model's token ids change): pass the tokenizer and "
             "return_tokenizer=True, and use the (model, tokenizer) it returns"
         )
     device = next(model.parameters()).device
-    loader = calibration_data if callable(calibration_data) or calibration_data is None else (lambda: iter(calibration_data))
+    loader = (
+        calibration_data
+        if callable(calibration_data) or calibration_data is None
+        else (lambda: iter(calibration_data))
+    )
     ctx = StageContext(teacher=teacher, tokenizer=tokenizer, train_dataloader=loader, device=device)
     for index, stage in enumerate(stages):
         ctx.stage, ctx.stage_index = stage, index
@@ -64,12 +75,14 @@ def compress(
     return (model, ctx.tokenizer) if return_tokenizer else model
 
 
-def _as_stages(recipe: Recipe | Stage | Iterable[ModifierSpec | dict[str, Any]]) -> tuple[Stage, ...]:
+def _as_stages(
+    recipe: Recipe | Stage | Iterable[ModifierSpec | dict[str, Any]],
+) -> tuple[Stage, ...]:
     if isinstance(recipe, Recipe):
         return recipe.stages
     if isinstance(recipe, Stage):
         return (recipe,)
-    from .recipe import _build_stage
+    from .recipe.recipe import _build_stage
 
     entries = list(recipe)
     if all(isinstance(e, ModifierSpec) for e in entries):

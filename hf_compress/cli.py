@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from .errors import HfCompressError
-from .quant_loading import DTYPES
+from .evaluation.load import DTYPES
 
 
 def _quiet_libraries() -> None:
@@ -24,16 +24,23 @@ def _quiet_libraries() -> None:
     import transformers
 
     transformers.logging.set_verbosity_warning()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     for noisy in ("torchao", "bitsandbytes", "httpx", "datasets"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .recipe import Recipe
+    from .recipe.recipe import Recipe
 
     recipe = Recipe.from_yaml(args.recipe, overrides=args.set)
-    stages = ", ".join(f"{s.name} ({s.epochs:g} ep: {', '.join(m.type for m in s.modifiers) or 'no modifiers'})" for s in recipe.stages)
+    stages = ", ".join(
+        f"{s.name} ({s.epochs:g} ep: {', '.join(m.type for m in s.modifiers) or 'no modifiers'})"
+        for s in recipe.stages
+    )
     print(f"{args.recipe}: valid recipe for {recipe.base_model} on {recipe.task}; stages: {stages}")
     if args.print:
         print(recipe.to_yaml())
@@ -41,8 +48,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .recipe import Recipe
-    from .runner import run_recipe
+    from .recipe.recipe import Recipe
+    from .training.runner import run_recipe
 
     recipe = Recipe.from_yaml(args.recipe, overrides=args.set)
     latency_config: dict[str, Any] = {"runs": args.latency_runs}
@@ -60,13 +67,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .data.glue_tasks import get_task
-    from .evaluation import evaluate_task, load_with_dev_set
+    from .evaluation.evaluate import evaluate_task, load_with_dev_set
 
     task = get_task(args.task)
     model, tokenizer, dev = load_with_dev_set(
-        args.model, task, args.glue_dir, args.max_seq_length, args.max_eval_samples, args.load_in, args.dtype
+        args.model,
+        task,
+        args.glue_dir,
+        args.max_seq_length,
+        args.max_eval_samples,
+        args.load_in,
+        args.dtype,
     )
-    results = {"model": args.model, "task": task.name, **evaluate_task(model, tokenizer, task, dev, batch_size=args.batch_size)}
+    results = {
+        "model": args.model,
+        "task": task.name,
+        **evaluate_task(model, tokenizer, task, dev, batch_size=args.batch_size),
+    }
     print(json.dumps(results, indent=2))
     return 0
 
@@ -74,25 +91,53 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     """Paired comparison of two classifiers on the same dev examples (hf_compress.significance)."""
     from .data.glue_tasks import get_task
-    from .evaluation import compare_models
+    from .evaluation.compare import compare_models
 
     task = get_task(args.task)
     comparison = compare_models(
-        args.model_a, args.model_b, task, args.glue_dir, args.max_seq_length, args.max_eval_samples, args.batch_size, args.dtype
+        args.model_a,
+        args.model_b,
+        task,
+        args.glue_dir,
+        args.max_seq_length,
+        args.max_eval_samples,
+        args.batch_size,
+        args.dtype,
     )
-    print(json.dumps({"task": task.name, "model_a": args.model_a, "model_b": args.model_b, **comparison.to_dict()}, indent=2))
+    print(
+        json.dumps(
+            {
+                "task": task.name,
+                "model_a": args.model_a,
+                "model_b": args.model_b,
+                **comparison.to_dict(),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
 # `bench` options that only mean something when running recipes, by argparse dest
-_RECIPE_BENCH_OPTIONS = {"recipes": "--recipes", "recipes_dir": "--recipes-dir", "teacher": "--teacher", "set": "--set",
-                         "base_model": "--base-model", "teacher_epochs": "--teacher-epochs", "resume": "--resume"}
+_RECIPE_BENCH_OPTIONS = {
+    "recipes": "--recipes",
+    "recipes_dir": "--recipes-dir",
+    "teacher": "--teacher",
+    "set": "--set",
+    "base_model": "--base-model",
+    "teacher_epochs": "--teacher-epochs",
+    "resume": "--resume",
+}
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     """Two modes: `bench MODEL...` measures saved models; `bench --task T --out DIR` runs recipes
     from one teacher and measures the teacher and every result (hf_compress.benchmark)."""
-    given = [flag for dest, flag in _RECIPE_BENCH_OPTIONS.items() if getattr(args, dest) not in (None, [])]
+    given = [
+        flag
+        for dest, flag in _RECIPE_BENCH_OPTIONS.items()
+        if getattr(args, dest) not in (None, [])
+    ]
     if args.models:
         if args.out or given:
             flags = ", ".join(([] if args.out is None else ["--out"]) + given)
@@ -115,7 +160,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _bench_models(args: argparse.Namespace) -> int:
-    from .bench import bench_models, format_bench_table
+    from .evaluation.bench import bench_models
+    from .evaluation.tables import format_bench_table
 
     rows = bench_models(
         args.models,
@@ -135,40 +181,60 @@ def _bench_models(args: argparse.Namespace) -> int:
 def _bench_recipes(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .benchmark import (
+    from .data.glue_tasks import get_task
+    from .evaluation.frontier import (
         check_recipes,
         default_recipes,
-        markdown_results,
-        prepare_teacher,
         recipes_teacher_epochs,
         run_benchmark,
     )
-    from .data.glue_tasks import get_task
+    from .evaluation.tables import markdown_results
+    from .training.teacher import prepare_teacher
 
     if args.task is None:
-        raise HfCompressError("bench --out: --task is required to run recipes (the GLUE task they all train on)")
+        raise HfCompressError(
+            "bench --out: --task is required to run recipes (the GLUE task they all train on)"
+        )
     get_task(args.task)
     batch_sizes = _batch_sizes(args.batch_sizes)
     if args.output is not None:
-        raise HfCompressError("bench --out: --output is for measuring models; results go to <out>/results.json")
+        raise HfCompressError(
+            "bench --out: --output is for measuring models; results go to <out>/results.json"
+        )
     if args.recipes and args.recipes_dir is not None:
-        raise HfCompressError("bench: --recipes names the files and --recipes-dir picks them by task; give one")
-    if args.teacher is not None and (args.base_model is not None or args.teacher_epochs is not None):
-        raise HfCompressError("bench: --base-model and --teacher-epochs fine-tune a teacher; not with --teacher")
+        raise HfCompressError(
+            "bench: --recipes names the files and --recipes-dir picks them by task; give one"
+        )
+    if args.teacher is not None and (
+        args.base_model is not None or args.teacher_epochs is not None
+    ):
+        raise HfCompressError(
+            "bench: --base-model and --teacher-epochs fine-tune a teacher; not with --teacher"
+        )
     recipes = args.recipes or default_recipes(args.task, args.recipes_dir or "recipes")
     if not recipes:
-        raise HfCompressError(f"bench: no recipe in {args.recipes_dir or 'recipes'}/ has task: {args.task}; name them with --recipes")
+        raise HfCompressError(
+            f"bench: no recipe in {args.recipes_dir or 'recipes'}/ has task: {args.task}; name them with --recipes"
+        )
     check_recipes(args.task, recipes, args.set)  # before a teacher is fine-tuned for them
     teacher = args.teacher
     started = time.perf_counter()
     if teacher is None:
-        epochs = args.teacher_epochs if args.teacher_epochs is not None else recipes_teacher_epochs(recipes, args.set)
+        epochs = (
+            args.teacher_epochs
+            if args.teacher_epochs is not None
+            else recipes_teacher_epochs(recipes, args.set)
+        )
         if epochs <= 0:
-            raise HfCompressError(f"bench: --teacher-epochs {epochs:g}: the teacher needs more than 0 epochs of fine-tuning")
+            raise HfCompressError(
+                f"bench: --teacher-epochs {epochs:g}: the teacher needs more than 0 epochs of fine-tuning"
+            )
         finetune: dict[str, Any] = {"epochs": epochs, "max_seq_length": args.seq_len}
         if args.base_model:
             finetune["base_model"] = args.base_model
-        teacher = prepare_teacher(args.task, Path(args.out) / "teacher", glue_dir=args.glue_dir, **finetune)
+        teacher = prepare_teacher(
+            args.task, Path(args.out) / "teacher", glue_dir=args.glue_dir, **finetune
+        )
     results = run_benchmark(
         args.task,
         teacher,
@@ -201,24 +267,36 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
     except ValueError:
         sizes = ()
     if not sizes or min(sizes) < 1:
-        raise HfCompressError(f"--batch-sizes {text!r}: give positive integers separated by commas, e.g. 1,32")
+        raise HfCompressError(
+            f"--batch-sizes {text!r}: give positive integers separated by commas, e.g. 1,32"
+        )
     return sizes
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
+    from .checkpoint.export import export_onnx
 
-    info = export_onnx(args.model, args.out, quantize=args.quantize, opset=args.opset, overwrite=args.overwrite)
+    info = export_onnx(
+        args.model, args.out, quantize=args.quantize, opset=args.opset, overwrite=args.overwrite
+    )
     quantized = f", {info['quantize']} by ONNX Runtime" if info["quantize"] else ""
-    print(f"exported {args.model} to {args.out}/model.onnx{quantized} "
-          f"(max |logit - PyTorch logit| = {info['max_abs_logit_diff_vs_pytorch']:.2g})")
+    print(
+        f"exported {args.model} to {args.out}/model.onnx{quantized} "
+        f"(max |logit - PyTorch logit| = {info['max_abs_logit_diff_vs_pytorch']:.2g})"
+    )
     return 0
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from .hub import push_to_hub
+    from .hub.push import push_to_hub
 
-    url = push_to_hub(args.output_dir, args.repo_id, private=args.private, revision=args.revision, commit_message=args.commit_message)
+    url = push_to_hub(
+        args.output_dir,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+    )
     print(f"pushed {args.output_dir} to {url}")
     return 0
 
@@ -233,34 +311,64 @@ def _add_dev_set_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-compress", description="Compress Hugging Face models with YAML recipes.")
+    parser = argparse.ArgumentParser(
+        prog="hf-compress", description="Compress Hugging Face models with YAML recipes."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add_set(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a recipe key (repeatable)")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY.PATH=VALUE",
+            help="override a recipe key (repeatable)",
+        )
 
-    p = sub.add_parser("run", help="compress + evaluate + write the checkpoint, report and model card")
+    p = sub.add_parser(
+        "run", help="compress + evaluate + write the checkpoint, report and model card"
+    )
     p.add_argument("recipe", help="recipe YAML file")
     add_set(p)
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output_dir")
-    p.add_argument("--glue-dir", help="local GLUE folder (original TSV layout); default HF_COMPRESS_GLUE_DIR")
+    p.add_argument(
+        "--glue-dir", help="local GLUE folder (original TSV layout); default HF_COMPRESS_GLUE_DIR"
+    )
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
-    p.add_argument("--latency-runs", type=int, default=10, help="timed runs per batch size (default 10)")
-    p.add_argument("--no-push", action="store_true", help="do not push even if the recipe has push_to_hub")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run of this recipe from <output_dir>.work")
+    p.add_argument(
+        "--latency-runs", type=int, default=10, help="timed runs per batch size (default 10)"
+    )
+    p.add_argument(
+        "--no-push", action="store_true", help="do not push even if the recipe has push_to_hub"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run of this recipe from <output_dir>.work",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("validate", help="check a recipe without loading any model")
     p.add_argument("recipe")
     add_set(p)
-    p.add_argument("--print", action="store_true", help="print the recipe with every default filled in")
+    p.add_argument(
+        "--print", action="store_true", help="print the recipe with every default filled in"
+    )
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("eval", help="GLUE dev metrics of a model as JSON")
     p.add_argument("model", help="model directory or Hub id")
     _add_dev_set_options(p)
-    p.add_argument("--load-in", choices=("8bit", "4bit-nf4", "4bit-fp4"), help="quantize on load with bitsandbytes")
-    p.add_argument("--dtype", choices=DTYPES, help="compute precision (default: float32; bfloat16 is ~2x faster on CPUs with AVX-512 BF16)")
+    p.add_argument(
+        "--load-in",
+        choices=("8bit", "4bit-nf4", "4bit-fp4"),
+        help="quantize on load with bitsandbytes",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="compute precision (default: float32; bfloat16 is ~2x faster on CPUs with AVX-512 BF16)",
+    )
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(
@@ -273,7 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_a", help="model directory or Hub id")
     p.add_argument("model_b", help="model directory or Hub id")
     _add_dev_set_options(p)
-    p.add_argument("--dtype", choices=DTYPES, help="compute precision of both models (default: float32)")
+    p.add_argument(
+        "--dtype", choices=DTYPES, help="compute precision of both models (default: float32)"
+    )
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser(
@@ -283,12 +393,21 @@ def build_parser() -> argparse.ArgumentParser:
         "result and the teacher in one process: `bench --task T --out DIR [--recipes FILE ...] [--teacher DIR]` "
         "(default recipes: every one in --recipes-dir whose task: is T, except the quickstart).",
     )
-    p.add_argument("models", nargs="*", help="model directories or Hub ids to measure (leave out to run recipes)")
+    p.add_argument(
+        "models",
+        nargs="*",
+        help="model directories or Hub ids to measure (leave out to run recipes)",
+    )
     p.add_argument("--task", help="GLUE task: measure its dev metric; required to run recipes")
     p.add_argument("--glue-dir")
     p.add_argument("--max-eval-samples", type=int)
     p.add_argument("--batch-sizes", default="1,32", help="latency batch sizes (default 1,32)")
-    p.add_argument("--seq-len", type=int, default=128, help="latency and evaluation sequence length (default 128)")
+    p.add_argument(
+        "--seq-len",
+        type=int,
+        default=128,
+        help="latency and evaluation sequence length (default 128)",
+    )
     p.add_argument("--runs", type=int, default=10, help="timed runs per batch size (default 10)")
     p.add_argument("--output", help="models: write the results as JSON here")
     p.add_argument(
@@ -297,18 +416,37 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default float32; one of {', '.join(DTYPES)})",
     )
     recipes = p.add_argument_group("running recipes (no models given)")
-    recipes.add_argument("--out", help="run recipes: their outputs and results.json / results.md / frontier.png go here")
-    recipes.add_argument("--recipes", nargs="+", metavar="FILE", help="recipe files (default: every recipe of --task in --recipes-dir)")
-    recipes.add_argument("--recipes-dir", help="folder the default recipes come from (default: recipes)")
-    recipes.add_argument("--teacher", help="fine-tuned teacher directory (default: fine-tune one into <out>/teacher, or reuse it)")
-    recipes.add_argument("--base-model", help="model the teacher is fine-tuned from (default: all-MiniLM-L6-v2)")
+    recipes.add_argument(
+        "--out",
+        help="run recipes: their outputs and results.json / results.md / frontier.png go here",
+    )
+    recipes.add_argument(
+        "--recipes",
+        nargs="+",
+        metavar="FILE",
+        help="recipe files (default: every recipe of --task in --recipes-dir)",
+    )
+    recipes.add_argument(
+        "--recipes-dir", help="folder the default recipes come from (default: recipes)"
+    )
+    recipes.add_argument(
+        "--teacher",
+        help="fine-tuned teacher directory (default: fine-tune one into <out>/teacher, or reuse it)",
+    )
+    recipes.add_argument(
+        "--base-model", help="model the teacher is fine-tuned from (default: all-MiniLM-L6-v2)"
+    )
     recipes.add_argument(
         "--teacher-epochs",
         type=float,
         help="epochs of that fine-tuning (default: the recipes' finetune_base.epochs when they agree, else 1)",
     )
     recipes.add_argument(
-        "--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a key of every recipe (repeatable)"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a key of every recipe (repeatable)",
     )
     recipes.add_argument(
         "--resume",
@@ -319,10 +457,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("export", help="export a (compressed) model to ONNX, optionally int8-quantized by ONNX Runtime")
+    p = sub.add_parser(
+        "export",
+        help="export a (compressed) model to ONNX, optionally int8-quantized by ONNX Runtime",
+    )
     p.add_argument("model", help="model directory (e.g. an hf-compress run's output_dir) or Hub id")
-    p.add_argument("--out", required=True, help="export directory (model.onnx, tokenizer, config.json, onnx_export.json)")
-    p.add_argument("--quantize", choices=("int8",), help="int8: ONNX Runtime dynamic quantization of MatMuls and embeddings")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="export directory (model.onnx, tokenizer, config.json, onnx_export.json)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="int8: ONNX Runtime dynamic quantization of MatMuls and embeddings",
+    )
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=_cmd_export)
@@ -346,12 +495,19 @@ def load_plugins(names: list[str]) -> None:
         try:
             importlib.import_module(name.strip())
         except ImportError as exc:
-            raise HfCompressError(f"plugin {name!r} could not be imported ({exc}); is it on PYTHONPATH?") from exc
+            raise HfCompressError(
+                f"plugin {name!r} could not be imported ({exc}); is it on PYTHONPATH?"
+            ) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    parser.add_argument("--plugin", action="append", default=[], help="import a module that registers custom modifiers")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        help="import a module that registers custom modifiers",
+    )
     args = parser.parse_args(argv)
     _quiet_libraries()
     try:
@@ -367,4 +523,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-

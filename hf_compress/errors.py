@@ -4,6 +4,8 @@ Every error a user can cause (a bad recipe, missing data, an unsupported model, 
 checkpoint) is one of these, with a message that names the problem and the fix.
 """
 
+from __future__ import annotations
+
 
 class HfCompressError(Exception):
     """Base class of every error hf-compress raises on purpose."""

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from hf_compress.measure import round_robin_latency
+from hf_compress.evaluation.measure import round_robin_latency
 
 MINILM = {
     "hidden_size": 384,
@@ -61,8 +61,8 @@ def inputs(batch: int, seq: int) -> dict[str, torch.Tensor]:
 def ours(model: torch.nn.Module, reduce_range: bool | None = None, backend: str = "auto") -> torch.nn.Module:
     import hf_compress  # noqa: F401
     from hf_compress import compress
-    from hf_compress.modifiers import quantization  # noqa: F401  (registers `quantization`)
-    from hf_compress.quantized_linear import Int8Linear
+    from hf_compress.methods.quantization import modifier as quantization  # noqa: F401  (registers `quantization`)
+    from hf_compress.methods.quantization.layers import Int8Linear
 
     model = compress(copy.deepcopy(model), [{"type": "quantization", "method": "int8_dynamic"}])
     for module in model.modules():
@@ -177,7 +177,7 @@ def main() -> None:
             row["cpu_speedup_vs_fp32"] = round(row["fp32_cpu_ms_same_process"] / row["cpu_ms"], 2)
             results[name] = row
 
-    from hf_compress.measure import environment
+    from hf_compress.evaluation.measure import environment
 
     print(
         json.dumps(

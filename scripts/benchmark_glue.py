@@ -17,7 +17,8 @@ import logging
 import time
 from pathlib import Path
 
-from hf_compress.benchmark import check_recipes, default_recipes, prepare_teacher, recipes_teacher_epochs, run_benchmark
+from hf_compress.evaluation.frontier import check_recipes, default_recipes, recipes_teacher_epochs, run_benchmark
+from hf_compress.training.teacher import prepare_teacher
 
 
 def main(argv: list[str] | None = None) -> None:

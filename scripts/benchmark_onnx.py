@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hf_compress.bench import bench_models, format_bench_table
-from hf_compress.export import export_onnx
+from hf_compress.evaluation.bench import bench_models
+from hf_compress.evaluation.tables import format_bench_table
+from hf_compress.checkpoint.export import export_onnx
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hf_compress.benchmark import DEFAULT_BASE_MODEL, finetune_teacher
+from hf_compress.training.teacher import DEFAULT_BASE_MODEL, finetune_teacher
 
 
 def main(argv: list[str] | None = None) -> None:

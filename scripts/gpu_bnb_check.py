@@ -66,11 +66,12 @@ def main() -> None:
 
     import hf_compress
     from hf_compress import compress
-    from hf_compress.data import get_task, load_task_datasets
-    from hf_compress.evaluation import evaluate_task
-    from hf_compress.measure import measure_latency, weights_size_bytes
-    from hf_compress.models import load_for_task, load_tokenizer
-    from hf_compress.modifiers import quantization  # noqa: F401  (registers `quantization`)
+    from hf_compress.data.glue_tasks import get_task
+    from hf_compress.data.preprocess import load_task_datasets
+    from hf_compress.evaluation.evaluate import evaluate_task
+    from hf_compress.evaluation.measure import measure_latency, weights_size_bytes
+    from hf_compress.checkpoint.loading import load_for_task, load_tokenizer
+    from hf_compress.methods.quantization import modifier as quantization  # noqa: F401  (registers `quantization`)
 
     unknown = [m for m in args.methods if m not in DEFAULT_METHODS]
     if unknown:

@@ -27,10 +27,12 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 import hf_compress
-from hf_compress.adapters import get_adapter
-from hf_compress.data import get_task, load_task_datasets
-from hf_compress.evaluation import evaluate_task
-from hf_compress.modifiers.structured_pruning import choose_units, remove_heads
+from hf_compress.architectures.base import get_adapter
+from hf_compress.data.glue_tasks import get_task
+from hf_compress.data.preprocess import load_task_datasets
+from hf_compress.evaluation.evaluate import evaluate_task
+from hf_compress.methods.pruning.importance import choose_units
+from hf_compress.methods.pruning.surgery import remove_heads
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

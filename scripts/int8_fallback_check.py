@@ -26,10 +26,10 @@ from transformers import DataCollatorWithPadding
 from hf_compress import compress
 from hf_compress.data.glue_tasks import get_task
 from hf_compress.data.preprocess import load_task_datasets
-from hf_compress.evaluation import evaluate_task
-from hf_compress.loading import load_checked_tokenizer
-from hf_compress.measure import environment
-from hf_compress.quant_loading import load_model_for_eval
+from hf_compress.evaluation.evaluate import evaluate_task
+from hf_compress.checkpoint.loading import load_checked_tokenizer
+from hf_compress.evaluation.measure import environment
+from hf_compress.evaluation.load import load_model_for_eval
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 

@@ -17,9 +17,9 @@ import statistics
 
 import torch
 
-from hf_compress.measure import environment, round_robin_latency
-from hf_compress.quant_loading import load_model_for_eval
-from hf_compress.quantized_linear import Int8Linear
+from hf_compress.evaluation.measure import environment, round_robin_latency
+from hf_compress.evaluation.load import load_model_for_eval
+from hf_compress.methods.quantization.layers import Int8Linear
 
 KERNELS = ("fbgemm", "onednn")
 

@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hf_compress.data import get_task
-from hf_compress.evaluation import compare_models
-from hf_compress.significance import sign_test
+from hf_compress.data.glue_tasks import get_task
+from hf_compress.evaluation.compare import compare_models
+from hf_compress.evaluation.compare import sign_test
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

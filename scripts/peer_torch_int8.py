@@ -51,20 +51,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_compress.bench import bench_models
+from hf_compress.evaluation.bench import bench_models
 from hf_compress.data.glue_tasks import get_task
 from hf_compress.data.preprocess import load_task_datasets
-from hf_compress.evaluation import evaluate_task
-from hf_compress.loading import load_checked_tokenizer
-from hf_compress.measure import (
-    count_parameters,
-    environment,
-    latency_inputs,
-    latency_summary,
-    measure_latency,
-    round_robin_latency,
-)
-from hf_compress.quant_loading import load_model_for_eval
+from hf_compress.evaluation.evaluate import evaluate_task
+from hf_compress.checkpoint.loading import load_checked_tokenizer
+from hf_compress.evaluation.measure import count_parameters, environment, latency_inputs, latency_summary, measure_latency, round_robin_latency
+from hf_compress.evaluation.load import load_model_for_eval
 
 logger = logging.getLogger("peer_torch_int8")
 

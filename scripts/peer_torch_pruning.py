@@ -52,9 +52,11 @@ from transformers import (
 )
 from transformers.models.bert.modeling_bert import BertSelfAttention
 
-from hf_compress.data import default_glue_dir, get_task, load_task_datasets
-from hf_compress.evaluation import evaluate_task
-from hf_compress.measure import count_parameters, environment, measure_latency, saved_size_bytes
+from hf_compress.data.glue import default_glue_dir
+from hf_compress.data.glue_tasks import get_task
+from hf_compress.data.preprocess import load_task_datasets
+from hf_compress.evaluation.evaluate import evaluate_task
+from hf_compress.evaluation.measure import count_parameters, environment, measure_latency, saved_size_bytes
 
 logger = logging.getLogger("peer_torch_pruning")
 

@@ -18,10 +18,10 @@ import json
 import sys
 from pathlib import Path
 
-from hf_compress.data import get_task
+from hf_compress.data.glue_tasks import get_task
 from hf_compress.errors import HfCompressError
-from hf_compress.evaluation import evaluate_task, load_with_dev_set
-from hf_compress.student import keep_layers
+from hf_compress.evaluation.evaluate import evaluate_task, load_with_dev_set
+from hf_compress.methods.distillation.student import keep_layers
 
 
 def parse_layers(text: str) -> list[int]:

@@ -34,9 +34,10 @@ from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaModel
 import hf_compress  # noqa: F401
 from hf_compress.data.glue import load_task_split
 from hf_compress.data.glue_tasks import get_task
-from hf_compress.modifiers.embedding_quantization import expected_storage_bytes
-from hf_compress.modifiers.vocab_pruning import config_token_ids, count_token_ids, prune_embeddings
-from hf_compress.tokenizer_pruning import prune_tokenizer
+from hf_compress.methods.quantization.layers import expected_storage_bytes
+from hf_compress.methods.vocabulary.embeddings import config_token_ids, prune_embeddings
+from hf_compress.methods.vocabulary.token_counts import count_token_ids
+from hf_compress.methods.vocabulary.tokenizer import prune_tokenizer
 
 # XLM-R base (FacebookAI/xlm-roberta-base config.json)
 XLMR_BASE = {

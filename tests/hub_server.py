@@ -642,7 +642,7 @@ def register_sample_rebuilder() -> None:
     """Registers the rebuilder of the sample model's FFN narrowing (a stand-in for a real technique)."""
     from torch import nn
 
-    from hf_compress.checkpoint import register_rebuild
+    from hf_compress.checkpoint.rebuild import register_rebuild
 
     @register_rebuild(SAMPLE_STRUCTURE_KEY, 40)
     def _narrow_ffn(model: Any, widths: dict[str, int]) -> None:
@@ -667,8 +667,8 @@ def write_sample_output(directory: Any, repo_id: str | None = None) -> Any:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from tiny import tiny_model, tiny_tokenizer
 
-    from hf_compress.checkpoint import record_method, record_structure
-    from hf_compress.model_card import write_model_card
+    from hf_compress.checkpoint.format import record_method, record_structure
+    from hf_compress.hub.model_card import write_model_card
 
     directory = Path(directory)
     model = tiny_model("bert")

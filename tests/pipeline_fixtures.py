@@ -11,11 +11,13 @@ from tiny import narrow_ffn, rebuild_narrowed_ffn, tiny_tokenizer
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from hf_compress import register_modifier
-from hf_compress.adapters import get_adapter
-from hf_compress.checkpoint import record_method, register_rebuild
-from hf_compress.models import packaged_minilm_dir
-from hf_compress.modifiers import Modifier, ModifierConfig
-from hf_compress.schema import option
+from hf_compress.architectures.base import get_adapter
+from hf_compress.checkpoint.format import record_method
+from hf_compress.checkpoint.rebuild import register_rebuild
+from hf_compress.checkpoint.sources import packaged_minilm_dir
+from hf_compress.methods.modifier import Modifier
+from hf_compress.recipe.fields import ModifierConfig
+from hf_compress.recipe.schema import option
 
 
 def make_tiny_base(directory: Path, hidden_size: int = 32, intermediate_size: int = 64) -> Path:

@@ -11,14 +11,9 @@ from tiny import narrow_ffn as narrow_widths
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, pipeline
 
 import hf_compress  # noqa: F401
-from hf_compress.adapters import get_adapter
-from hf_compress.checkpoint import (
-    REBUILDERS,
-    is_compressed,
-    record_method,
-    register_rebuild,
-    to_compressed,
-)
+from hf_compress.architectures.base import get_adapter
+from hf_compress.checkpoint.rebuild import REBUILDERS, register_rebuild
+from hf_compress.checkpoint.format import is_compressed, record_method, to_compressed
 from hf_compress.errors import CheckpointError, UnsupportedModelError
 
 register_rebuild("_test_ffn", 40)(rebuild_narrowed_ffn)

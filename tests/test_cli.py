@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from pipeline_fixtures import make_tiny_base, tiny_recipe_text
 
-from hf_compress import RecipeError, benchmark
+from hf_compress import RecipeError
+from hf_compress.evaluation import frontier, tables
+from hf_compress.training import teacher as teacher_training
 from hf_compress.cli import main
 from hf_compress.data.glue_tasks import get_task
 
@@ -94,7 +96,7 @@ def test_compare_a_model_with_itself_and_refuses_regression(tiny_base, glue_dir,
 
 def test_unreachable_hub_id_is_a_clear_error(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from hf_compress.models import hub_reachable
+    from hf_compress.checkpoint.sources import hub_reachable
 
     hub_reachable.cache_clear()
     assert main(["eval", "someone/not-cached-model", "--task", "sst2"]) == 2
@@ -117,8 +119,8 @@ def fake_run_benchmark(monkeypatch):
         calls.append({"task": task, "teacher": teacher, "recipes": recipes, "out": str(output_root), **kwargs})
         return {"total_time_s": 1.0}
 
-    monkeypatch.setattr(benchmark, "run_benchmark", fake)
-    monkeypatch.setattr(benchmark, "markdown_results", lambda results: "| results table |")
+    monkeypatch.setattr(frontier, "run_benchmark", fake)
+    monkeypatch.setattr(tables, "markdown_results", lambda results: "| results table |")
     return calls
 
 
@@ -128,20 +130,20 @@ def test_default_recipes_are_chosen_by_the_task_in_the_file(tmp_path, tiny_base)
     for name, task in [("b-sst2.yaml", "sst2"), ("a.yml", "sst2"), ("quickstart.yaml", "sst2"), ("minilm-sst2-x.yaml", "rte")]:
         _recipe(folder / name, task, tiny_base)
     (folder / "notes.txt").write_text("task: sst2\n")
-    names = lambda task: [p.name for p in benchmark.default_recipes(task, folder)]  # noqa: E731
+    names = lambda task: [p.name for p in frontier.default_recipes(task, folder)]  # noqa: E731
     assert names("sst2") == ["a.yml", "b-sst2.yaml"]  # the file name says sst2, the recipe says rte
     assert names("RTE") == ["minilm-sst2-x.yaml"]
     assert names("mrpc") == []
     with pytest.raises(RecipeError, match="recipes folder not found"):
-        benchmark.default_recipes("sst2", tmp_path / "missing")
+        frontier.default_recipes("sst2", tmp_path / "missing")
     (folder / "broken.yaml").write_text("task: [")
     with pytest.raises(RecipeError, match="broken.yaml: not valid YAML"):
-        benchmark.default_recipes("sst2", folder)
+        frontier.default_recipes("sst2", folder)
 
 
 @pytest.mark.parametrize("task", ["mrpc", "stsb", "cola", "rte"])
 def test_shipped_recipes_of_each_glue_task_are_the_default_selection(task):
-    names = {p.stem for p in benchmark.default_recipes(task, REPO / "recipes")}
+    names = {p.stem for p in frontier.default_recipes(task, REPO / "recipes")}
     assert {f"minilm-{task}-prune-distill-int8", f"minilm-{task}-int8"} <= names
     assert all(f"-{task}-" in name for name in names) and "quickstart" not in names
 
@@ -175,7 +177,7 @@ def test_bench_resume_reuses_finished_runs_and_continues_the_others(tmp_path, ti
         handed.append((str(recipe.output_dir), kwargs["resume"]))
         raise RuntimeError("interrupted again")
 
-    monkeypatch.setattr(benchmark, "run_recipe", interrupted)
+    monkeypatch.setattr(frontier, "run_recipe", interrupted)
     assert main([*argv, "--resume"]) == 0  # same recipe, teacher and overrides: reused, not run
     results = json.loads((out / "results.json").read_text())
     assert handed == [] and results["failed"] == []
@@ -185,7 +187,7 @@ def test_bench_resume_reuses_finished_runs_and_continues_the_others(tmp_path, ti
 
     newer = (out / "a" / "report.json").stat().st_mtime + 10
     os.utime(tiny_base / "config.json", (newer, newer))  # the teacher re-written after the output: stale
-    assert benchmark.finished_report(benchmark.benchmark_recipe(recipe, str(tiny_base), out, [])) is None
+    assert frontier.finished_report(frontier.benchmark_recipe(recipe, str(tiny_base), out, [])) is None
     os.utime(tiny_base / "config.json", (newer - 20, newer - 20))
     assert main([*argv, "--resume", "--set", "stages.0.epochs=2"]) == 0  # another recipe: resumed from its .work
     assert main([*argv, "--set", "stages.0.epochs=2"]) == 0  # no --resume: run afresh
@@ -205,7 +207,7 @@ def test_bench_defaults_to_the_recipes_of_the_task_and_fine_tunes_a_teacher(tmp_
         tuned.append((task, str(output_dir), kwargs))
         time.sleep(0.2)
 
-    monkeypatch.setattr(benchmark, "finetune_teacher", fake_finetune)
+    monkeypatch.setattr(teacher_training, "finetune_teacher", fake_finetune)
     out = tmp_path / "o"
     argv = ["bench", "--task", "rte", "--recipes-dir", str(folder), "--out", str(out), "--teacher-epochs", "3", "--seq-len", "64"]
     assert main(argv) == 0
@@ -224,27 +226,27 @@ def test_bench_fine_tunes_the_teacher_for_the_epochs_its_recipes_were_written_fo
         assert "finetune_base: {epochs: 1" in text
         path.write_text(text.replace("finetune_base: {epochs: 1", "finetune_base: {epochs: 5"))
     tuned = []
-    monkeypatch.setattr(benchmark, "finetune_teacher", lambda task, output_dir, **kw: tuned.append(kw["epochs"]))
+    monkeypatch.setattr(teacher_training, "finetune_teacher", lambda task, output_dir, **kw: tuned.append(kw["epochs"]))
     argv = ["bench", "--task", "rte", "--recipes-dir", str(folder), "--out", str(tmp_path / "o")]
     assert main(argv) == 0 and tuned == [5.0]
     # Recipes that disagree leave the documented default of 1 epoch.
     (folder / "x.yaml").write_text((folder / "x.yaml").read_text().replace("{epochs: 5", "{epochs: 3"))
     assert main([*argv[:-1], str(tmp_path / "p")]) == 0 and tuned == [5.0, 1.0]
-    assert benchmark.recipes_teacher_epochs([folder / "y.yaml"], ["finetune_base.epochs=2"]) == 2.0
+    assert frontier.recipes_teacher_epochs([folder / "y.yaml"], ["finetune_base.epochs=2"]) == 2.0
 
 
 def test_prepare_teacher_reuses_a_teacher_fine_tuned_with_the_same_settings(tmp_path, tiny_base, glue_dir, monkeypatch):
     settings = {"base_model": str(tiny_base), "max_train_samples": 16, "max_seq_length": 16, "batch_size": 8}
-    teacher = benchmark.prepare_teacher("sst2", tmp_path / "t", glue_dir=str(glue_dir), **settings)
+    teacher = teacher_training.prepare_teacher("sst2", tmp_path / "t", glue_dir=str(glue_dir), **settings)
     report = json.loads((Path(teacher) / "teacher_report.json").read_text())
     assert report["task"] == "sst2" and report["train_examples"] == 16 and 0 <= report["metrics"]["accuracy"] <= 1
     assert (Path(teacher) / "model.safetensors").is_file()
 
     tuned = []
-    monkeypatch.setattr(benchmark, "finetune_teacher", lambda task, output_dir, **kw: tuned.append(kw))
-    assert benchmark.prepare_teacher("sst2", tmp_path / "t", glue_dir="elsewhere", **settings) == teacher
+    monkeypatch.setattr(teacher_training, "finetune_teacher", lambda task, output_dir, **kw: tuned.append(kw))
+    assert teacher_training.prepare_teacher("sst2", tmp_path / "t", glue_dir="elsewhere", **settings) == teacher
     assert tuned == []  # same settings: reused (where the data came from does not matter)
-    benchmark.prepare_teacher("sst2", tmp_path / "t", **{**settings, "epochs": 2.0})
+    teacher_training.prepare_teacher("sst2", tmp_path / "t", **{**settings, "epochs": 2.0})
     assert tuned == [{**settings, "epochs": 2.0}]
 
 
@@ -323,7 +325,7 @@ def test_results_table_states_the_end_to_end_time_and_the_teacher_share():
                "results": [{**row, "name": "teacher (fp32)"}, {**row, "name": "r", "size_bytes": 1e6, "compression_time_s": 30}],
                "environment": {"cpu": "CPU", "threads": 2, "torch": "t", "transformers": "x"},
                "total_time_s": 1500.0, "teacher_time_s": 600.0}
-    table = benchmark.markdown_results(results)
+    table = tables.markdown_results(results)
     assert "| r | 90.00 | +0.00 |" in table and "| 4.00x |" in table
     assert "Total time 25.0 min, of which fine-tuning the teacher 10.0 min." in table
-    assert "(no teacher fine-tuned in this run)" in benchmark.markdown_results({**results, "teacher_time_s": 0.0})
+    assert "(no teacher fine-tuned in this run)" in tables.markdown_results({**results, "teacher_time_s": 0.0})

@@ -16,18 +16,14 @@ from transformers import (
 
 import hf_compress  # noqa: F401  (registers the compressed format)
 from hf_compress import CompressionTrainer, Recipe, RecipeError, UnsupportedModelError
-from hf_compress.adapters import get_adapter
-from hf_compress.modifiers.base import StageContext
-from hf_compress.modifiers.distillation import (
-    DistillationConfig,
-    DistillationModifier,
-    default_layer_map,
-    hidden_state_loss,
-    soft_target_loss,
-)
-from hf_compress.recipe import Stage
-from hf_compress.schema import build
-from hf_compress.student import keep_layers, layer_origin, make_student, select_layers
+from hf_compress.architectures.base import get_adapter
+from hf_compress.methods.modifier import StageContext
+from hf_compress.methods.distillation.config import DistillationConfig
+from hf_compress.methods.distillation.modifier import DistillationModifier
+from hf_compress.methods.distillation.loss import default_layer_map, hidden_state_loss, soft_target_loss
+from hf_compress.recipe.recipe import Stage
+from hf_compress.recipe.schema import build
+from hf_compress.methods.distillation.student import keep_layers, layer_origin, make_student, select_layers
 
 
 def deep_model(family: str = "bert", layers: int = 4, seed: int = 0, num_labels: int = 2) -> torch.nn.Module:
@@ -196,8 +192,8 @@ def test_layer_reduced_student_saves_and_reloads_as_plain_model(family):
 
 
 def test_reducing_a_pruned_model_rekeys_its_structure():
-    pruning = pytest.importorskip("hf_compress.modifiers.structured_pruning")
-    from hf_compress.checkpoint import record_structure
+    pruning = pytest.importorskip("hf_compress.methods.pruning.modifier")
+    from hf_compress.checkpoint.format import record_structure
 
     model = deep_model("bert", layers=4)
     adapter = get_adapter(model)
@@ -221,7 +217,7 @@ def test_reducing_a_pruned_model_rekeys_its_structure():
 
 
 def test_shared_layers_cannot_be_dropped():
-    from hf_compress.checkpoint import record_structure
+    from hf_compress.checkpoint.format import record_structure
 
     model = deep_model(layers=4)
     record_structure(model, "shared_layers", [[0, 1]])  # as layer_sharing records it
@@ -230,7 +226,7 @@ def test_shared_layers_cannot_be_dropped():
 
 
 def test_rekey_renames_module_name_entries():
-    from hf_compress.student import _rekey_structure
+    from hf_compress.methods.distillation.student import _rekey_structure
 
     structure = {
         "version": 1,
@@ -405,7 +401,7 @@ def test_cache_trains_the_same_student_as_no_cache():
 
 # Combined with pruning -------------------------------------------------------------------------------
 def test_distillation_with_pruning_in_the_same_stage():
-    pytest.importorskip("hf_compress.modifiers.structured_pruning")
+    pytest.importorskip("hf_compress.methods.pruning.modifier")
     teacher = deep_model(layers=4)
     student = copy.deepcopy(teacher)
     trainer = run_stage(
@@ -429,7 +425,7 @@ def test_distillation_with_pruning_in_the_same_stage():
 
 
 def test_layer_reduction_after_another_modifier_is_refused():
-    pytest.importorskip("hf_compress.modifiers.structured_pruning")
+    pytest.importorskip("hf_compress.methods.pruning.modifier")
     teacher = deep_model(layers=4)
     with pytest.raises(RecipeError, match="list it first"):
         run_stage(

@@ -13,11 +13,12 @@ from matrix import all_cases, apply_case
 from tiny import logits, tiny_inputs, tiny_model, tiny_tokenizer
 
 import hf_compress  # noqa: F401  (registers the compressed format)
-from hf_compress.bench import bench_models, format_bench_table
+from hf_compress.evaluation.bench import bench_models
+from hf_compress.evaluation.tables import format_bench_table
 from hf_compress.cli import main
 from hf_compress.data.glue_tasks import get_task
 from hf_compress.errors import HfCompressError
-from hf_compress.quant_loading import load_model_for_eval
+from hf_compress.evaluation.load import load_model_for_eval
 
 # The techniques whose checkpoints keep non-float storage (int8 codes, sparse bitmasks, codebooks,
 # quantized embeddings) or rebuild a changed structure on load: the cases a dtype cast could break.
@@ -72,7 +73,7 @@ def test_float32_is_the_default_and_unchanged(tmp_path):
 
 
 def test_bench_measures_each_model_in_each_dtype(tmp_path):
-    from hf_compress.export import export_onnx
+    from hf_compress.checkpoint.export import export_onnx
 
     source = _save(tiny_model("bert"), tmp_path / "m")
     export_onnx(str(source), tmp_path / "onnx")
@@ -109,7 +110,7 @@ def test_cli_eval_and_bench_take_dtype(tmp_path, glue_dir, capsys):
 
 
 def test_bad_dtype_requests_get_clear_errors(tmp_path, capsys):
-    from hf_compress.export import export_onnx
+    from hf_compress.checkpoint.export import export_onnx
 
     source = _save(tiny_model("bert"), tmp_path / "m")
     assert main(["bench", str(source), "--dtype", "bf16"]) == 2

@@ -12,13 +12,10 @@ from transformers import AutoModelForSequenceClassification, BertConfig, BertFor
 import hf_compress  # noqa: F401  (registers the compressed format)
 from hf_compress import CompressionTrainer, Recipe, compress
 from hf_compress.errors import RecipeError, UnsupportedModelError
-from hf_compress.measure import count_parameters, weights_size_bytes
-from hf_compress.modifiers.embedding_quantization import (
-    EmbeddingQuantizationConfig,
-    QuantizedEmbedding,
-    expected_storage_bytes,
-)
-from hf_compress.schema import build
+from hf_compress.evaluation.measure import count_parameters, weights_size_bytes
+from hf_compress.methods.quantization.config import EmbeddingQuantizationConfig
+from hf_compress.methods.quantization.layers import QuantizedEmbedding, expected_storage_bytes
+from hf_compress.recipe.schema import build
 
 SCHEMES = [(8, None), (8, 16), (4, None), (4, 8)]
 

@@ -15,16 +15,9 @@ from tiny import logits, tiny_inputs, tiny_model, tiny_tokenizer
 import hf_compress  # noqa: F401  (registers the compressed format)
 from hf_compress.cli import main
 from hf_compress.errors import CheckpointError, HfCompressError, OutputExistsError
-from hf_compress.evaluation import model_figures, predict
-from hf_compress.export import (
-    EXPORT_MARKER,
-    ONNX_FILE,
-    OnnxSequenceClassifier,
-    export_onnx,
-    float_model_for_export,
-    is_onnx_export,
-)
-from hf_compress.measure import count_parameters
+from hf_compress.evaluation.evaluate import model_figures, predict
+from hf_compress.checkpoint.export import EXPORT_MARKER, ONNX_FILE, OnnxSequenceClassifier, export_onnx, float_model_for_export, is_onnx_export
+from hf_compress.evaluation.measure import count_parameters
 
 pytest.importorskip("onnxruntime")
 
@@ -163,7 +156,7 @@ def test_bad_inputs_get_clear_errors(tmp_path):
 
 def test_export_for_the_wrong_task_is_refused(tmp_path):
     from hf_compress.data.glue_tasks import get_task
-    from hf_compress.quant_loading import load_model_for_eval
+    from hf_compress.evaluation.load import load_model_for_eval
 
     export_onnx(str(_save(tiny_model("bert", num_labels=3), tmp_path / "m")), tmp_path / "onnx")
     with pytest.raises(CheckpointError, match="3 labels but sst2 has 2"):

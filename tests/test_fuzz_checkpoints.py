@@ -24,10 +24,10 @@ from safetensors.torch import load_file, save_file
 from tiny import logits, narrow_ffn, rebuild_narrowed_ffn, tiny_inputs, tiny_model, tiny_tokenizer
 
 import hf_compress  # noqa: F401  (registers the compressed format)
-from hf_compress.checkpoint import register_rebuild
+from hf_compress.checkpoint.rebuild import register_rebuild
 from hf_compress.cli import main
 from hf_compress.errors import CheckpointError, HfCompressError
-from hf_compress.loading import load_compressed, load_compressed_with_tokenizer
+from hf_compress.checkpoint.loading import load_compressed, load_compressed_with_tokenizer
 
 SEED = 20261128
 MAX_SECONDS_PER_CASE = 10.0
@@ -464,7 +464,7 @@ def _check_path_only(tally: _Tally, label: str, path: Path, capsys, glue_dir: Pa
 def test_a_base_checkpoint_without_a_head_still_gets_a_fresh_head(tmp_path):
     # all-MiniLM-L6-v2 is saved as BertModel: load_for_task must keep working for it.
     from hf_compress.data.glue_tasks import get_task
-    from hf_compress.models import load_for_task
+    from hf_compress.checkpoint.loading import load_for_task
 
     tiny_model("bert").bert.save_pretrained(tmp_path)
     model = load_for_task(str(tmp_path), get_task("sst2"))
@@ -508,7 +508,7 @@ def test_a_head_for_another_label_count_is_an_error_not_a_fresh_head(tmp_path, c
     # An MNLI-style 3-label model evaluated on SST-2 (2 labels): transformers would raise a bare
     # RuntimeError (or, with ignore_mismatched_sizes, silently build a random head).
     from hf_compress.data.glue_tasks import get_task
-    from hf_compress.models import load_for_task
+    from hf_compress.checkpoint.loading import load_for_task
 
     _save(tmp_path / "three", tiny_model("bert", num_labels=3))
     with pytest.raises(

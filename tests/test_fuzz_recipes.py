@@ -25,10 +25,11 @@ import pytest
 import yaml
 
 from hf_compress import Recipe, RecipeError, register_modifier
-from hf_compress.modifiers import Modifier, ModifierConfig
-from hf_compress.recipe import MAX_RECIPE_BYTES
-from hf_compress.registry import MODIFIERS, registered_modifier_types
-from hf_compress.schema import option, show_value
+from hf_compress.methods.modifier import Modifier
+from hf_compress.recipe.fields import ModifierConfig
+from hf_compress.recipe.yaml_io import MAX_RECIPE_BYTES
+from hf_compress.recipe.registry import MODIFIERS, registered_modifier_types
+from hf_compress.recipe.schema import option, show_value
 
 SEED = 20261127
 DICT_MUTATIONS = 260

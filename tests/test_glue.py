@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from hf_compress.data import GLUE_TASKS, get_task, load_task_split
+from hf_compress.data.glue_tasks import GLUE_TASKS, get_task
+from hf_compress.data.glue import load_task_split
 from hf_compress.errors import DataError
-from hf_compress.metrics import glue_metrics
+from hf_compress.data.metrics import glue_metrics
 
 DEV_ROWS = {"sst2": 872, "cola": 1043, "mrpc": 408, "stsb": 1500, "rte": 277, "wnli": 71, "qnli": 5463}
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from hub_server import HubServer, sample_report, write_sample_output
 
-import hf_compress.hub as hub
+import hf_compress.hub.push as hub
 from hf_compress.errors import HfCompressError
-from hf_compress.hub import output_files, push_to_hub
+from hf_compress.hub.push import output_files, push_to_hub
 
 TESTS = Path(__file__).resolve().parent
 REPO_ROOT = TESTS.parent
@@ -41,7 +41,7 @@ CLIENT = textwrap.dedent(
     import hf_compress
     from hf_compress import CompressionTrainer, Recipe
     from hf_compress.errors import HfCompressError
-    from hf_compress.hub import push_to_hub, push_trainer_output
+    from hf_compress.hub.push import push_to_hub, push_trainer_output
     from transformers import AutoModelForSequenceClassification, TrainingArguments, pipeline
 
     register_sample_rebuilder()

@@ -7,8 +7,8 @@ from pipeline_fixtures import make_tiny_base
 from tiny import load_script
 
 from hf_compress import compress
-from hf_compress.quant_loading import load_model_for_eval
-from hf_compress.quantized_linear import fbgemm_available, onednn_available
+from hf_compress.evaluation.load import load_model_for_eval
+from hf_compress.methods.quantization.kernels import fbgemm_available, onednn_available
 
 
 def test_times_each_kernel_at_each_batch_size(tmp_path, capsys):

@@ -4,7 +4,7 @@
 import torch
 from torch import nn
 
-from hf_compress.measure import latency_summary, round_robin_latency
+from hf_compress.evaluation.measure import latency_summary, round_robin_latency
 
 
 def test_latency_summary_is_median_and_nearest_rank_percentiles():

@@ -15,15 +15,9 @@ from transformers import AutoModelForSequenceClassification, BertConfig, BertFor
 
 import hf_compress
 from hf_compress import RecipeError, UnsupportedModelError, compress
-from hf_compress.measure import count_parameters
-from hf_compress.modifiers.low_rank import (
-    FactorizedEmbedding,
-    LowRankLinear,
-    choose_rank,
-    factorize_linear,
-    saves_parameters,
-    svd_factors,
-)
+from hf_compress.evaluation.measure import count_parameters
+from hf_compress.methods.low_rank.layers import FactorizedEmbedding, LowRankLinear
+from hf_compress.methods.low_rank.svd import choose_rank, factorize_linear, saves_parameters, svd_factors
 
 
 def _linear(out_features: int = 24, in_features: int = 16, seed: int = 0) -> nn.Linear:

@@ -9,7 +9,7 @@ from hub_server import SAMPLE_RECIPE, card_metadata_errors, sample_report
 from huggingface_hub import ModelCard
 
 from hf_compress.errors import HfCompressError
-from hf_compress.model_card import build_model_card, describe_modifier, write_model_card
+from hf_compress.hub.model_card import build_model_card, describe_modifier, write_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import pytest
 from pipeline_fixtures import make_tiny_base
 from tiny import load_script
 
-from hf_compress.significance import compare_predictions
+from hf_compress.evaluation.compare import compare_predictions
 
 
 def test_summary_counts_wins_losses_and_ties(tmp_path, monkeypatch, capsys):

@@ -22,14 +22,13 @@ from tiny import (
 from transformers import AutoModelForSequenceClassification
 
 import hf_compress
-import hf_compress.modifiers.magnitude_pruning  # noqa: F401  (registers magnitude_pruning)
-import hf_compress.modifiers.structured_pruning  # noqa: F401  (registers head_pruning, ffn_pruning)
 from hf_compress import CompressionTrainer, Recipe, RecipeError, UnsupportedModelError, compress
-from hf_compress.adapters import get_adapter
-from hf_compress.measure import count_parameters, saved_size_bytes
-from hf_compress.modifiers.base import StageContext, cubic_schedule
-from hf_compress.modifiers.structured_pruning import EmptyAttention, choose_units
-from hf_compress.sparse_storage import SparseLinear, pack_mask, unpack_mask
+from hf_compress.architectures.base import get_adapter
+from hf_compress.evaluation.measure import count_parameters, saved_size_bytes
+from hf_compress.methods.modifier import StageContext, cubic_schedule
+from hf_compress.methods.pruning.layers import EmptyAttention
+from hf_compress.methods.pruning.importance import choose_units
+from hf_compress.methods.pruning.layers import SparseLinear, pack_mask, unpack_mask
 
 REPO = Path(__file__).resolve().parents[1]
 HIDDEN, HEADS, HEAD_SIZE, FFN, LAYERS = 32, 4, 8, 64, 2

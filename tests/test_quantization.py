@@ -24,21 +24,19 @@ from transformers import (
 )
 
 import hf_compress  # noqa: F401  (registers the compressed format)
-from hf_compress import CompressionTrainer, Recipe, compress, quantized_linear
+from hf_compress import CompressionTrainer, Recipe, compress
+from hf_compress.methods.quantization import kernels
 from hf_compress.errors import HfCompressError, RecipeError, UnsupportedModelError
-from hf_compress.modifiers.base import StageContext
-from hf_compress.modifiers.bnb import LoraConfig, require_bitsandbytes
-from hf_compress.modifiers.quant_sensitivity import layer_sensitivity, most_sensitive
-from hf_compress.modifiers.quantization import METHODS, QuantizationConfig, QuantizationModifier
-from hf_compress.quantized_linear import (
-    Int8Linear,
-    QATLinear,
-    fbgemm_available,
-    onednn_available,
-    quantize_weight_per_channel,
-)
-from hf_compress.recipe import Stage
-from hf_compress.schema import build
+from hf_compress.methods.modifier import StageContext
+from hf_compress.methods.quantization.config import LoraConfig
+from hf_compress.methods.quantization.bitsandbytes import require_bitsandbytes
+from hf_compress.methods.quantization.sensitivity import layer_sensitivity, most_sensitive
+from hf_compress.methods.quantization.config import METHODS, QuantizationConfig
+from hf_compress.methods.quantization.modifier import QuantizationModifier
+from hf_compress.methods.quantization.layers import Int8Linear, QATLinear
+from hf_compress.methods.quantization.kernels import fbgemm_available, onednn_available, quantize_weight_per_channel
+from hf_compress.recipe.recipe import Stage
+from hf_compress.recipe.schema import build
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = ("bert", "roberta", "distilbert")
@@ -129,9 +127,9 @@ def test_a_layers_saved_kernel_preference_is_followed_where_it_can_run(monkeypat
 
     assert (chosen("auto"), chosen("fbgemm"), chosen("onednn")) == ("fbgemm", "fbgemm", "onednn")
     assert chosen("fbgemm", static=True) == "onednn"  # a fixed (QAT) input range needs oneDNN's kernel
-    monkeypatch.setattr(quantized_linear, "cpu_has_amx_int8", lambda: True)
+    monkeypatch.setattr(kernels, "cpu_has_amx_int8", lambda: True)
     assert chosen("onednn_on_amx") == "onednn"
-    monkeypatch.setattr(quantized_linear, "cpu_has_amx_int8", lambda: False)
+    monkeypatch.setattr(kernels, "cpu_has_amx_int8", lambda: False)
     assert chosen("onednn_on_amx") == "fbgemm"
     monkeypatch.setenv("HF_COMPRESS_INT8_BACKEND", "fbgemm")  # the environment overrides the checkpoint
     assert chosen("onednn") == "fbgemm"
@@ -173,8 +171,8 @@ def test_onednn_layers_run_outside_inference_mode_after_running_inside_it(monkey
     # torch.inference_mode (an evaluation), later training-mode calls must still work.
     if not onednn_available():
         pytest.skip("no x86 int8 kernels on this machine")
-    monkeypatch.setattr(quantized_linear, "_WORKSPACE", quantized_linear._Workspace())
-    quantized_linear._scalar.cache_clear()
+    monkeypatch.setattr(kernels, "_WORKSPACE", kernels._Workspace())
+    kernels._scalar.cache_clear()
     torch.manual_seed(0)
     layer = Int8Linear.from_linear(nn.Linear(16, 8))
     layer.backend = "onednn"
@@ -197,7 +195,7 @@ def test_int8_linear_falls_back_to_onednn_when_fbgemm_cannot_pack(monkeypatch):
         raise RuntimeError("quantized tensors were removed")
 
     monkeypatch.setattr(torch, "_make_per_channel_quantized_tensor", removed)
-    monkeypatch.setattr(quantized_linear, "_FBGEMM_FAILED", [])
+    monkeypatch.setattr(kernels, "_FBGEMM_FAILED", [])
     layer.backend = "fbgemm"
     with pytest.warns(UserWarning, match="using oneDNN"):
         out = layer(x)
@@ -296,7 +294,7 @@ def test_include_embeddings_stores_the_word_embeddings_as_int8():
     reloaded, directory = reload(model)
     torch.testing.assert_close(logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0)
     assert tensor_dtypes(directory)["bert.embeddings.word_embeddings.qweight"] == "I8"
-    from hf_compress.measure import saved_size_bytes
+    from hf_compress.evaluation.measure import saved_size_bytes
 
     assert saved_size_bytes(model) < saved_size_bytes(plain)
 
@@ -548,7 +546,7 @@ def test_bnb_4bit_skips_unfit_layers_is_close_and_reloads(method):
 
 
 def test_bnb_4bit_checkpoint_is_smaller_than_8bit():
-    from hf_compress.measure import saved_size_bytes
+    from hf_compress.evaluation.measure import saved_size_bytes
 
     four_bit, eight_bit = (saved_size_bytes(quantize(wide_model(), method=m)) for m in ("bnb_4bit_nf4", "bnb_8bit"))
     assert four_bit < eight_bit < saved_size_bytes(wide_model())
@@ -713,7 +711,7 @@ def test_compression_trainer_takes_a_bnb_model_its_lora_stage_prepares():
 def test_a_reloaded_bnb_checkpoint_saves_again(method, tmp_path):
     """transformers cannot reverse its pre-quantized bitsandbytes load conversion on save; models
     loaded through hf-compress save again (runner snapshots, Trainer checkpoints)."""
-    from hf_compress.loading import load_compressed
+    from hf_compress.checkpoint.loading import load_compressed
 
     first, second = tmp_path / "first", tmp_path / "second"
     quantize(wide_model(), method=method).save_pretrained(first)
@@ -799,8 +797,8 @@ def test_run_recipe_nf4_then_lora_writes_one_reloadable_checkpoint(tmp_path, glu
     64-wide BERT and a slice of real SST-2."""
     from transformers import AutoTokenizer
 
-    from hf_compress.models import packaged_minilm_dir
-    from hf_compress.runner import run_recipe
+    from hf_compress.checkpoint.sources import packaged_minilm_dir
+    from hf_compress.training.runner import run_recipe
 
     minilm = packaged_minilm_dir()
     if minilm is None:

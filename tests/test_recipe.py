@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import pytest
 
 from hf_compress import Recipe, RecipeError, register_modifier
-from hf_compress.modifiers import Modifier, ModifierConfig
-from hf_compress.schema import option
+from hf_compress.methods.modifier import Modifier
+from hf_compress.recipe.fields import ModifierConfig
+from hf_compress.recipe.schema import option
 
 GOOD = textwrap.dedent(
     """

@@ -72,7 +72,7 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, tiny_base, glue_dir):
 def test_stale_staging_directories_are_cleaned_and_other_recipes_are_not_resumed(tmp_path, tiny_base, glue_dir):
     from hf_compress import Recipe
     from hf_compress.errors import HfCompressError
-    from hf_compress.runner import run_recipe
+    from hf_compress.training.runner import run_recipe
 
     output = tmp_path / "out"
     stale = tmp_path / "out.partial-deadbeef"
@@ -116,7 +116,7 @@ def _nf4_lora_recipe(base: Path, output: Path, glue_dir: Path):
 def wide_base(tmp_path_factory):
     """A 64-wide BERT with the MiniLM tokenizer: bitsandbytes' CPU 4-bit kernel needs
     in_features % 64 == 0 and out_features % 32 == 0."""
-    from hf_compress.models import packaged_minilm_dir
+    from hf_compress.checkpoint.sources import packaged_minilm_dir
 
     if packaged_minilm_dir() is None:
         pytest.skip("the packaged MiniLM tokenizer is not installed")
@@ -125,7 +125,7 @@ def wide_base(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def uninterrupted_nf4_lora(wide_base, glue_dir, tmp_path_factory):
-    from hf_compress.runner import run_recipe
+    from hf_compress.training.runner import run_recipe
 
     output = tmp_path_factory.mktemp("reference") / "out"
     return run_recipe(_nf4_lora_recipe(wide_base, output, glue_dir), latency=False, progress=False)
@@ -143,8 +143,9 @@ def test_resume_after_bnb_4bit_into_a_lora_stage(
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    import hf_compress.trainer as trainer_module
-    from hf_compress.runner import run_recipe
+    import hf_compress.training.callbacks as callbacks_module
+    import hf_compress.training.trainer as trainer_module
+    from hf_compress.training.runner import run_recipe
 
     output = tmp_path / "out"
     work = tmp_path / "out.work"
@@ -160,14 +161,14 @@ def test_resume_after_bnb_4bit_into_a_lora_stage(
 
             patch.setattr(trainer_module.CompressionTrainer, "run_stage", dies_at_stage_1)
         else:
-            save_states = trainer_module.save_modifier_states
+            save_states = callbacks_module.save_modifier_states
 
             def dies_after_checkpoint_4(modifiers, directory):
                 save_states(modifiers, directory)
                 if directory.endswith("checkpoint-4"):
                     raise _Killed
 
-            patch.setattr(trainer_module, "save_modifier_states", dies_after_checkpoint_4)
+            patch.setattr(callbacks_module, "save_modifier_states", dies_after_checkpoint_4)
         with pytest.raises(_Killed):
             run_recipe(recipe, latency=False, progress=False)
     assert not output.exists()

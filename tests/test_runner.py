@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_compress import Recipe
 from hf_compress.errors import OutputExistsError
-from hf_compress.runner import run_recipe
+from hf_compress.training.runner import run_recipe
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_finetune_cache_is_reused(tmp_path, tiny_base, glue_dir):
 
 @pytest.mark.parametrize("finetune_slice", [None, 48])
 def test_training_slice_is_tokenized_once_when_the_base_is_fine_tuned_on_it(tmp_path, tiny_base, glue_dir, monkeypatch, finetune_slice):
-    import hf_compress.runner as runner
+    import hf_compress.training.runner as runner
 
     loaded = []
 

@@ -22,7 +22,7 @@ import hf_compress
 from hf_compress import Recipe, RecipeError
 from hf_compress.cli import main
 from hf_compress.errors import CheckpointError
-from hf_compress.loading import load_checked_tokenizer, load_compressed
+from hf_compress.checkpoint.loading import load_checked_tokenizer, load_compressed
 
 PACKAGE = Path(hf_compress.__file__).parent
 SOURCES = sorted(PACKAGE.rglob("*.py"))
@@ -76,9 +76,9 @@ def test_python_yaml_tags_are_rejected_and_never_run(payload, tmp_path, capsys):
 
 
 def test_every_yaml_load_in_the_package_uses_a_safe_loader():
-    from hf_compress import recipe
+    from hf_compress.recipe import yaml_io
 
-    assert issubclass(recipe._NoAliasSafeLoader, yaml.SafeLoader)
+    assert issubclass(yaml_io._NoAliasSafeLoader, yaml.SafeLoader)
     unsafe = {"yaml.unsafe_load", "yaml.unsafe_load_all", "yaml.full_load", "yaml.full_load_all"}
     safe_loaders = {"yaml.SafeLoader", "yaml.CSafeLoader", "_NoAliasSafeLoader"}
     problems = []
@@ -160,7 +160,7 @@ def test_trust_remote_code_is_never_turned_on_by_the_package():
             if isinstance(node, ast.arg) and node.arg == "trust_remote_code":
                 pass  # parameters are checked through their defaults below
     assert not problems, problems
-    from hf_compress import loading
+    from hf_compress.checkpoint import loading
 
     for fn in (
         loading.load_compressed,
@@ -214,7 +214,7 @@ FAKE_TOKEN = "hf_FuzzSecretTokenDoNotWrite0123456789abcdef"
 def test_no_token_is_written_by_a_run(tmp_path, monkeypatch, caplog, capfd, glue_dir):
     from pipeline_fixtures import make_tiny_base, tiny_recipe_text
 
-    from hf_compress.runner import run_recipe
+    from hf_compress.training.runner import run_recipe
 
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", FAKE_TOKEN)

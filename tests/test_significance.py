@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hf_compress.significance import compare_predictions, sign_test
+from hf_compress.evaluation.compare import compare_predictions, sign_test
 
 
 def test_counts_and_exact_mcnemar_by_hand():

@@ -8,7 +8,7 @@ from tiny import tiny_model
 
 from hf_compress import compress
 from hf_compress.errors import RecipeError
-from hf_compress.modifiers.base import StageContext
+from hf_compress.methods.modifier import StageContext
 
 
 def _counting_loader(n: int, pulled: list[int]):

@@ -28,20 +28,15 @@ from transformers import (
 )
 
 import hf_compress  # noqa: F401  (registers the compressed format)
-import hf_compress.modifiers.embedding_quantization  # noqa: F401  (registers the technique)
-import hf_compress.modifiers.vocab_pruning  # noqa: F401  (registers the technique)
 from hf_compress import CompressionTrainer, Recipe, compress
 from hf_compress.errors import DataError, RecipeError, UnsupportedModelError
-from hf_compress.modifiers.base import StageContext
-from hf_compress.modifiers.embedding_quantization import QuantizedEmbedding
-from hf_compress.modifiers.vocab_pruning import (
-    VocabPruningConfig,
-    VocabPruningModifier,
-    prune_vocabulary,
-    remap_token_ids,
-)
-from hf_compress.schema import build
-from hf_compress.tokenizer_pruning import backend_json, prune_tokenizer
+from hf_compress.methods.modifier import StageContext
+from hf_compress.methods.quantization.layers import QuantizedEmbedding
+from hf_compress.methods.vocabulary.config import VocabPruningConfig
+from hf_compress.methods.vocabulary.modifier import VocabPruningModifier, prune_vocabulary
+from hf_compress.methods.vocabulary.embeddings import remap_token_ids
+from hf_compress.recipe.schema import build
+from hf_compress.methods.vocabulary.tokenizer import backend_json, prune_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCES = [

@@ -18,17 +18,11 @@ from transformers import AutoModelForSequenceClassification
 
 import hf_compress
 from hf_compress import RecipeError, compress
-from hf_compress.adapters import get_adapter
-from hf_compress.measure import count_parameters, saved_size_bytes
-from hf_compress.modifiers.layer_sharing import SharedLayerList
-from hf_compress.modifiers.weight_clustering import (
-    ClusteredLinear,
-    cluster_weights,
-    kmeans_1d,
-    pack_indices,
-    packed_size,
-    unpack_indices,
-)
+from hf_compress.architectures.base import get_adapter
+from hf_compress.evaluation.measure import count_parameters, saved_size_bytes
+from hf_compress.methods.sharing.layers import SharedLayerList
+from hf_compress.methods.clustering.layers import ClusteredLinear
+from hf_compress.methods.clustering.kmeans import cluster_weights, kmeans_1d, pack_indices, packed_size, unpack_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 

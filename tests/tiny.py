@@ -98,7 +98,7 @@ def rebuild_narrowed_ffn(model: PreTrainedModel, widths: dict[str, int]) -> None
     empty FFN Linears of the recorded width per layer, for `narrow_ffn` checkpoints."""
     from torch import nn
 
-    from hf_compress.adapters import get_adapter
+    from hf_compress.architectures.base import get_adapter
 
     adapter = get_adapter(model)
     for index, width in widths.items():
@@ -113,8 +113,8 @@ def narrow_ffn(model: PreTrainedModel, widths: dict[int, int], key: str) -> PreT
     records it under `key` (which must have `rebuild_narrowed_ffn` registered)."""
     from transformers.pytorch_utils import prune_linear_layer
 
-    from hf_compress.adapters import get_adapter
-    from hf_compress.checkpoint import record_structure
+    from hf_compress.architectures.base import get_adapter
+    from hf_compress.checkpoint.format import record_structure
 
     adapter = get_adapter(model)
     for index, width in widths.items():

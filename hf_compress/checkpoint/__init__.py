@@ -1,14 +1,22 @@
-"""The compressed checkpoint format (DESIGN.md section 3)."""
+"""The compressed checkpoint format (DESIGN.md section 3): model classes, rebuild, safe loading,
+model sources and export."""
 
-from .families import COMPRESSED_CONFIGS, COMPRESSED_MODELS, is_compressed, to_compressed
-from .structure import (
+from .format import (
+    COMPRESSED_CONFIGS,
+    COMPRESSED_MODELS,
+    get_structure,
+    is_compressed,
+    record_method,
+    record_structure,
+    to_compressed,
+)
+from .rebuild import (
     FORMAT_VERSION,
     REBUILDERS,
     apply_structure,
-    get_structure,
-    record_method,
-    record_structure,
     register_rebuild,
+    replace_recorded_linears,
+    set_submodule,
 )
 
 __all__ = [
@@ -22,5 +30,7 @@ __all__ = [
     "record_method",
     "record_structure",
     "register_rebuild",
+    "replace_recorded_linears",
+    "set_submodule",
     "to_compressed",
 ]

@@ -49,5 +49,7 @@ class TokenMasker:
         if attention is not None:
             special |= attention == 0
         # The collator draws on the CPU with its own seeded generator; the ids go back where they were.
-        masked, _ = self._collator.torch_mask_tokens(ids.detach().cpu().clone(), special_tokens_mask=special.cpu())
+        masked, _ = self._collator.torch_mask_tokens(
+            ids.detach().cpu().clone(), special_tokens_mask=special.cpu()
+        )
         return {**inputs, "input_ids": masked.to(ids.device)}

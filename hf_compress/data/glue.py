@@ -8,7 +8,6 @@ CoLA read header-less. Both sources give the same columns: the task's `text_fiel
 from __future__ import annotations
 
 import csv
-import logging
 import os
 import sys
 from pathlib import Path
@@ -19,9 +18,8 @@ from datasets import Dataset
 from ..errors import DataError
 from .glue_tasks import GlueTask, get_task
 
-logger = logging.getLogger(__name__)
-
 GLUE_DIR_ENV = "HF_COMPRESS_GLUE_DIR"
+
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,7 +37,11 @@ def default_glue_dir() -> Path | None:
 
 
 def _split_file(task: GlueTask, split: str, glue_dir: Path) -> Path:
-    stem = "train" if split == "train" else (task.dev_splits[1] if split == "validation_mismatched" else task.dev_splits[0])
+    stem = (
+        "train"
+        if split == "train"
+        else (task.dev_splits[1] if split == "validation_mismatched" else task.dev_splits[0])
+    )
     return glue_dir / task.directory / f"{stem}.tsv"
 
 
@@ -70,7 +72,9 @@ def load_local_split(task: GlueTask, split: str, glue_dir: str | os.PathLike) ->
         try:
             indices = [header.index(c) if isinstance(c, str) else c for c in task.tsv_columns]
         except ValueError as exc:
-            raise DataError(f"{path}: expected columns {list(task.tsv_columns)}, found {header}") from exc
+            raise DataError(
+                f"{path}: expected columns {list(task.tsv_columns)}, found {header}"
+            ) from exc
     else:
         indices = list(task.tsv_columns)
     columns: dict[str, list[Any]] = {name: [] for name in (*task.text_fields, "label")}
@@ -83,7 +87,9 @@ def load_local_split(task: GlueTask, split: str, glue_dir: str | os.PathLike) ->
                 columns[name].append(row[index])
             columns["label"].append(task.label_id(row[label_index]))
         except (IndexError, KeyError, ValueError) as exc:
-            raise DataError(f"{path}:{line_no}: malformed row ({exc!r}); is this the original GLUE file?") from exc
+            raise DataError(
+                f"{path}:{line_no}: malformed row ({exc!r}); is this the original GLUE file?"
+            ) from exc
     return Dataset.from_dict(columns)
 
 
@@ -91,7 +97,11 @@ def load_hub_split(task: GlueTask, split: str) -> Dataset:
     """One split of `nyu-mll/glue` from the Hub (needs network or a populated datasets cache)."""
     from datasets import load_dataset
 
-    hub_split = "train" if split == "train" else (split if split.startswith("validation_") else task.hub_validation_split)
+    hub_split = (
+        "train"
+        if split == "train"
+        else (split if split.startswith("validation_") else task.hub_validation_split)
+    )
     try:
         dataset = load_dataset("nyu-mll/glue", task.name, split=hub_split)
     except Exception as exc:  # datasets raises many types for "offline" / "not cached"
@@ -103,7 +113,9 @@ def load_hub_split(task: GlueTask, split: str) -> Dataset:
     return dataset.remove_columns([c for c in dataset.column_names if c not in keep])
 
 
-def load_task_split(task_name: str, split: str, glue_dir: str | os.PathLike | None = None) -> Dataset:
+def load_task_split(
+    task_name: str, split: str, glue_dir: str | os.PathLike | None = None
+) -> Dataset:
     """Loads `split` ("train", "validation", or MNLI's "validation_mismatched") of a GLUE task.
 
     Args:

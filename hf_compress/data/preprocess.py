@@ -11,16 +11,22 @@ from .glue import load_task_split
 from .glue_tasks import GlueTask
 
 
-def tokenize_dataset(dataset: Dataset, task: GlueTask, tokenizer: Any, max_seq_length: int) -> Dataset:
+def tokenize_dataset(
+    dataset: Dataset, task: GlueTask, tokenizer: Any, max_seq_length: int
+) -> Dataset:
     """Tokenizes the task's text fields (truncated, unpadded) and keeps `labels`."""
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
         texts = [batch[field] for field in task.text_fields]
         encoded = tokenizer(*texts, truncation=True, max_length=max_seq_length)
-        encoded["labels"] = [float(x) for x in batch["label"]] if task.is_regression else batch["label"]
+        encoded["labels"] = (
+            [float(x) for x in batch["label"]] if task.is_regression else batch["label"]
+        )
         return encoded
 
-    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=f"tokenizing {task.name}")
+    return dataset.map(
+        encode, batched=True, remove_columns=dataset.column_names, desc=f"tokenizing {task.name}"
+    )
 
 
 def load_task_datasets(

@@ -3,7 +3,6 @@ it is tested in tests/test_vocab_pruning.py)."""
 
 from matrix import MatrixCase
 
-import hf_compress.modifiers.embedding_quantization  # noqa: F401  (registers the technique)
 
 CASES = [
     MatrixCase(id="embedding-int8", modifiers=[{"type": "embedding_quantization", "bits": 8}], shrinks="bytes"),

@@ -2,7 +2,6 @@
 
 from matrix import MatrixCase
 
-import hf_compress.modifiers.low_rank  # noqa: F401  (registers `low_rank` until the package imports it)
 
 CASES = [
     MatrixCase(id="low_rank-ratio-oneshot", modifiers=[{"type": "low_rank", "rank_ratio": 0.25}]),

@@ -2,8 +2,6 @@
 
 from matrix import MatrixCase
 
-import hf_compress.modifiers.magnitude_pruning  # noqa: F401  (registers magnitude_pruning)
-import hf_compress.modifiers.structured_pruning  # noqa: F401  (registers head_pruning, ffn_pruning)
 
 CASES = [
     MatrixCase(

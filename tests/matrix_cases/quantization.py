@@ -6,7 +6,6 @@ needs in_features % 64 == 0, which the matrix's 32-wide tiny models do not have.
 
 from matrix import MatrixCase
 
-import hf_compress.modifiers.quantization  # noqa: F401  (registers `quantization` and `lora`)
 
 CASES = [
     MatrixCase(id="int8-dynamic", modifiers=[{"type": "quantization", "method": "int8_dynamic"}], shrinks="bytes"),

@@ -2,9 +2,6 @@
 
 from matrix import MatrixCase
 
-import hf_compress.modifiers.layer_sharing  # noqa: F401  (registers the types until the package imports them)
-import hf_compress.modifiers.low_rank  # noqa: F401
-import hf_compress.modifiers.weight_clustering  # noqa: F401
 
 CASES = [
     MatrixCase(

@@ -1,6 +1,0 @@
-"""Architecture adapters, one small file per model family."""
-
-from . import bert, distilbert, roberta  # noqa: F401  (register the families)
-from .base import ADAPTERS, ArchitectureAdapter, family_of, get_adapter, register_adapter
-
-__all__ = ["ADAPTERS", "ArchitectureAdapter", "family_of", "get_adapter", "register_adapter"]

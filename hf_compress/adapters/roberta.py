@@ -1,8 +1,0 @@
-"""RoBERTa layout: the same module tree as BERT under `roberta.`."""
-
-import dataclasses
-
-from .base import register_adapter
-from .bert import BERT
-
-ROBERTA = register_adapter(dataclasses.replace(BERT, family="roberta"))

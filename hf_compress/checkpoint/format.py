@@ -1,0 +1,185 @@
+"""Compressed model classes: one `model_type` per family, registered with the Auto classes.
+
+For every supported family (BERT, RoBERTa, DistilBERT) this module defines a config subclass
+`Compressed<Family>Config` (`model_type="compressed_<family>"`, one extra field
+`compression_config`) and, for each task head, a model subclass whose `__init__` builds the
+family's normal module tree and then rebuilds the compressed structure from the config before
+`from_pretrained` loads the weights. Registered with `AutoConfig.register` and each
+`AutoModelFor*.register`, so after `import hf_compress` a compressed directory or Hub repo loads
+with the usual `AutoModelFor*.from_pretrained` and `pipeline(...)`. (DESIGN.md section 3: this
+keeps `quantization_config` free for bitsandbytes / torchao and lets the Trainer fine-tune.)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import transformers
+from huggingface_hub.dataclasses import strict
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForMultipleChoice,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    PreTrainedModel,
+)
+
+from ..architectures.base import family_of
+from ..errors import UnsupportedModelError
+from .rebuild import FORMAT_VERSION, apply_structure
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+
+def record_structure(model: PreTrainedModel, key: str, value: Any) -> None:
+    """Stores `value` under `key` in the model's compression_config (promoting it to its compressed class)."""
+
+    to_compressed(model)
+    config = dict(model.config.compression_config or {"version": FORMAT_VERSION})
+    config[key] = value
+    model.config.compression_config = config
+
+
+def record_method(model: PreTrainedModel, method: str) -> None:
+    """Adds a technique name to `compression_config["methods"]` (for cards and tags)."""
+
+    to_compressed(model)
+    config = dict(model.config.compression_config or {"version": FORMAT_VERSION})
+    methods = list(config.get("methods", []))
+    if method not in methods:
+        methods.append(method)
+    config["methods"] = methods
+    model.config.compression_config = config
+
+
+def get_structure(model: PreTrainedModel, key: str, default: Any = None) -> Any:
+    return (getattr(model.config, "compression_config", None) or {}).get(key, default)
+
+
+# family -> (config class name, class-name prefix) in transformers
+_FAMILIES = {
+    "bert": ("BertConfig", "Bert"),
+    "roberta": ("RobertaConfig", "Roberta"),
+    "distilbert": ("DistilBertConfig", "DistilBert"),
+}
+
+# architecture-name suffix of each task head -> its Auto class
+HEAD_AUTO_CLASSES = {
+    "Model": AutoModel,
+    "ForSequenceClassification": AutoModelForSequenceClassification,
+    "ForMaskedLM": AutoModelForMaskedLM,
+    "ForTokenClassification": AutoModelForTokenClassification,
+    "ForQuestionAnswering": AutoModelForQuestionAnswering,
+    "ForMultipleChoice": AutoModelForMultipleChoice,
+}
+
+COMPRESSED_CONFIGS: dict[str, type] = {}
+
+# original model class -> compressed subclass
+COMPRESSED_MODELS: dict[type, type] = {}
+
+
+def _make_config_class(family: str, base: type) -> type:
+    namespace = {
+        "__module__": __name__,
+        "__annotations__": {"compression_config": "dict | None"},
+        "model_type": f"compressed_{family}",
+        "compression_config": None,
+    }
+    cls = type(f"Compressed{base.__name__}", (base,), namespace)
+    return strict(cls)
+
+
+def _make_model_class(base: type, config_class: type, family: str) -> type:
+    cls = type(
+        f"Compressed{base.__name__}",
+        (base,),
+        {"__module__": __name__, "config_class": config_class, "_hf_compress_family": family},
+    )
+
+    def __init__(self: PreTrainedModel, config: Any, *args: Any, **kwargs: Any) -> None:
+        base.__init__(self, config, *args, **kwargs)
+        apply_structure(self, config.compression_config)
+        self.post_init()
+
+    cls.__init__ = __init__
+    return cls
+
+
+def _register_all() -> None:
+    for family, (config_name, prefix) in _FAMILIES.items():
+        base_config = getattr(transformers, config_name)
+        config_class = _make_config_class(family, base_config)
+        globals()[config_class.__name__] = config_class
+        COMPRESSED_CONFIGS[family] = config_class
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        for suffix, auto_class in HEAD_AUTO_CLASSES.items():
+            base = getattr(transformers, f"{prefix}{suffix}", None)
+            if base is None:
+                continue
+            model_class = _make_model_class(base, config_class, family)
+            globals()[model_class.__name__] = model_class
+            COMPRESSED_MODELS[base] = model_class
+            auto_class.register(config_class, model_class, exist_ok=True)
+
+
+_register_all()
+
+
+def is_compressed(model: PreTrainedModel) -> bool:
+    return hasattr(type(model), "_hf_compress_family")
+
+
+def to_compressed(model: PreTrainedModel) -> PreTrainedModel:
+    """Turns a model of a supported family into its compressed class, in place.
+
+    The instance's class is swapped for the compressed subclass (which adds no state, only a
+    different construction path and config class) instead of copying every weight into a new
+    object; the config becomes the compressed config with an empty, versioned
+    `compression_config`.
+
+    Raises:
+        UnsupportedModelError: the model's family or head has no compressed class.
+    """
+    if is_compressed(model):
+        return model
+    family = family_of(model.config)
+    compressed_class = COMPRESSED_MODELS.get(type(model))
+    if family not in COMPRESSED_CONFIGS or compressed_class is None:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} (model type {model.config.model_type!r}) cannot be saved in the compressed "
+            f"format; supported: {', '.join(sorted(c.__name__ for c in COMPRESSED_MODELS))}."
+        )
+    values = model.config.to_dict()
+    for key in ("model_type", "transformers_version", "architectures"):
+        values.pop(key, None)
+    values["compression_config"] = values.get("compression_config") or {"version": FORMAT_VERSION}
+    new_config = COMPRESSED_CONFIGS[family](**values)
+    # Not part of to_dict(): without it the model would switch attention kernels (sdpa -> eager).
+    new_config._attn_implementation = model.config._attn_implementation
+    model.config = new_config
+    model.__class__ = compressed_class
+    _register_output_capture(model)
+    for module in model.modules():  # sub-models (BertModel inside the head) share the config
+        if isinstance(module, PreTrainedModel) and module is not model:
+            module.config = new_config
+            sub_compressed = COMPRESSED_MODELS.get(type(module))
+            if sub_compressed is not None:
+                module.__class__ = sub_compressed
+                _register_output_capture(module)
+    return model
+
+
+def _register_output_capture(module: PreTrainedModel) -> None:
+    # transformers 5 finds the hooks behind `output_hidden_states` / `output_attentions` in a
+    # registry keyed by class name, filled in `PreTrainedModel.__init__`; a class swapped in above
+    # was never constructed, so without this the swapped model returns `hidden_states=None`.
+    try:
+        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+    except ImportError:  # older or newer transformers without the registry
+        return
+    _CAN_RECORD_REGISTRY[module] = getattr(module, "_can_record_outputs", None)

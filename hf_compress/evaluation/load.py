@@ -1,0 +1,97 @@
+"""Loading any model for evaluation, optionally quantized on load with bitsandbytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..checkpoint.loading import load_for_task
+from ..data.glue_tasks import GlueTask
+from ..errors import HfCompressError
+
+
+def bnb_config(load_in: str, skip_modules: list[str] | None = None) -> Any:
+    """A `BitsAndBytesConfig` for "8bit", "4bit-nf4" or "4bit-fp4"."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise HfCompressError("bitsandbytes is not installed: `pip install bitsandbytes`") from exc
+    from transformers import BitsAndBytesConfig
+
+    skip = skip_modules if skip_modules is not None else ["classifier", "pooler"]
+    if load_in == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    quant_type = load_in.split("-", 1)[1]
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type=quant_type, llm_int8_skip_modules=skip
+    )
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_dtype(dtype: str) -> None:
+    """Raises `HfCompressError` unless `dtype` is one of `DTYPES`."""
+    if dtype not in DTYPES:
+        raise HfCompressError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+
+
+def load_model_for_eval(
+    source: str, task: GlueTask | None, load_in: str | None = None, dtype: str | None = None
+) -> Any:
+    """The model for `task` (`None`: the head it was saved with), quantized on load when `load_in`
+    is given (classifier and pooler kept in full precision: the classifier's few outputs break
+    bitsandbytes' 4-bit CPU kernel), computing in `dtype` ("float32", "bfloat16", "float16") when
+    given. A directory written by `hf-compress export` runs in ONNX Runtime.
+
+    `dtype` is `from_pretrained(..., dtype=...)`: float weights are cast, stored integer codes
+    (int8 layers, codebooks, sparse bitmasks) keep their dtype and compute in `dtype`. bfloat16
+    roughly halves CPU latency on CPUs with AVX-512 BF16 or AMX (see BENCHMARKS.md); float16 is
+    for GPUs (slow on most CPUs).
+
+    Raises:
+        HfCompressError: an unknown `dtype`; `dtype` with an ONNX export or a bitsandbytes model
+            (their compute precision is fixed when they are made).
+    """
+    import torch
+
+    from ..checkpoint.export import (
+        OnnxSequenceClassifier,
+        is_onnx_export,
+        load_onnx_for_task,
+    )
+    from ..checkpoint.loading import load_checked_config, load_compressed
+
+    if dtype is not None:
+        check_dtype(dtype)
+    cast = dtype not in (None, "float32")
+    if is_onnx_export(source):
+        if load_in is not None:
+            raise HfCompressError(
+                f"{source} is an ONNX export; --load-in (bitsandbytes) applies to PyTorch checkpoints only"
+            )
+        if cast:
+            raise HfCompressError(
+                f"{source} is an ONNX export: its precision was fixed by `hf-compress export`; --dtype applies to PyTorch checkpoints"
+            )
+        if task is None:
+            return OnnxSequenceClassifier(source)
+        return load_onnx_for_task(source, task)
+    kwargs: dict[str, Any] = {}
+    if cast:
+        if (
+            load_in is not None
+            or getattr(load_checked_config(source), "quantization_config", None) is not None
+        ):
+            # transformers keeps some modules of a bitsandbytes model in float32 under
+            # dtype=bfloat16 and the CPU forward then fails on mixed dtypes; bitsandbytes sets its
+            # compute dtype itself (recipe key `compute_dtype`).
+            raise HfCompressError(
+                f"--dtype {dtype} cannot be combined with bitsandbytes quantization ({source}); "
+                "set the compute dtype in the recipe's quantization step (compute_dtype) instead"
+            )
+        kwargs["dtype"] = getattr(torch, dtype)
+    if load_in is not None:
+        kwargs["quantization_config"] = bnb_config(load_in)
+    if task is None:
+        return load_compressed(source, "auto", **kwargs)
+    return load_for_task(source, task, **kwargs)

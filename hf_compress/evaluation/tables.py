@@ -1,0 +1,143 @@
+"""Side-by-side tables of baseline and compressed figures (terminal and Markdown)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def markdown_results(results: dict[str, Any]) -> str:
+    metric = results["metric_name"]
+    batches = [str(b) for b in results["latency_config"]["batch_sizes"]]
+    base = results["results"][0]
+    head = (
+        f"| recipe | {metric} | Δ pt | params | non-zero | size | size ratio | "
+        + " | ".join(f"bs={b} ms (speed-up)" for b in batches)
+        + " | compress time |\n|---|"
+        + "---:|" * (6 + len(batches) + 1)
+        + "\n"
+    )
+    lines = []
+    for r in results["results"]:
+        value = r["metrics"][metric]
+        lat = " | ".join(
+            f"{r['latency_ms'][b]['median']:.1f} ({base['latency_ms'][b]['median'] / r['latency_ms'][b]['median']:.2f}x)"
+            for b in batches
+        )
+        lines.append(
+            f"| {r['name']} | {100 * value:.2f} | {100 * (value - base['metrics'][metric]):+.2f} | "
+            f"{r['num_parameters'] / 1e6:.2f}M | {r['nonzero_parameters'] / 1e6:.2f}M | {human_bytes(r['size_bytes'])} | "
+            f"{base['size_bytes'] / r['size_bytes']:.2f}x | {lat} | {r.get('compression_time_s', 0):.0f} s |"
+        )
+    failed = "".join(f"\n- {f['name']}: failed: {f['error']}" for f in results.get("failed", []))
+    env = results["environment"]
+    footer = (
+        f"\n\n{env['cpu']}, {env['threads']} threads, torch {env['torch']}, transformers {env['transformers']}; "
+        f"latency: median of {results['latency_config']['runs']} runs, sequence length {results['latency_config']['seq_len']}."
+    )
+    if "total_time_s" in results:
+        teacher = results.get("teacher_time_s", 0.0)
+        footer += f" Total time {results['total_time_s'] / 60:.1f} min" + (
+            f", of which fine-tuning the teacher {teacher / 60:.1f} min."
+            if teacher >= 1
+            else " (no teacher fine-tuned in this run)."
+        )
+    return head + "\n".join(lines) + failed + footer + "\n"
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(size) < 1000 or unit == "GB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+def _latency(entry: dict[str, Any], batch: str) -> float | None:
+    value = (entry.get("latency_ms") or {}).get(batch)
+    return None if value is None else float(value["median"])
+
+
+def comparison_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(measure, baseline, compressed, change) rows of a run report."""
+    base, comp = report["baseline"], report["compressed"]
+    rows: list[tuple[str, str, str, str]] = []
+    for name, value in base["metrics"].items():
+        if name == "eval_samples":
+            continue
+        new = comp["metrics"].get(name)
+        change = f"{100 * (new - value):+.2f} pt" if new is not None else ""
+        rows.append(
+            (
+                f"{report['task']} {name}",
+                f"{100 * value:.2f}",
+                f"{100 * new:.2f}" if new is not None else "-",
+                change,
+            )
+        )
+    for key, label in (
+        ("num_parameters", "parameters"),
+        ("nonzero_parameters", "non-zero parameters"),
+    ):
+        b, c = base[key], comp[key]
+        rows.append(
+            (label, f"{b / 1e6:.2f}M", f"{c / 1e6:.2f}M", f"{b / c:.2f}x smaller" if c else "")
+        )
+    b, c = base["size_bytes"], comp["size_bytes"]
+    rows.append(
+        ("size on disk", human_bytes(b), human_bytes(c), f"{b / c:.2f}x smaller" if c else "")
+    )
+    seq = report.get("latency_config", {}).get("seq_len", 128)
+    threads = report.get("environment", {}).get("threads", "?")
+    for batch in base.get("latency_ms") or {}:
+        lb, lc = _latency(base, batch), _latency(comp, batch)
+        if lb is None or lc is None:
+            continue
+        rows.append(
+            (
+                f"latency bs={batch} seq={seq} ({threads} thr)",
+                f"{lb:.1f} ms",
+                f"{lc:.1f} ms",
+                f"{lb / lc:.2f}x faster",
+            )
+        )
+    return rows
+
+
+def comparison_table(report: dict[str, Any]) -> str:
+    """A plain-text table for the terminal."""
+    rows = [
+        ("", report["baseline"].get("name", "baseline"), "compressed", "change"),
+        *comparison_rows(report),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_bench_table(rows: list[dict[str, Any]]) -> str:
+    batch_sizes = list(rows[0]["latency_ms"]) if rows and "latency_ms" in rows[0] else []
+    header = ["model", "params", "non-zero", "size", *[f"bs={b} ms" for b in batch_sizes]]
+    has_metric = any("metrics" in r for r in rows)
+    if has_metric:
+        header.append("metric")
+    table = [header]
+    for r in rows:
+        precision = r.get("dtype", "float32")
+        line = [
+            r["model"] if precision in ("float32", "onnx") else f"{r['model']} ({precision})",
+            f"{r['num_parameters'] / 1e6:.2f}M",
+            f"{r['nonzero_parameters'] / 1e6:.2f}M",
+            human_bytes(r["size_bytes"]),
+            *[f"{r['latency_ms'][b]['median']:.1f}" for b in batch_sizes],
+        ]
+        if has_metric:
+            metrics = {k: v for k, v in r.get("metrics", {}).items() if k != "eval_samples"}
+            line.append(", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
+        table.append(line)
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in table
+    )

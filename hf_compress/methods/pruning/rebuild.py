@@ -1,0 +1,98 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from ...architectures.base import get_adapter
+from ...checkpoint.rebuild import register_rebuild, set_submodule
+from .layers import EmptyAttention, SparseLinear
+from .surgery import _inner_out_name
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+
+def _resolve(model: nn.Module, name: str) -> str:
+    """`name` as a submodule path of `model`, also when a task model's names meet its base model."""
+    try:
+        model.get_submodule(name)
+        return name
+    except AttributeError:
+        prefix = getattr(model, "base_model_prefix", "") + "."
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+        raise
+
+
+@register_rebuild("sparse_linear", order=60)
+def rebuild_sparse_linear(model: PreTrainedModel, value: dict[str, int]) -> None:
+    """Replaces each recorded Linear by an empty `SparseLinear` of the recorded non-zero count."""
+    for name, nnz in value.items():
+        path = _resolve(model, name)
+        linear = model.get_submodule(path)
+        if isinstance(linear, SparseLinear):
+            continue
+        sparse = SparseLinear(
+            linear.in_features,
+            linear.out_features,
+            int(nnz),
+            bias=linear.bias is not None,
+            dtype=linear.weight.dtype,
+            device=linear.weight.device,
+        )
+        set_submodule(model, path, sparse)
+
+
+def _fresh_linear(like: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+        return nn.Linear(
+            in_features,
+            out_features,
+            bias=like.bias is not None,
+            dtype=like.weight.dtype,
+            device=like.weight.device,
+        )
+
+
+@register_rebuild("heads", order=30)
+def rebuild_heads(model: PreTrainedModel, value: dict[str, int]) -> None:
+    """Rebuilds per-layer head counts `{"<layer>": heads}` before the weights load."""
+    adapter = get_adapter(model)
+    size = adapter.head_size(model.config)
+    for key, heads in value.items():
+        index, heads = int(key), int(heads)
+        if heads == adapter.num_heads(model, index):
+            continue
+        layer = adapter.layer(model, index)
+        old_out = adapter.get(layer, adapter.attention_output)
+        out = _fresh_linear(old_out, heads * size, old_out.out_features)
+        if heads == 0:
+            inner = _inner_out_name(adapter)
+            adapter.set(layer, adapter.attention, EmptyAttention(inner, out if inner else None))
+            if inner is None:
+                adapter.set(layer, adapter.attention_output, out)
+        else:
+            for path in (adapter.query, adapter.key, adapter.value):
+                old = adapter.get(layer, path)
+                adapter.set(layer, path, _fresh_linear(old, old.in_features, heads * size))
+            adapter.set(layer, adapter.attention_output, out)
+        adapter.set_num_heads(model, index, heads)
+
+
+@register_rebuild("ffn_width", order=40)
+def rebuild_ffn_width(model: PreTrainedModel, value: dict[str, int]) -> None:
+    """Rebuilds per-layer FFN widths `{"<layer>": neurons}` before the weights load."""
+    adapter = get_adapter(model)
+    for key, width in value.items():
+        index, width = int(key), int(width)
+        if width == adapter.ffn_width(model, index):
+            continue
+        layer = adapter.layer(model, index)
+        old_in, old_out = adapter.get(layer, adapter.ffn_in), adapter.get(layer, adapter.ffn_out)
+        adapter.set(layer, adapter.ffn_in, _fresh_linear(old_in, old_in.in_features, width))
+        adapter.set(layer, adapter.ffn_out, _fresh_linear(old_out, width, old_out.out_features))

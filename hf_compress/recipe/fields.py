@@ -1,0 +1,130 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .schema import option
+
+
+GLUE_TASK_NAMES = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+
+RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FinetuneBase:
+    """Fine-tune the base model on the task before compressing (it becomes teacher and baseline)."""
+
+    epochs: float = option(
+        1.0,
+        help="training epochs of the base model on the task",
+        range=(0, 100),
+        exclusive=(True, False),
+    )
+    learning_rate: float | None = option(
+        None,
+        help="overrides training.learning_rate for this fine-tuning",
+        range=(0, 1),
+        exclusive=(True, False),
+    )
+    max_train_samples: int | None = option(
+        None, help="overrides data.max_train_samples for this fine-tuning", range=(1, None)
+    )
+    cache_dir: str | None = option(
+        None,
+        help="directory to save the fine-tuned base in, and reuse it from when it is already there",
+    )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    max_train_samples: int | None = option(
+        None, help="use at most this many training examples (null = all)", range=(1, None)
+    )
+    max_eval_samples: int | None = option(
+        None, help="evaluate on at most this many dev examples (null = all)", range=(1, None)
+    )
+    max_seq_length: int = option(128, help="truncate inputs to this many tokens", range=(8, 4096))
+    glue_dir: str | None = option(
+        None,
+        help="local GLUE folder (original TSV layout); default: HF_COMPRESS_GLUE_DIR, ../shared/data/glue, else the Hub",
+    )
+    token_mask_prob: float = option(
+        0.0,
+        help="training-time augmentation of the compression stages: replace this fraction of each training "
+        "sentence's tokens with the mask token, a new draw every step; a distillation teacher sees the same "
+        "masked batch (consistent teaching). 0 = off; evaluation and finetune_base are never masked",
+        range=(0, 1),
+        exclusive=(False, True),
+    )
+
+
+@dataclass(frozen=True)
+class PushToHub:
+    repo_id: str = option(help="Hub repository, `user/name`")
+    private: bool = option(False, help="create the repository private")
+    revision: str | None = option(None, help="branch to push to (default: main)")
+    commit_message: str | None = option(None, help="commit message (default: generated)")
+
+
+@dataclass(frozen=True)
+class _StageFields:
+    name: str = option(help="stage name, used in logs and the model card")
+    epochs: float = option(
+        0.0,
+        help="training epochs of this stage; 0 = one-shot (apply, no training)",
+        range=(0, 1000),
+    )
+    modifiers: tuple[dict[str, Any], ...] = option(
+        (), help="the modifiers applied in this stage, in order"
+    )
+    training: dict[str, Any] = option(
+        default_factory=dict,
+        help="TrainingArguments fields for this stage only (override `training`)",
+    )
+
+
+@dataclass(frozen=True)
+class _RecipeFields:
+    base_model: str = option(help="Hub id or local path of the model to compress")
+    task: str = option(help="GLUE task", choices=GLUE_TASK_NAMES)
+    stages: tuple[dict[str, Any], ...] = option(help="compression stages, run in order")
+    output_dir: str = option(help="where the compressed model is written")
+    teacher: str = option("none", help="`finetuned-base`, a Hub id or local path, or `none`")
+    finetune_base: FinetuneBase | None = option(None, help="fine-tune the base on the task first")
+    data: DataConfig = option(default_factory=DataConfig, help="data options")
+    training: dict[str, Any] = option(
+        default_factory=dict, help="TrainingArguments fields shared by all stages"
+    )
+    push_to_hub: PushToHub | None = option(
+        None, help="push the result to the Hub after a successful run"
+    )
+    seed: int = option(42, help="random seed", range=(0, 2**32 - 1))  # numpy's seed range
+    version: int = option(RECIPE_VERSION, help="recipe format version", choices=(RECIPE_VERSION,))
+
+
+@dataclass(frozen=True)
+class ModifierConfig:
+    """Keys every modifier accepts. Techniques subclass this with their own keys."""
+
+    targets: tuple[str, ...] = option(
+        (),
+        help="module names to apply to (`re:` prefix for a regex); empty = the technique's default",
+    )
+    ignore: tuple[str, ...] = option(
+        (), help="module names to leave alone (`re:` prefix for a regex)"
+    )
+    start: float = option(
+        0.0, help="fraction of the stage's steps where a gradual modifier begins", range=(0, 1)
+    )
+    end: float = option(
+        1.0,
+        help="fraction of the stage's steps where a gradual modifier reaches its target",
+        range=(0, 1),
+    )
+
+    def __post_init__(self) -> None:
+        if self.start > self.end:
+            raise ValueError(f"start ({self.start}) must not be after end ({self.end})")

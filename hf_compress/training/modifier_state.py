@@ -1,0 +1,57 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+
+from ..methods.modifier import Modifier
+
+MODIFIER_STATE_FILE = "hf_compress_modifiers"
+
+
+def save_modifier_states(modifiers: list[Modifier], directory: str) -> None:
+    """Writes the modifiers' runtime state beside a Trainer checkpoint: tensors to safetensors,
+    everything else to JSON (never pickle)."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, Any] = {}
+    for i, modifier in enumerate(modifiers):
+        state = modifier.state_dict()
+        plain[str(i)] = {"type": modifier.type_name, "values": {}}
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{i}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                plain[str(i)]["values"][key] = value
+    os.makedirs(directory, exist_ok=True)
+    save_file(tensors, os.path.join(directory, MODIFIER_STATE_FILE + ".safetensors"))
+    with open(os.path.join(directory, MODIFIER_STATE_FILE + ".json"), "w") as handle:
+        json.dump(plain, handle)
+
+
+def load_modifier_states(modifiers: list[Modifier], directory: str) -> None:
+    """Restores what `save_modifier_states` wrote (a checkpoint without the files is left as is)."""
+    from safetensors.torch import load_file
+
+    json_path = os.path.join(directory, MODIFIER_STATE_FILE + ".json")
+    if not os.path.isfile(json_path):
+        return
+    with open(json_path) as handle:
+        plain = json.load(handle)
+    tensors = load_file(os.path.join(directory, MODIFIER_STATE_FILE + ".safetensors"))
+    for i, modifier in enumerate(modifiers):
+        entry = plain.get(str(i))
+        if entry is None or entry["type"] != modifier.type_name:
+            raise RuntimeError(
+                f"{directory}: saved modifier state does not match the recipe's stage; was the recipe changed?"
+            )
+        state = dict(entry["values"])
+        state.update(
+            {k.split(".", 1)[1]: v for k, v in tensors.items() if k.split(".", 1)[0] == str(i)}
+        )
+        modifier.load_state_dict(state)

@@ -1,0 +1,456 @@
+"""`run_recipe`: the whole job behind `hf-compress run` and `scripts/compress.py`.
+
+Fine-tune the base (optional), measure it, run the recipe's stages with `CompressionTrainer`,
+measure the result, and write the compressed checkpoint (config with `compression_config`,
+safetensors weights, tokenizer, recipe.yaml, report.json, model card) atomically: everything is
+written into a staging directory beside `output_dir` and renamed into place at the end, so a
+crash never leaves a half-written model that looks complete.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    DataCollatorWithPadding,
+    PreTrainedModel,
+    TrainingArguments,
+    set_seed,
+)
+
+from ..checkpoint.loading import load_for_task, load_tokenizer
+from ..checkpoint.sources import resolve_model_source
+from ..data.glue_tasks import GlueTask, get_task
+from ..data.preprocess import load_task_datasets
+from ..errors import OutputExistsError
+from ..evaluation.evaluate import LATENCY_DEFAULTS, evaluate_task, model_figures
+from ..evaluation.tables import comparison_table
+from ..recipe.recipe import Recipe
+from ..version import __version__
+from .trainer import CompressionTrainer
+from .workdir import WorkDir, _is_main_process
+
+logger = logging.getLogger(__name__)
+
+
+FINETUNE_MARKER = "hf_compress_finetune.json"
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    report: dict[str, Any]
+    model: PreTrainedModel
+    tokenizer: Any
+
+
+def prepare_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Path:
+    """Checks `output_dir` may be written; fails early (before any training) when it may not."""
+    path = Path(output_dir)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
+        raise OutputExistsError(
+            f"{path} already exists and is not empty; choose another output_dir (--set output_dir=...) or pass "
+            "--overwrite to replace it"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Staging directories of runs killed while saving: ours by name, never complete, safe to drop.
+    for stale in path.parent.glob(f"{path.name}.partial-*"):
+        if _is_main_process():
+            shutil.rmtree(stale, ignore_errors=True)
+    return path
+
+
+def training_arguments(recipe: Recipe, output_dir: str, **overrides: Any) -> TrainingArguments:
+    """TrainingArguments from the recipe's `training` keys, with defaults suited to compression runs."""
+    defaults: dict[str, Any] = {
+        "per_device_train_batch_size": 32,
+        "per_device_eval_batch_size": 64,
+        "learning_rate": 5e-5,
+        "report_to": [],
+        # Checkpoints let an interrupted run resume (`--resume`); one is kept.
+        "save_strategy": "steps",
+        "save_steps": 200,
+        "save_total_limit": 1,
+        "logging_steps": 50,
+        "seed": recipe.seed,
+        "dataloader_num_workers": 0,
+        # Under DDP the default (True) reports losses scaled by the world size (DESIGN.md).
+        "average_tokens_across_devices": False,
+        # Without it, several CPU processes (accelerate launch / torchrun) do not form a gloo
+        # group: each would train alone on the whole data set.
+        "use_cpu": not torch.cuda.is_available(),
+    }
+    values = {**defaults, **recipe.training, **overrides}
+    return TrainingArguments(output_dir=output_dir, **values)
+
+
+def _finetune_fingerprint(recipe: Recipe) -> str:
+    fb = recipe.finetune_base
+    assert fb is not None
+    key = {
+        "base_model": recipe.base_model,
+        "task": recipe.task,
+        "epochs": fb.epochs,
+        "learning_rate": fb.learning_rate,
+        "max_train_samples": fb.max_train_samples or recipe.data.max_train_samples,
+        "max_seq_length": recipe.data.max_seq_length,
+        "training": recipe.training,
+        "seed": recipe.seed,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finetune_base(
+    recipe: Recipe,
+    task: GlueTask,
+    tokenizer: Any,
+    work_dir: Path,
+    glue_dir: str | None,
+    progress: bool = True,
+    train_dataset: Any = None,
+) -> PreTrainedModel:
+    """Fine-tunes the base model on the task (or reuses `finetune_base.cache_dir` when it matches).
+
+    Args:
+        train_dataset: the training slice already tokenized by the caller with `tokenizer`; it must
+            be the slice this function would load (`finetune_base.max_train_samples`, else
+            `data.max_train_samples`). Loaded and tokenized here when not given.
+    """
+    fb = recipe.finetune_base
+    assert fb is not None
+    fingerprint = _finetune_fingerprint(recipe)
+    cache = Path(fb.cache_dir) if fb.cache_dir else None
+    if cache is not None and (cache / FINETUNE_MARKER).is_file():
+        saved = json.loads((cache / FINETUNE_MARKER).read_text())
+        if saved.get("fingerprint") == fingerprint:
+            logger.info("reusing the fine-tuned base in %s", cache)
+            return load_for_task(str(cache), task)
+        logger.warning("%s holds a base fine-tuned with other settings; fine-tuning again", cache)
+    model = load_for_task(recipe.base_model, task)
+    train = train_dataset
+    if train is None:
+        train, _ = load_task_datasets(
+            task,
+            tokenizer,
+            recipe.data.max_seq_length,
+            fb.max_train_samples or recipe.data.max_train_samples,
+            recipe.data.max_eval_samples,
+            glue_dir,
+            recipe.seed,
+        )
+    overrides: dict[str, Any] = {
+        "num_train_epochs": fb.epochs,
+        "disable_tqdm": not progress,
+        "save_strategy": "no",
+    }
+    if fb.learning_rate is not None:
+        overrides["learning_rate"] = fb.learning_rate
+    args = training_arguments(recipe, str(work_dir / "finetune_base"), **overrides)
+    trainer = CompressionTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    )
+    started = time.perf_counter()
+    trainer.train()
+    logger.info("fine-tuned the base in %.0f s", time.perf_counter() - started)
+    if cache is not None and _is_main_process():
+        staging = cache.with_name(cache.name + f".partial-{uuid.uuid4().hex[:8]}")
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / FINETUNE_MARKER).write_text(
+            json.dumps({"fingerprint": fingerprint, "recipe_source": recipe.source})
+        )
+        if cache.exists():
+            shutil.rmtree(cache)
+        staging.rename(cache)
+    return model
+
+
+def run_recipe(
+    recipe: Recipe,
+    overwrite: bool = False,
+    glue_dir: str | None = None,
+    latency: bool = True,
+    latency_config: dict[str, Any] | None = None,
+    progress: bool = True,
+    push: bool = True,
+    resume: bool = False,
+) -> RunResult:
+    """Runs a recipe end to end and writes the compressed checkpoint to `recipe.output_dir`.
+
+    Work in progress lives in `<output_dir>.work`: the fine-tuned base, the model after each
+    completed stage, the Trainer's checkpoints inside a stage (with the modifiers' state) and
+    `progress.json`. With `resume`, a run that was interrupted continues from there.
+
+    Args:
+        recipe: the validated recipe.
+        overwrite: replace a non-empty `output_dir` (it is only removed once the new output is complete).
+        glue_dir: local GLUE folder (default: recipe.data.glue_dir, then HF_COMPRESS_GLUE_DIR, ...).
+        latency: measure CPU latency of the baseline and the result.
+        latency_config: overrides of batch sizes / sequence length / runs for the latency measurement.
+        progress: show progress bars.
+        push: push to the Hub when the recipe has `push_to_hub`.
+        resume: continue an interrupted run of the same recipe from `<output_dir>.work`.
+    """
+    started = time.perf_counter()
+    output_dir = prepare_output_dir(recipe.output_dir, overwrite)
+    glue_dir = glue_dir or recipe.data.glue_dir
+    set_seed(recipe.seed)
+    task = get_task(recipe.task)
+    base_source = resolve_model_source(recipe.base_model)
+    latency_config = {**LATENCY_DEFAULTS, **(latency_config or {})}
+    work = WorkDir(output_dir.with_name(output_dir.name + ".work"), recipe, resume)
+
+    # Baseline, teacher and student ---------------------------------------------------------
+    tokenizer = load_tokenizer(base_source)
+    # Tokenized once, before fine-tuning the base, which reuses the slice when it trains on the same one.
+    train, evaluation = load_task_datasets(
+        task,
+        tokenizer,
+        recipe.data.max_seq_length,
+        recipe.data.max_train_samples,
+        recipe.data.max_eval_samples,
+        glue_dir,
+        recipe.seed,
+    )
+    if recipe.finetune_base is not None:
+        if work.has_model("finetuned-base"):
+            model = load_for_task(str(work.path / "finetuned-base"), task)
+        else:
+            same_slice = recipe.finetune_base.max_train_samples in (
+                None,
+                recipe.data.max_train_samples,
+            )
+            model = finetune_base(
+                recipe,
+                task,
+                tokenizer,
+                work.path,
+                glue_dir,
+                progress,
+                train_dataset=train if same_slice else None,
+            )
+            work.save_model("finetuned-base", model, tokenizer)
+    else:
+        model = load_for_task(base_source, task)
+    teacher = None
+    if recipe.teacher == "finetuned-base":
+        teacher = copy.deepcopy(model)
+    elif recipe.teacher != "none":
+        teacher = load_for_task(recipe.teacher, task)
+    baseline = model if recipe.finetune_base is not None or teacher is None else teacher
+    baseline_name = (
+        "fine-tuned base"
+        if recipe.finetune_base is not None
+        else ("teacher" if teacher is not None else "base")
+    )
+
+    baseline_report: dict[str, Any] = work.progress.get("baseline") or {"name": baseline_name}
+    if (
+        _is_main_process() and "metrics" not in baseline_report
+    ):  # only the main process measures and writes
+        logger.info("measuring the baseline (%s)", baseline_name)
+        baseline_report["metrics"] = evaluate_task(
+            baseline, tokenizer, task, evaluation, progress=progress
+        )
+        baseline_report.update(
+            model_figures(
+                baseline, latency=latency, latency_config=latency_config, progress=progress
+            )
+        )
+        work.update(baseline=baseline_report)
+    if baseline is model:
+        model = copy.deepcopy(model)  # keep the measured baseline intact for the card
+
+    # Compression ----------------------------------------------------------------------------
+    start_stage = work.progress.get("completed_stages", 0)
+    if start_stage:
+        stage_dir = str(work.path / f"after-stage-{start_stage - 1}")
+        logger.info("resuming after stage %d from %s", start_stage - 1, stage_dir)
+        model = load_for_task(stage_dir, task)
+        tokenizer = load_tokenizer(stage_dir)
+        train, evaluation = load_task_datasets(
+            task,
+            tokenizer,
+            recipe.data.max_seq_length,
+            recipe.data.max_train_samples,
+            recipe.data.max_eval_samples,
+            glue_dir,
+            recipe.seed,
+        )
+    compress_started = time.perf_counter() - work.progress.get("compression_time_s", 0.0)
+    args = training_arguments(recipe, str(work.path / "stages"), disable_tqdm=not progress)
+
+    def retokenize(new_tokenizer: Any) -> tuple[Any, Any]:
+        return load_task_datasets(
+            task,
+            new_tokenizer,
+            recipe.data.max_seq_length,
+            recipe.data.max_train_samples,
+            recipe.data.max_eval_samples,
+            glue_dir,
+            recipe.seed,
+        )
+
+    def on_stage_end(index: int, stage_trainer: CompressionTrainer) -> None:
+        work.save_model(
+            f"after-stage-{index}",
+            stage_trainer.model,
+            stage_trainer.context.tokenizer or tokenizer,
+        )
+        work.remove(f"after-stage-{index - 1}")
+        work.update(
+            completed_stages=index + 1,
+            stage_summaries=stage_trainer.stage_summaries,
+            notes=stage_trainer.context.notes,
+            compression_time_s=time.perf_counter() - compress_started,
+        )
+
+    trainer = CompressionTrainer(
+        model=model,
+        args=args,
+        recipe=recipe,
+        teacher=teacher,
+        task=task,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        retokenize=retokenize,
+        start_stage=start_stage,
+        on_stage_end=on_stage_end,
+    )
+    trainer.context.glue_dir = glue_dir
+    trainer.stage_summaries = list(work.progress.get("stage_summaries", []))
+    trainer.context.notes = list(work.progress.get("notes", []))
+    trainer.train(resume_from_checkpoint=resume or None)
+    compression_time = time.perf_counter() - compress_started
+    compressed = trainer.model
+    tokenizer = trainer.context.tokenizer or tokenizer
+    evaluation = trainer.eval_dataset
+    del teacher
+    trainer.teacher = trainer.context.teacher = None
+
+    # Output ---------------------------------------------------------------------------------
+    if not _is_main_process():
+        return RunResult(output_dir, {}, compressed, tokenizer)
+    staging = output_dir.with_name(f"{output_dir.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        compressed.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        recipe.save(staging / "recipe.yaml")
+        logger.info("measuring the compressed model")
+        compressed_report = {
+            "name": "compressed",
+            "methods": list(
+                (getattr(compressed.config, "compression_config", None) or {}).get("methods", [])
+            ),
+            "metrics": evaluate_task(compressed, tokenizer, task, evaluation, progress=progress),
+            **model_figures(
+                compressed,
+                saved_dir=str(staging),
+                latency=latency,
+                latency_config=latency_config,
+                progress=progress,
+            ),
+        }
+        report = build_report(
+            recipe,
+            task,
+            baseline_report,
+            compressed_report,
+            trainer,
+            latency_config,
+            compression_time,
+        )
+        report["total_time_s"] = time.perf_counter() - started
+        (staging / "report.json").write_text(json.dumps(report, indent=2))
+        write_card(staging, report, recipe)
+        _move_into_place(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    work.remove_all()
+    print(comparison_table(report))
+    if push and recipe.push_to_hub is not None:
+        from ..hub.push import push_to_hub
+
+        url = push_to_hub(
+            output_dir,
+            recipe.push_to_hub.repo_id,
+            private=recipe.push_to_hub.private,
+            revision=recipe.push_to_hub.revision,
+            commit_message=recipe.push_to_hub.commit_message,
+        )
+        logger.info("pushed to %s", url)
+    return RunResult(output_dir, report, compressed, tokenizer)
+
+
+def build_report(
+    recipe: Recipe,
+    task: GlueTask,
+    baseline: dict[str, Any],
+    compressed: dict[str, Any],
+    trainer: CompressionTrainer,
+    latency_config: dict[str, Any],
+    compression_time: float,
+) -> dict[str, Any]:
+    from ..evaluation.measure import environment
+
+    return {
+        "hf_compress_version": __version__,
+        "task": task.name,
+        "metric_name": task.main_metric,
+        "base_model": recipe.base_model,
+        "base_license": _base_license(recipe.base_model),
+        "output_dir": recipe.output_dir,
+        "repo_id": recipe.push_to_hub.repo_id if recipe.push_to_hub else None,
+        "environment": environment(),
+        "latency_config": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in latency_config.items()
+        },
+        "baseline": baseline,
+        "compressed": compressed,
+        "stages": trainer.stage_summaries,
+        "notes": list(trainer.context.notes),
+        "compression_time_s": compression_time,
+    }
+
+
+def _base_license(base_model: str) -> str | None:
+    from ..checkpoint.sources import PACKAGED_MINILM_IDS
+
+    # all-MiniLM-L6-v2 is Apache-2.0 (its model card); other bases: read from the Hub card if cached.
+    return "apache-2.0" if base_model in PACKAGED_MINILM_IDS else None
+
+
+def write_card(directory: Path, report: dict[str, Any], recipe: Recipe) -> None:
+    from ..hub.model_card import write_model_card
+
+    write_model_card(directory, report, recipe.to_yaml())
+
+
+def _move_into_place(staging: Path, output_dir: Path) -> None:
+    """Renames the complete staging directory to `output_dir`; an old `output_dir` (only present
+    with --overwrite) is moved aside first and removed after the rename succeeded."""
+    old = None
+    if output_dir.exists():
+        old = output_dir.with_name(f"{output_dir.name}.old-{uuid.uuid4().hex[:8]}")
+        output_dir.rename(old)
+    staging.rename(output_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
