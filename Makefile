@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hf-compress-installed
+# The real GLUE files, when a copy sits beside the repository (as on the development machines);
+# otherwise HF_COMPRESS_GLUE_DIR as set by the caller, else the Hub.
+SHARED_GLUE := $(abspath ../shared/data/glue)
+export HF_COMPRESS_GLUE_DIR ?= $(if $(wildcard $(SHARED_GLUE)/SST-2/dev.tsv),$(SHARED_GLUE),)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +29,6 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check hf_compress tests scripts
+	$(BIN)/ruff check hf_compress tests scripts benchmarks
 
 .PHONY: install demo test lint

@@ -14,10 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _glue_dir() -> Path | None:
-    candidates = [os.environ.get("HF_COMPRESS_GLUE_DIR"), str(REPO.parent / "shared" / "data" / "glue")]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "SST-2" / "dev.tsv").is_file():
-            return Path(candidate)
+    # `make test` sets it (to ../shared/data/glue when that copy exists beside the repository).
+    candidate = os.environ.get("HF_COMPRESS_GLUE_DIR")
+    if candidate and (Path(candidate) / "SST-2" / "dev.tsv").is_file():
+        return Path(candidate)
     return None
 
 

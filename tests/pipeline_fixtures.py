@@ -14,7 +14,7 @@ from hf_compress import register_modifier
 from hf_compress.architectures.base import get_adapter
 from hf_compress.checkpoint.format import record_method
 from hf_compress.checkpoint.rebuild import register_rebuild
-from hf_compress.checkpoint.sources import packaged_minilm_dir
+from hf_compress.checkpoint.sources import packaged_model_dir
 from hf_compress.methods.modifier import Modifier
 from hf_compress.recipe.fields import ModifierConfig
 from hf_compress.recipe.schema import option
@@ -24,7 +24,7 @@ def make_tiny_base(directory: Path, hidden_size: int = 32, intermediate_size: in
     """Saves a 2-layer BERT (hidden 32 unless asked) with the MiniLM WordPiece tokenizer when
     installed (so real GLUE text tokenizes sensibly), else the tiny test vocabulary."""
     directory.mkdir(parents=True, exist_ok=True)
-    minilm = packaged_minilm_dir()
+    minilm = packaged_model_dir("sentence-transformers/all-MiniLM-L6-v2")
     tokenizer = AutoTokenizer.from_pretrained(minilm) if minilm else tiny_tokenizer(directory)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=4,

@@ -1,4 +1,4 @@
-"""scripts/frontier_with_peers.py: points are taken against the teacher of their own run, and a
+"""benchmarks/frontier_with_peers.py: points are taken against the teacher of their own run, and a
 peer counts as dominated only when one of our points is at least as good on every axis."""
 
 import json
@@ -94,7 +94,7 @@ def test_openvino_on_our_export_counts_as_ours(tmp_path):
 
 
 def test_peer_rows_of_a_bench_file_are_peers_and_failed_peers_are_skipped(tmp_path):
-    """scripts/peer_torch_int8.py writes the bench layout with `peer: true` rows and error rows."""
+    """benchmarks/peer_torch_int8.py writes the bench layout with `peer: true` rows and error rows."""
     def row(model, acc, size, bs32, **extra):
         return {"model": model, "metrics": {"accuracy": acc}, "size_bytes": size,
                 "latency_ms": {"1": {"median": bs32 / 20}, "32": {"median": bs32}}, **extra}

@@ -1,4 +1,4 @@
-"""scripts/int8_fallback_check.py: int8 with 0 and 1 layers kept in float, on a saved teacher and
+"""benchmarks/int8_fallback_check.py: int8 with 0 and 1 layers kept in float, on a saved teacher and
 real-format GLUE files, written to JSON."""
 
 import json

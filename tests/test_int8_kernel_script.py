@@ -1,4 +1,4 @@
-"""scripts/int8_kernel_check.py: both int8 kernels timed on one saved int8 checkpoint."""
+"""benchmarks/int8_kernel_check.py: both int8 kernels timed on one saved int8 checkpoint."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""scripts/paired_significance.py: per-run paired counts, and the sign test over runs."""
+"""benchmarks/paired_significance.py: per-run paired counts, and the sign test over runs."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""scripts/peer_torch_int8.py: the teacher, PyTorch's int8 peers and our checkpoints measured in one
+"""benchmarks/peer_torch_int8.py: the teacher, PyTorch's int8 peers and our checkpoints measured in one
 process into the `hf-compress bench --output` layout; a peer that cannot run is recorded, not fatal."""
 
 import importlib.util

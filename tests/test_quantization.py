@@ -786,7 +786,7 @@ def test_gpu_check_script_fails_clearly_without_cuda(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present; the script would run for real")
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "gpu_bnb_check.py"), str(tmp_path)], capture_output=True, text=True
+        [sys.executable, str(REPO / "benchmarks" / "gpu_bnb_check.py"), str(tmp_path)], capture_output=True, text=True
     )
     assert result.returncode == 2
     assert "CUDA" in result.stderr
@@ -797,10 +797,10 @@ def test_run_recipe_nf4_then_lora_writes_one_reloadable_checkpoint(tmp_path, glu
     64-wide BERT and a slice of real SST-2."""
     from transformers import AutoTokenizer
 
-    from hf_compress.checkpoint.sources import packaged_minilm_dir
+    from hf_compress.checkpoint.sources import packaged_model_dir
     from hf_compress.training.runner import run_recipe
 
-    minilm = packaged_minilm_dir()
+    minilm = packaged_model_dir("sentence-transformers/all-MiniLM-L6-v2")
     if minilm is None:
         pytest.skip("the packaged MiniLM tokenizer is not installed")
     base = tmp_path / "base"

@@ -116,9 +116,9 @@ def _nf4_lora_recipe(base: Path, output: Path, glue_dir: Path):
 def wide_base(tmp_path_factory):
     """A 64-wide BERT with the MiniLM tokenizer: bitsandbytes' CPU 4-bit kernel needs
     in_features % 64 == 0 and out_features % 32 == 0."""
-    from hf_compress.checkpoint.sources import packaged_minilm_dir
+    from hf_compress.checkpoint.sources import packaged_model_dir
 
-    if packaged_minilm_dir() is None:
+    if packaged_model_dir("sentence-transformers/all-MiniLM-L6-v2") is None:
         pytest.skip("the packaged MiniLM tokenizer is not installed")
     return make_tiny_base(tmp_path_factory.mktemp("wide-base"), hidden_size=64, intermediate_size=128)
 

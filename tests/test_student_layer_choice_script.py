@@ -1,4 +1,4 @@
-"""scripts/student_layer_choice.py: the teacher reduced to each candidate layer set, before training."""
+"""benchmarks/student_layer_choice.py: the teacher reduced to each candidate layer set, before training."""
 
 import json
 

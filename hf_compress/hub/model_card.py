@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..checkpoint.sources import base_model_license
 from ..data.glue_tasks import GLUE_TASKS
 from ..errors import HfCompressError
 
@@ -33,18 +34,6 @@ GLUE_DATASET = "nyu-mll/glue"
 
 # The relations the Hub's model tree understands for `base_model_relation`.
 BASE_MODEL_RELATIONS = ("adapter", "merge", "quantized", "finetune")
-
-# Licenses of common base models, used when the report does not carry `base_license`.
-KNOWN_LICENSES = {
-    "sentence-transformers/all-minilm-l6-v2": "apache-2.0",
-    "sentence-transformers/all-minilm-l12-v2": "apache-2.0",
-    "google-bert/bert-base-uncased": "apache-2.0",
-    "bert-base-uncased": "apache-2.0",
-    "distilbert/distilbert-base-uncased": "apache-2.0",
-    "distilbert-base-uncased": "apache-2.0",
-    "facebookai/roberta-base": "mit",
-    "roberta-base": "mit",
-}
 
 # What each modifier type did, in words, and the Hub tags it earns.
 TECHNIQUES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -119,9 +108,7 @@ def build_model_card(
 
     base_model = report.get("base_model") or recipe.get("base_model")
     hub_base = base_model if isinstance(base_model, str) and _is_hub_id(base_model) else None
-    license_ = report.get("base_license") or (
-        KNOWN_LICENSES.get(hub_base.lower()) if hub_base else None
-    )
+    license_ = report.get("base_license") or (base_model_license(hub_base) if hub_base else None)
     metrics = _metrics(compressed.get("metrics") or {}, report.get("metric_name"))
     eval_results = [
         EvalResult(

@@ -55,7 +55,7 @@ class StageContext:
     step: int = 0
     world_size: int = 1
     is_main_process: bool = True
-    # Where GLUE files live (None: HF_COMPRESS_GLUE_DIR / ../shared/data/glue / the Hub), for
+    # Where GLUE files live (None: HF_COMPRESS_GLUE_DIR, else the Hub), for
     # modifiers that read the task's raw text (vocabulary pruning).
     glue_dir: str | None = None
     # Notes for report.json / the model card, written by modifiers (e.g. skipped modules).

@@ -49,7 +49,7 @@ class DataConfig:
     max_seq_length: int = option(128, help="truncate inputs to this many tokens", range=(8, 4096))
     glue_dir: str | None = option(
         None,
-        help="local GLUE folder (original TSV layout); default: HF_COMPRESS_GLUE_DIR, ../shared/data/glue, else the Hub",
+        help="local GLUE folder (original TSV layout); default: HF_COMPRESS_GLUE_DIR, else the Hub",
     )
     token_mask_prob: float = option(
         0.0,

@@ -30,7 +30,7 @@ from transformers import (
 )
 
 from ..checkpoint.loading import load_for_task, load_tokenizer
-from ..checkpoint.sources import resolve_model_source
+from ..checkpoint.sources import base_model_license, resolve_model_source
 from ..data.glue_tasks import GlueTask, get_task
 from ..data.preprocess import load_task_datasets
 from ..errors import OutputExistsError
@@ -416,7 +416,7 @@ def build_report(
         "task": task.name,
         "metric_name": task.main_metric,
         "base_model": recipe.base_model,
-        "base_license": _base_license(recipe.base_model),
+        "base_license": base_model_license(recipe.base_model),
         "output_dir": recipe.output_dir,
         "repo_id": recipe.push_to_hub.repo_id if recipe.push_to_hub else None,
         "environment": environment(),
@@ -429,13 +429,6 @@ def build_report(
         "notes": list(trainer.context.notes),
         "compression_time_s": compression_time,
     }
-
-
-def _base_license(base_model: str) -> str | None:
-    from ..checkpoint.sources import PACKAGED_MINILM_IDS
-
-    # all-MiniLM-L6-v2 is Apache-2.0 (its model card); other bases: read from the Hub card if cached.
-    return "apache-2.0" if base_model in PACKAGED_MINILM_IDS else None
 
 
 def write_card(directory: Path, report: dict[str, Any], recipe: Recipe) -> None:

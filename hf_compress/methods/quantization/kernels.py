@@ -11,7 +11,7 @@ on a kernel:
 
 - `fbgemm` (dynamically quantized layers on x86 CPUs, the default there):
   `torch.ops.quantized.linear_dynamic`, which measures and quantizes each input inside its GEMM.
-  The fastest eager int8 path measured here (scripts/bench_int8_latency.py, MiniLM-sized BERT,
+  The fastest eager int8 path measured here (benchmarks/bench_int8_latency.py, MiniLM-sized BERT,
   batch 32 x seq 128, a shared 2-core AMD EPYC with VNNI): 3.6x faster than fp32 on one
   thread, 2.1x on two threads of a machine busy with other work. Its weight packing goes
   through PyTorch's quantized tensor type, which PyTorch 2.13 deprecates; here the packed
@@ -29,9 +29,9 @@ on a kernel:
   one thread, like fbgemm, but only 1.3x on two threads of a busy machine, where every region
   waits for the descheduled thread (a shared 2-core AMD EPYC with VNNI, no AMX). On a 2-core
   Intel Xeon with AMX int8 it was 1.64-1.73x faster than fp32 at batch 32 against fbgemm's
-  1.46-1.54x, and equal at batch 1, in two sessions (scripts/bench_int8_latency.py,
+  1.46-1.54x, and equal at batch 1, in two sessions (benchmarks/bench_int8_latency.py,
   BENCHMARKS.md), but on the pruned quickstart model 24-26% slower at batch 1 (7-9% faster at
-  batch 32; scripts/int8_kernel_check.py), so fbgemm stays the default there too. torchao's int8
+  batch 32; benchmarks/int8_kernel_check.py), so fbgemm stays the default there too. torchao's int8
   tensor subclasses were no faster than fp32 in eager mode (1.4x on one thread, 0.3x on two busy
   ones) and 3.5x faster only after a 30-60 s `torch.compile` per input shape, so they were not
   used.

@@ -3,7 +3,7 @@
 Post-training int8 of a fine-tuned MiniLM loses much of its accuracy in one layer, layer 0's
 FFN output projection (`layer.0.output.dense`), which this measurement ranks first on both
 teachers tried. Keeping that one of 37 Linear layers in float (2% more bytes than all-int8),
-measured with the fbgemm kernel on the full dev sets (scripts/int8_fallback_check.py): SST-2
+measured with the fbgemm kernel on the full dev sets (benchmarks/int8_fallback_check.py): SST-2
 88.65% -> 89.11% (the fp32 teacher's accuracy), MRPC F1 85.06 -> 85.67 (teacher 86.67).
 
 The sensitivity of a layer is how far the model's output moves when that layer alone is int8

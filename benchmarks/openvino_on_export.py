@@ -3,14 +3,14 @@ with NNCF) by OpenVINO, measured beside the PyTorch fp32 teacher in one process.
 
 This answers "does our structural compression compose with OpenVINO's runtime?": the pruned
 graph comes from `hf-compress export`, the runtime and the int8 step are OpenVINO's / NNCF's.
-It runs in the OpenVINO venv (/work/peers/ov, see BENCHMARKS.md) and reuses the measurement
-functions of scripts/peer_openvino_int8.py (the method of `hf_compress.measure`).
+It runs in the OpenVINO virtualenv (`$PEER_VENV`, see BENCHMARKS.md) and reuses the measurement
+functions of benchmarks/peer_openvino_int8.py (the method of `hf_compress.measure`).
 
-    /work/peers/ov/bin/python scripts/openvino_on_export.py --teacher outputs/teachers/minilm-sst2-full \
+    $PEER_VENV/bin/python benchmarks/openvino_on_export.py --teacher outputs/teachers/minilm-sst2-full \
         --export bench_out/onnx/minilm-sst2-prune-heads-ffn-50-onnx --out bench_out/peers/openvino_on_export.json
 
 Output: the JSON layout of peer_openvino_int8.py (`results.pytorch_fp32` first), with `"ours": true`
-so scripts/frontier_with_peers.py reads it as our pipeline, labelled with the export's name.
+so benchmarks/frontier_with_peers.py reads it as our pipeline, labelled with the export's name.
 """
 
 from __future__ import annotations

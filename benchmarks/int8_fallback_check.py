@@ -7,7 +7,7 @@ sample of `--calibration-samples` training sentences in batches of `--batch-size
 batch, as the trainer gives them; the fallback measures on all of them. Accuracy only: latency
 comes from `hf-compress bench`.
 
-    python scripts/int8_fallback_check.py --task sst2 --teacher outputs/teachers/minilm-sst2-full \
+    python benchmarks/int8_fallback_check.py --task sst2 --teacher outputs/teachers/minilm-sst2-full \
         --fallback 0 1 2 --out bench_out/int8-fallback-sst2.json
 """
 

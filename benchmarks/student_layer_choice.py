@@ -4,7 +4,7 @@ A distillation student (`student: {layers: [...]}`) or a `layer_dropping` model 
 of the fine-tuned teacher's layers. This evaluates the teacher reduced to each candidate set as it
 is, before any training: a start that already solves much of the task has less to re-learn.
 
-    python scripts/student_layer_choice.py outputs/teachers/minilm-sst2-full --task sst2 \\
+    python benchmarks/student_layer_choice.py outputs/teachers/minilm-sst2-full --task sst2 \\
         --layers 0,2,4 1,3,5 0,3,5
 
 Prints one line per candidate and a JSON report (also written to `--output` when given).

@@ -26,12 +26,12 @@ modules and tensor subclasses are not in transformers' formats), so their size i
 directory's weight files. Run in the project venv with torchao added:
 
     .venv/bin/pip install torchao==0.18.0
-    python scripts/peer_torch_int8.py --task mrpc --teacher bench_out/mrpc/teacher \
+    python benchmarks/peer_torch_int8.py --task mrpc --teacher bench_out/mrpc/teacher \
         --ours bench_out/mrpc/minilm-mrpc-int8 --out bench_out/peers/torch_int8_mrpc.json
 
 The output has the layout of `hf-compress bench --output` (rows with `model`, `size_bytes`,
 `latency_ms`, `metrics`), with `peer: true` on the peers' rows, so
-`scripts/frontier_with_peers.py --bench FILE` places them on the frontier. A peer that fails
+`benchmarks/frontier_with_peers.py --bench FILE` places them on the frontier. A peer that fails
 here is recorded with its error instead of figures.
 """
 
@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher", required=True, help="fine-tuned teacher directory")
     parser.add_argument("--ours", nargs="*", default=[], help="hf_compress checkpoints to measure beside the peers")
     parser.add_argument("--out", required=True, help="JSON file to write")
-    parser.add_argument("--glue-dir", help="GLUE folder (default: $HF_COMPRESS_GLUE_DIR, else ../shared/data/glue)")
+    parser.add_argument("--glue-dir", help="GLUE folder (default: $HF_COMPRESS_GLUE_DIR)")
     parser.add_argument("--seq-len", type=int, default=128, help="evaluation and latency sequence length")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="also torchao int8 under torch.compile (slow to start)")

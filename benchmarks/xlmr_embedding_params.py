@@ -14,7 +14,7 @@ all-MiniLM-L6-v2 WordPiece tokenizer on the same text, in two ways: the same fra
 and the same absolute count (closer to what English text needs). Every number is labelled
 measured or computed.
 
-    python scripts/xlmr_embedding_params.py --task sst2 --glue-dir ../shared/data/glue [--tokenizer DIR] [--output x.json]
+    python benchmarks/xlmr_embedding_params.py --task sst2 --glue-dir $HF_COMPRESS_GLUE_DIR [--tokenizer DIR] [--output x.json]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="sst2", help="GLUE task whose training text decides the kept vocabulary")
     parser.add_argument(
-        "--glue-dir", default=None, help="local GLUE folder (default: HF_COMPRESS_GLUE_DIR / ../shared/data/glue)"
+        "--glue-dir", default=None, help="local GLUE folder (default: $HF_COMPRESS_GLUE_DIR)"
     )
     parser.add_argument(
         "--tokenizer",

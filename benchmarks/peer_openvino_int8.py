@@ -9,12 +9,12 @@ accuracy on all 872 sentences (max length 64), bytes of the model files on disk,
 at batch 1 and 32 x sequence 128 (random token ids, every position attended, 2 threads, 2 warm-up
 runs, then median / p10 / p90 of 10 runs), the same method as `hf_compress.measure`.
 
-It runs in its own virtual environment (/work/peers/ov: torch 2.13.0, optimum-intel with
+It runs in its own virtual environment (`$PEER_VENV`, installed as BENCHMARKS.md says: torch 2.13.0, optimum-intel with
 OpenVINO and NNCF) because optimum-intel pins an older transformers (<5.6) than the project's
 5.24. For that reason it does not import hf_compress: the GLUE dev file is read directly, and the
 latency function below follows `hf_compress.measure.measure_latency` step by step.
 
-    /work/peers/ov/bin/python scripts/peer_openvino_int8.py \
+    $PEER_VENV/bin/python benchmarks/peer_openvino_int8.py \
         --teacher outputs/teachers/minilm-sst2 --out bench_out/peers/openvino_int8.json
 """
 
@@ -48,7 +48,7 @@ MODEL_FILE_SUFFIXES = (".xml", ".bin", ".safetensors", ".onnx")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", default="outputs/teachers/minilm-sst2", help="fine-tuned BertForSequenceClassification directory")
-    parser.add_argument("--glue-dir", help="GLUE folder (default: $HF_COMPRESS_GLUE_DIR, else ../shared/data/glue)")
+    parser.add_argument("--glue-dir", help="GLUE folder (default: $HF_COMPRESS_GLUE_DIR)")
     parser.add_argument("--calibration-samples", type=int, default=300, help="SST-2 training sentences for static int8 calibration")
     parser.add_argument("--no-weight-only", action="store_true", help="skip the int8 weight-only variant")
     parser.add_argument("--max-seq-length", type=int, default=64)
@@ -74,11 +74,7 @@ def glue_dir(arg: str | None) -> Path:
         return Path(arg)
     if os.environ.get("HF_COMPRESS_GLUE_DIR"):
         return Path(os.environ["HF_COMPRESS_GLUE_DIR"])
-    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        candidate = root.parent / "shared" / "data" / "glue"
-        if candidate.is_dir():
-            return candidate
-    raise SystemExit("no GLUE folder found: pass --glue-dir (the folder holding SST-2/train.tsv and SST-2/dev.tsv)")
+    raise SystemExit("no GLUE folder given: pass --glue-dir or set HF_COMPRESS_GLUE_DIR (the folder holding SST-2/train.tsv and SST-2/dev.tsv)")
 
 
 def read_sst2(path: Path) -> tuple[list[str], list[int]]:

@@ -6,7 +6,7 @@ with the lowest Taylor scores (and once the lowest magnitude scores), and severa
 set of the same size, without any fine-tuning, and compare dev-set metrics. Random sets follow
 the same rule as the scored ones (global ranking, at least one head kept per layer).
 
-    python scripts/head_importance_check.py outputs/teacher --task sst2 --glue-dir ../shared/data/glue
+    python benchmarks/head_importance_check.py outputs/teacher --task sst2 --glue-dir $HF_COMPRESS_GLUE_DIR
 
 Prints a JSON report (and writes it to `--output` when given).
 """
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("model", help="fine-tuned model directory (or Hub id)")
     parser.add_argument("--task", default="sst2", help="GLUE task the model was fine-tuned on")
     parser.add_argument(
-        "--glue-dir", default=None, help="local GLUE folder (default: HF_COMPRESS_GLUE_DIR, ../shared/data/glue)"
+        "--glue-dir", default=None, help="local GLUE folder (default: $HF_COMPRESS_GLUE_DIR)"
     )
     parser.add_argument("--fraction", type=float, default=0.5, help="fraction of all heads to remove")
     parser.add_argument("--calibration-batches", type=int, default=8, help="training batches for the Taylor scores")

@@ -15,12 +15,12 @@ The heads and FFN neurons share one pruning ratio, found by bisection so the pru
 `--target-params` parameters (within `--tolerance`). Unlike our recipe (pruning gradually while
 training), torch-pruning prunes in one shot and then fine-tunes.
 
-It runs in its own virtual environment (/work/peers/tp: torch 2.13.0, torch-pruning 1.6.1,
+It runs in its own virtual environment (`$PEER_VENV`, installed as BENCHMARKS.md says: torch 2.13.0, torch-pruning 1.6.1,
 hf_compress installed editable) so a peer's dependencies can never change the project's; it
 imports hf_compress only for the GLUE data (the same seeded 4,000-sentence sample as
 `data.max_train_samples=4000`) and the measurement functions.
 
-    /work/peers/tp/bin/python scripts/peer_torch_pruning.py \
+    $PEER_VENV/bin/python benchmarks/peer_torch_pruning.py \
         --teacher outputs/teachers/minilm-sst2 --target-params 17400000 \
         --out bench_out/peers/torch_pruning.json
 """
@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-seq-length", type=int, default=64)
     parser.add_argument("--warmup-ratio", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--glue-dir", help="GLUE folder (default: hf_compress's default, ../shared/data/glue)")
+    parser.add_argument("--glue-dir", help="GLUE folder (default: $HF_COMPRESS_GLUE_DIR)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--latency-batch-sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--latency-seq-len", type=int, default=128)

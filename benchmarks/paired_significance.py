@@ -6,7 +6,7 @@ McNemar's exact p-value. Over all runs, a two-sided sign test on which model won
 (ties left out). Written for issue 4 (distilled 3-layer students against the same students
 trained on gold labels alone), usable for any method / control pairs:
 
-    python scripts/paired_significance.py --task sst2 \\
+    python benchmarks/paired_significance.py --task sst2 \\
         --pair "10k seed 42" bench_out/sst2-kd-mask15/minilm-sst2-distill-3layer-logits \\
                              bench_out/sst2-gold-mask15/minilm-sst2-3layer-no-distill \\
         --pair ... --output docs/benchmarks/some-name.json

@@ -1,7 +1,7 @@
 """CPU latency of int8 inference paths on a MiniLM-sized BERT (random weights, inference only).
 
-    python scripts/bench_int8_latency.py --threads 2 --batch 32 --seq 128 --runs 5
-    python scripts/bench_int8_latency.py --compile      # also torchao int8 + torch.compile (slow to start)
+    python benchmarks/bench_int8_latency.py --threads 2 --batch 32 --seq 128 --runs 5
+    python benchmarks/bench_int8_latency.py --compile      # also torchao int8 + torch.compile (slow to start)
 
 Variants (eager ones timed round-robin in one process so machine load hits them alike):
 

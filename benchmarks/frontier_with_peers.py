@@ -1,19 +1,19 @@
 """One frontier (SST-2 or another task) from several benchmark runs plus the peers, with the dominance check.
 
 Each `scripts/benchmark_glue.py` run measures its own teacher beside its results, and the peer
-scripts (`scripts/peer_torch_pruning.py`, `scripts/peer_openvino_int8.py`, run in their own venvs)
+scripts (`benchmarks/peer_torch_pruning.py`, `benchmarks/peer_openvino_int8.py`, run in their own venvs)
 do the same. Absolute latencies move by about 10% between runs on a shared machine, so every
 point is expressed against the teacher measured in the same run: accuracy change in points, size
 ratio and speed-up. A peer point is dominated when one of our points is at least as good on all
 three (accuracy change, size ratio, batch-32 speed-up).
 
-    python scripts/frontier_with_peers.py --results bench_out/sst2-*/results.json \
+    python benchmarks/frontier_with_peers.py --results bench_out/sst2-*/results.json \
         --peers bench_out/peers/torch_pruning.json bench_out/peers/openvino_int8.json \
         --out docs/benchmarks/sst2-peers
 
 `--bench` adds points from `hf-compress bench TEACHER MODEL... --task sst2 --output F` (the
 first model is the teacher), e.g. ONNX exports of our compressed models, and from
-`scripts/peer_torch_int8.py` (same layout; its rows marked `peer: true` are peers, rows with an
+`benchmarks/peer_torch_int8.py` (same layout; its rows marked `peer: true` are peers, rows with an
 `error` are peers that did not run and are left off the plot).
 """
 
@@ -70,7 +70,7 @@ def points_from_bench(path: Path, metric: str) -> list[Point]:
     against the file's first row, the teacher measured in the same process. A row measured in
     another compute dtype (`--dtype float32,bfloat16`) is its own point, named with its dtype."""
     base, *results = json.loads(path.read_text())["results"]
-    results = [r for r in results if "error" not in r]  # a peer that failed to run (scripts/peer_torch_int8.py)
+    results = [r for r in results if "error" not in r]  # a peer that failed to run (benchmarks/peer_torch_int8.py)
     names = [Path(r["model"]).name for r in results]
     if len(set(names)) < len({r["model"] for r in results}):  # same folder name, different runs
         names = ["/".join(Path(r["model"]).parts[-2:]) for r in results]
@@ -107,7 +107,7 @@ def points_from_peer(path: Path) -> list[Point]:
         ]
     results = data["results"]
     base = results["pytorch_fp32"]
-    ours = bool(data.get("ours"))  # scripts/openvino_on_export.py: our export, OpenVINO as its runtime
+    ours = bool(data.get("ours"))  # benchmarks/openvino_on_export.py: our export, OpenVINO as its runtime
     return [
         Point(
             name=r["name"] if ours else f"OpenVINO {name.removeprefix('openvino_')}",
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="JSON files of `hf-compress bench TEACHER MODEL... --task T --output F` (first row: the teacher)")
     parser.add_argument("--metric", default="accuracy", help="metric of the --bench files (default accuracy)")
     parser.add_argument("--peers", nargs="*", default=[],
-                        help="JSON files written by scripts/peer_*.py (and scripts/openvino_on_export.py: our points)")
+                        help="JSON files written by benchmarks/peer_*.py (and benchmarks/openvino_on_export.py: our points)")
     parser.add_argument("--out", required=True, help="prefix: writes <out>.md and <out>.png")
     args = parser.parse_args(argv)
     ours = [p for path in args.results for p in points_from_benchmark(Path(path))]

@@ -5,7 +5,7 @@ so the loaded model and a copy are set to one kernel each and timed round-robin 
 (hf_compress.measure.round_robin_latency), so machine load hits them alike. Random token ids, sequence length `--seq`; prints JSON with
 the median milliseconds per kernel and batch size, and the environment.
 
-    python scripts/int8_kernel_check.py outputs/quickstart --rounds 15
+    python benchmarks/int8_kernel_check.py outputs/quickstart --rounds 15
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Export models to ONNX (float32 and ONNX Runtime int8) and measure them beside PyTorch, in one process.
 
-    python scripts/benchmark_onnx.py --task sst2 --teacher outputs/teachers/minilm-sst2-full \
+    python benchmarks/benchmark_onnx.py --task sst2 --teacher outputs/teachers/minilm-sst2-full \
         --models bench_out/sst2-h/minilm-sst2-prune-heads-ffn-50 --out bench_out/onnx
 
 For the teacher and every model: the PyTorch checkpoint as saved, its ONNX float32 export and its
 ONNX int8 export (`hf-compress export --quantize int8`), each with the dev metric, parameters,
 bytes on disk and CPU latency (`hf-compress bench`), the teacher first so every ratio is taken
 against a teacher measured in the same run. Writes `<out>/bench.json` (the input of
-`scripts/frontier_with_peers.py --bench`) and prints the table.
+`benchmarks/frontier_with_peers.py --bench`) and prints the table.
 """
 
 from __future__ import annotations

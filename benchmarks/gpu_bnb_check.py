@@ -1,7 +1,7 @@
 """bitsandbytes 8-bit and 4-bit on a CUDA GPU: load, forward, save, reload, SST-2 dev accuracy, latency.
 
-    python scripts/gpu_bnb_check.py outputs/teachers/minilm-sst2 --out gpu_bnb_check.json
-    python scripts/gpu_bnb_check.py <model dir> --methods bnb_8bit bnb_4bit_nf4 --glue-dir ../shared/data/glue
+    python benchmarks/gpu_bnb_check.py outputs/teachers/minilm-sst2 --out gpu_bnb_check.json
+    python benchmarks/gpu_bnb_check.py <model dir> --methods bnb_8bit bnb_4bit_nf4 --glue-dir $HF_COMPRESS_GLUE_DIR
 
 For each method (default: fp32 baseline, bnb_8bit, bnb_4bit_nf4, bnb_4bit_fp4, bnb_4bit_nf4 with
 double quantization and bfloat16 compute) it quantizes the fine-tuned model on the GPU through
@@ -44,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="fine-tuned SST-2 model directory (e.g. outputs/teachers/minilm-sst2)")
     parser.add_argument("--methods", nargs="*", default=DEFAULT_METHODS, help=f"subset of {DEFAULT_METHODS}")
-    parser.add_argument("--glue-dir", help="local GLUE folder (default: HF_COMPRESS_GLUE_DIR or ../shared/data/glue)")
+    parser.add_argument("--glue-dir", help="local GLUE folder (default: $HF_COMPRESS_GLUE_DIR)")
     parser.add_argument("--max-eval-samples", type=int)
     parser.add_argument("--latency-runs", type=int, default=20)
     parser.add_argument("--out", default="gpu_bnb_check.json")
