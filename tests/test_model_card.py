@@ -177,6 +177,10 @@ def test_validator_rejects_what_the_hub_rejects():
     assert card_metadata_errors(broken_index)
 
 
-def test_packaged_template_and_model_cards_copy_are_identical():
-    packaged = (REPO_ROOT / "hf_compress" / "templates" / "model_card.md").read_text()
-    assert packaged == (REPO_ROOT / "model_cards" / "template.md").read_text()
+def test_every_registered_technique_is_named_and_tagged_in_cards():
+    from hf_compress.recipe.registry import MODIFIERS
+
+    for name, cls in MODIFIERS.items():
+        assert cls.description and cls.hub_tags, f"{name} has no model-card description or Hub tags"
+        assert describe_modifier({"type": name}).startswith(f"{cls.description} (`{name}`)")
+    assert describe_modifier({"type": "lora", "r": 8}) == "LoRA adapters trained on the quantized model (`lora`): r: 8"

@@ -458,7 +458,7 @@ def test_qat_converts_layers_another_modifier_replaced_with_their_learned_range(
     with torch.no_grad():
         narrow.weight.copy_(old.weight[:, :48])
         narrow.bias.copy_(old.bias)
-    model.bert.encoder.layer[0].intermediate.dense = model.bert.encoder.layer[0].intermediate.dense.to_linear()
+    model.bert.encoder.layer[0].intermediate.dense = model.bert.encoder.layer[0].intermediate.dense.to_float()
     model.bert.encoder.layer[0].output.dense = narrow
     modifier.on_finalize(model, ctx)
     converted = model.bert.encoder.layer[0].output.dense

@@ -54,30 +54,10 @@ def _require_onnx() -> None:
 
 
 def _float_equivalent(module: nn.Module) -> nn.Module | None:
-    """The plain float module a compressed storage module stands for, or None if it is one already."""
-    from ..methods.clustering.layers import ClusteredLinear
-    from ..methods.pruning.layers import SparseLinear
-    from ..methods.quantization.layers import Int8Linear, QATLinear, QuantizedEmbedding
-
-    if isinstance(module, (SparseLinear, QATLinear)):
-        return module.to_linear()
-    if isinstance(module, (Int8Linear, ClusteredLinear)):
-        weight = module.dequantized_weight() if isinstance(module, Int8Linear) else module.weight
-        linear = nn.Linear(
-            module.in_features, module.out_features, module.bias is not None, device=weight.device
-        )
-        with torch.no_grad():
-            linear.weight.copy_(weight.float())
-            if module.bias is not None:
-                linear.bias.copy_(module.bias.float())
-        return linear
-    if isinstance(module, QuantizedEmbedding):
-        weight = module.dequantize().float()
-        embedding = nn.Embedding(weight.shape[0], weight.shape[1], padding_idx=module.padding_idx)
-        with torch.no_grad():
-            embedding.weight.copy_(weight)
-        return embedding
-    return None
+    """The plain float module a compressed storage layer stands for (its `to_float()`: every
+    technique's storage layer has one), or None for an ordinary module."""
+    to_float = getattr(module, "to_float", None)
+    return to_float() if callable(to_float) else None
 
 
 def float_model_for_export(model: PreTrainedModel) -> PreTrainedModel:

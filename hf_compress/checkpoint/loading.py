@@ -42,7 +42,6 @@ from ..errors import CheckpointError, HfCompressError
 from .format import HEAD_AUTO_CLASSES
 from .sources import resolve_model_source
 
-
 logger = logging.getLogger(__name__)
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from ..errors import CheckpointError
@@ -132,3 +133,17 @@ def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, child, module)
+
+
+def float_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    """A plain `nn.Linear` holding copies of `weight` (out x in) and `bias`: what a storage layer's
+    `to_float()` returns."""
+    out_features, in_features = weight.shape
+    linear = nn.Linear(
+        in_features, out_features, bias is not None, device=weight.device, dtype=weight.dtype
+    )
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        if bias is not None:
+            linear.bias.copy_(bias.to(weight.dtype))
+    return linear

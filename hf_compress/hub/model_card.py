@@ -27,6 +27,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..checkpoint.sources import base_model_license
 from ..data.glue_tasks import GLUE_TASKS
 from ..errors import HfCompressError
+from ..recipe.registry import MODIFIERS
 
 TEMPLATE_NAME = "model_card.md"
 
@@ -35,24 +36,16 @@ GLUE_DATASET = "nyu-mll/glue"
 # The relations the Hub's model tree understands for `base_model_relation`.
 BASE_MODEL_RELATIONS = ("adapter", "merge", "quantized", "finetune")
 
-# What each modifier type did, in words, and the Hub tags it earns.
-TECHNIQUES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "head_pruning": ("structured pruning of attention heads", ("pruned", "structured-pruning")),
-    "ffn_pruning": (
-        "structured pruning of feed-forward (FFN) neurons",
-        ("pruned", "structured-pruning"),
-    ),
-    "magnitude_pruning": ("unstructured magnitude pruning (sparse weights)", ("pruned", "sparse")),
-    "distillation": ("knowledge distillation from the teacher", ("distilled",)),
-    "quantization": ("quantization", ("quantized",)),
-    "low_rank": ("low-rank factorization of Linear layers", ("low-rank",)),
-    "weight_clustering": ("weight clustering (shared codebooks)", ("clustered",)),
-    "layer_sharing": ("cross-layer weight sharing", ("weight-sharing",)),
-    "vocab_pruning": ("vocabulary pruning", ("pruned", "vocab-pruned")),
-    "embedding_quantization": ("quantization of the embedding matrix", ("quantized",)),
-}
 
-QUANTIZING_TYPES = ("quantization", "embedding_quantization")
+
+def _technique(kind: str) -> tuple[str, tuple[str, ...], bool]:
+    """(description, Hub tags, quantizes) of a modifier type, from its registered class; a type
+    this installation does not know is named by its own words."""
+    cls = MODIFIERS.get(kind)
+    if cls is None or not cls.description:
+        return kind.replace("_", " "), (_slug(kind),), False
+    return cls.description, cls.hub_tags, cls.quantizes
+
 
 # Pretty names and Hub metric ids of the GLUE metrics.
 METRICS = {
@@ -268,7 +261,7 @@ def _stages(report: dict[str, Any], recipe: dict[str, Any]) -> list[dict[str, An
 
 
 def _is_quantized(stages: list[dict[str, Any]], methods: list[str]) -> bool:
-    if any(m.get("type") in QUANTIZING_TYPES for stage in stages for m in stage["modifiers"]):
+    if any(_technique(str(m.get("type")))[2] for stage in stages for m in stage["modifiers"]):
         return True
     return any(
         re.search(r"quant|int8|int4|[48]bit|nf4|fp4", str(m), re.IGNORECASE) for m in methods
@@ -303,10 +296,10 @@ def _tags(
 ) -> list[str]:
     tags = ["hf-compress", "compressed", "glue"] + ([task] if task else [])
     for name in types:
-        tags += list(TECHNIQUES.get(name, ((), (_slug(name),)))[1])
+        tags += list(_technique(name)[1])
     for stage in stages:
         for modifier in stage["modifiers"]:
-            if modifier.get("type") in QUANTIZING_TYPES:
+            if _technique(str(modifier.get("type")))[2]:
                 tags += _quantization_tags(modifier)
     tags += [_slug(m) for m in methods if _slug(m)]
     if quantized:
@@ -348,7 +341,7 @@ def _format_value(value: Any) -> str:
 def describe_modifier(modifier: dict[str, Any]) -> str:
     """One modifier in words: what the technique is, then its settings and results."""
     kind = str(modifier.get("type", "unknown"))
-    label = TECHNIQUES.get(kind, (kind.replace("_", " "),))[0]
+    label = _technique(kind)[0]
     details = [
         f"{str(k).replace('_', ' ')}: {_format_value(v)}"
         for k, v in modifier.items()
@@ -371,9 +364,7 @@ def _describe_stage(stage: dict[str, Any]) -> dict[str, Any]:
 def _summary(
     base_model: Any, task_pretty: str, types: list[str], compressed: dict, baseline: dict
 ) -> str:
-    techniques = list(
-        dict.fromkeys(TECHNIQUES.get(t, (t.replace("_", " "),))[0] for t in types if t)
-    )
+    techniques = list(dict.fromkeys(_technique(t)[0] for t in types if t))
     base = f"`{base_model}`" if base_model else "A transformers encoder"
     text = f"{base} fine-tuned on GLUE {task_pretty} and compressed with hf-compress"
     text += f" ({', '.join(techniques)})." if techniques else "."

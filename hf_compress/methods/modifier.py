@@ -138,6 +138,11 @@ class Modifier:
     allows_training_after_freeze: ClassVar[bool] = False
     trains_before_freezing: ClassVar[bool] = False
     changes_vocabulary: ClassVar[bool] = False
+    # For the model card: what the technique does, in words; the Hub tags it earns; whether it
+    # quantizes (the card then names the quantized base model as such).
+    description: ClassVar[str] = ""
+    hub_tags: ClassVar[tuple[str, ...]] = ()
+    quantizes: ClassVar[bool] = False
 
     def __init__(self, config: ModifierConfig) -> None:
         self.config = config

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-
 # Prefixes that wrappers (DDP, accelerate, torch.compile, peft) add to module names.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "base_model.model.")
 

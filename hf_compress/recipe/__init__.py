@@ -5,7 +5,12 @@
 
 from .fields import DataConfig, FinetuneBase, ModifierConfig, PushToHub
 from .recipe import ModifierSpec, Recipe, Stage
-from .registry import MODIFIERS, get_modifier_class, register_modifier, registered_modifier_types
+from .registry import (
+    MODIFIERS,
+    get_modifier_class,
+    register_modifier,
+    registered_modifier_types,
+)
 from .yaml_io import apply_overrides
 
 __all__ = [

@@ -7,7 +7,6 @@ from typing import Any
 
 from .schema import option
 
-
 GLUE_TASK_NAMES = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 
 RECIPE_VERSION = 1

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ...checkpoint.rebuild import float_linear
 from .kmeans import cluster_weights, pack_indices, packed_size, unpack_indices
 
 
@@ -97,6 +98,11 @@ class ClusteredLinear(nn.Module):
     def weight(self) -> torch.Tensor:
         """The dense weight, `codebook[indices]` (differentiable with respect to the codebook)."""
         return F.embedding(self.indices(), self.codebook.unsqueeze(1)).squeeze(-1)
+
+    def to_float(self) -> nn.Linear:
+        """A plain float `nn.Linear` with the decoded weight."""
+        with torch.no_grad():
+            return float_linear(self.weight.detach(), self.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(

@@ -44,6 +44,8 @@ class WeightClusteringModifier(Modifier):
     """
 
     config_class = WeightClusteringConfig
+    description = "weight clustering (shared codebooks)"
+    hub_tags = ("clustered",)
 
     def __init__(self, config: WeightClusteringConfig) -> None:
         super().__init__(config)

@@ -131,6 +131,8 @@ class DistillationModifier(Modifier):
     """
 
     config_class = DistillationConfig
+    description = "knowledge distillation from the teacher"
+    hub_tags = ("distilled",)
     requires_teacher = True
     requires_training = True
 
@@ -408,6 +410,8 @@ class LayerDroppingModifier(Modifier):
     """
 
     config_class = LayerDroppingConfig
+    description = "layer dropping (a student with fewer layers)"
+    hub_tags = ("layer-dropping",)
 
     def __init__(self, config: LayerDroppingConfig) -> None:
         super().__init__(config)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from ...recipe.fields import ModifierConfig
 from ...recipe.schema import option
 
-
 _RANK_KEYS = ("rank", "rank_ratio", "energy")
 
 

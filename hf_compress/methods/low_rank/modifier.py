@@ -76,6 +76,8 @@ class LowRankModifier(Modifier):
     """
 
     config_class = LowRankConfig
+    description = "low-rank factorization of Linear layers"
+    hub_tags = ("low-rank",)
 
     def __init__(self, config: LowRankConfig) -> None:
         super().__init__(config)

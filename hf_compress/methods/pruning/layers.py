@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ...checkpoint.rebuild import float_linear
 
 # Bit weights of one packed byte, most significant first (numpy.packbits' default order).
 _BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)
@@ -173,26 +174,10 @@ class SparseLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.dense_weight(), self.bias)
 
-    def to_linear(self) -> nn.Linear:
+    def to_float(self) -> nn.Linear:
         """A dense `nn.Linear` with the same weights (pruned entries zero)."""
         with torch.no_grad():
-            weight = self.dense_weight().detach().clone()
-        linear = nn.Linear(
-            self.in_features,
-            self.out_features,
-            bias=self.bias is not None,
-            dtype=weight.dtype,
-            device=weight.device,
-        )
-        with torch.no_grad():
-            linear.weight.copy_(weight)
-            if self.bias is not None:
-                linear.bias.copy_(self.bias.detach())
-        linear.weight.requires_grad_(self.values.requires_grad)
-        if self.bias is not None:
-            linear.bias.requires_grad_(self.bias.requires_grad)
-        linear.train(self.training)
-        return linear
+            return float_linear(self.dense_weight().detach(), self.bias)
 
     def compressed_numel(self) -> tuple[int, int]:
         """(total, non-zero) element counts of the dense weight and bias this module stands for."""

@@ -78,6 +78,8 @@ class MagnitudePruning(Modifier):
     """
 
     config_class: ClassVar[type[ModifierConfig]] = MagnitudePruningConfig
+    description = "unstructured magnitude pruning (sparse weights)"
+    hub_tags = ("pruned", "sparse")
 
     def __init__(self, config: MagnitudePruningConfig) -> None:
         super().__init__(config)
@@ -115,7 +117,7 @@ class MagnitudePruning(Modifier):
                 module, SparseLinear
             ):  # pruned by an earlier stage: continue from its zeros
                 pruned = ~module.mask()
-                module = module.to_linear()
+                module = module.to_float()
                 set_submodule(model, name, module)
                 record.pop(name, None)
             else:
@@ -536,6 +538,8 @@ class HeadPruning(StructuredPruning):
     """
 
     config_class = HeadPruningConfig
+    description = "structured pruning of attention heads"
+    hub_tags = ("pruned", "structured-pruning")
     unit_name = "head"
 
     @property
@@ -590,6 +594,8 @@ class FfnPruning(StructuredPruning):
     """
 
     config_class = StructuredPruningConfig
+    description = "structured pruning of feed-forward (FFN) neurons"
+    hub_tags = ("pruned", "structured-pruning")
     unit_name = "neuron"
 
     def _units(self, model: PreTrainedModel, index: int) -> int:

@@ -10,7 +10,6 @@ from ...recipe.fields import ModifierConfig
 from ...recipe.schema import option
 from ..targets import name_matches, strip_wrapper_prefix
 
-
 BACKENDS = ("auto", "onednn", "fbgemm", "dequant")
 
 # What a recipe may ask for (`quantization.kernel`), saved with each layer in the checkpoint:

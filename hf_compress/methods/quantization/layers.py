@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...checkpoint.rebuild import float_linear
 from ...errors import UnsupportedModelError
 from .config import BACKENDS, KERNELS
 from .kernels import (
@@ -122,7 +123,7 @@ class Int8Linear(nn.Module):
                 "this QATLinear never saw an input in training mode, so it has no input range"
             )
         return cls.from_linear(
-            layer.to_linear(), input_qparams=layer.input_qparams(), kernel=kernel
+            layer.to_float(), input_qparams=layer.input_qparams(), kernel=kernel
         )
 
     @torch.no_grad()
@@ -138,6 +139,10 @@ class Int8Linear(nn.Module):
     def dequantized_weight(self) -> torch.Tensor:
         """The float weight the int8 codes stand for."""
         return self.weight.float() * self.weight_scale.float()[:, None]
+
+    def to_float(self) -> nn.Linear:
+        """A plain float `nn.Linear` with the dequantized weight."""
+        return float_linear(self.dequantized_weight(), self.bias)
 
     def compressed_numel(self) -> tuple[int, int]:
         """(total, non-zero) elements of the dense Linear this layer stands for (see measure.py)."""
@@ -364,8 +369,8 @@ class QATLinear(nn.Linear):
             module.bias = linear.bias
         return module
 
-    def to_linear(self) -> nn.Linear:
-        """A plain `nn.Linear` with the same (unrounded) weights."""
+    def to_float(self) -> nn.Linear:
+        """A plain `nn.Linear` sharing this layer's (unrounded) weight and bias parameters."""
         linear = nn.Linear(
             self.in_features,
             self.out_features,
@@ -555,6 +560,14 @@ class QuantizedEmbedding(nn.Module):
         """The whole table as a float tensor (for inspection and error measurement)."""
         offset = self.offset if self.bits == 4 else None
         return self._dequantize(self.qweight, self.scale, offset)
+
+    def to_float(self) -> nn.Embedding:
+        """A plain float `nn.Embedding` with the dequantized table."""
+        weight = self.dequantize().float()
+        embedding = nn.Embedding(*weight.shape, padding_idx=self.padding_idx, device=weight.device)
+        with torch.no_grad():
+            embedding.weight.copy_(weight)
+        return embedding
 
     @property
     def weight(self) -> torch.Tensor:

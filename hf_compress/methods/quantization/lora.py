@@ -11,7 +11,6 @@ from torch import nn
 from ...errors import CheckpointError, HfCompressError
 from .bitsandbytes import require_bitsandbytes
 
-
 LORA_KEY = "lora"
 
 # The adapters' own Linear layers must stay float when transformers quantizes the base on load.

@@ -71,6 +71,8 @@ class LoraModifier(Modifier):
     """
 
     config_class = LoraConfig
+    description = "LoRA adapters trained on the quantized model"
+    hub_tags = ("lora",)
     requires_training = True
     allows_training_after_freeze = True
 
@@ -205,6 +207,9 @@ class EmbeddingQuantizationModifier(Modifier):
     """
 
     config_class = EmbeddingQuantizationConfig
+    description = "quantization of the embedding matrix"
+    hub_tags = ("quantized",)
+    quantizes = True
 
     def __init__(self, config: EmbeddingQuantizationConfig) -> None:
         super().__init__(config)
@@ -306,6 +311,9 @@ class QuantizationModifier(Modifier):
     """
 
     config_class = QuantizationConfig
+    description = "quantization"
+    hub_tags = ("quantized",)
+    quantizes = True
     freezes_weights = True
     # The conversion happens in on_finalize, after the stage's own training (which only
     # qat_int8 needs; with the other methods a training stage trains the float model first).
@@ -433,7 +441,7 @@ class QuantizationModifier(Modifier):
                 layer.act_max.copy_(ranges[1])
             # A modifier finalized before this one may have replaced the QAT layer by a plain
             # (e.g. narrower, pruned) Linear: it still gets the range its input was trained with.
-            linear = current.to_linear() if isinstance(current, QATLinear) else current
+            linear = current.to_float() if isinstance(current, QATLinear) else current
             if type(linear) is not nn.Linear:
                 continue
             if bool(layer.observed):

@@ -45,6 +45,8 @@ class LayerSharingModifier(Modifier):
     """
 
     config_class = LayerSharingConfig
+    description = "cross-layer weight sharing"
+    hub_tags = ("weight-sharing",)
 
     def __init__(self, config: LayerSharingConfig) -> None:
         super().__init__(config)

@@ -144,6 +144,8 @@ class VocabPruningModifier(Modifier):
     """
 
     config_class = VocabPruningConfig
+    description = "vocabulary pruning"
+    hub_tags = ("pruned", "vocab-pruned")
     changes_vocabulary = True
 
     def __init__(self, config: VocabPruningConfig) -> None:
