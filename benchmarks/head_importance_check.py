@@ -1,6 +1,6 @@
 """Do head importance scores mean something? Remove the lowest-scoring heads vs random heads.
 
-Sanity check of `head_pruning`'s scores (issue 3, after Michel et al. 2019, figure 3): on a
+Sanity check of `head_pruning`'s scores (after Michel et al. 2019, figure 3): on a
 fine-tuned classifier, remove a fraction of the attention heads (default: half), once the heads
 with the lowest Taylor scores (and once the lowest magnitude scores), and several times a random
 set of the same size, without any fine-tuning, and compare dev-set metrics. Random sets follow

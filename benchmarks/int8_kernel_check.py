@@ -1,8 +1,8 @@
 """fbgemm against oneDNN on one saved int8 checkpoint: latency, round-robin in one process.
 
-The int8 kernel is chosen at run time from the same stored tensors (hf_compress/quantized_linear.py),
+The int8 kernel is chosen at run time from the same stored tensors (hf_compress/methods/quantization/layers.py),
 so the loaded model and a copy are set to one kernel each and timed round-robin per batch size
-(hf_compress.measure.round_robin_latency), so machine load hits them alike. Random token ids, sequence length `--seq`; prints JSON with
+(hf_compress.evaluation.measure.round_robin_latency), so machine load hits them alike. Random token ids, sequence length `--seq`; prints JSON with
 the median milliseconds per kernel and batch size, and the environment.
 
     python benchmarks/int8_kernel_check.py outputs/quickstart --rounds 15

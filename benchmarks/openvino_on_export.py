@@ -4,7 +4,7 @@ with NNCF) by OpenVINO, measured beside the PyTorch fp32 teacher in one process.
 This answers "does our structural compression compose with OpenVINO's runtime?": the pruned
 graph comes from `hf-compress export`, the runtime and the int8 step are OpenVINO's / NNCF's.
 It runs in the OpenVINO virtualenv (`$PEER_VENV`, see BENCHMARKS.md) and reuses the measurement
-functions of benchmarks/peer_openvino_int8.py (the method of `hf_compress.measure`).
+functions of benchmarks/peer_openvino_int8.py (the method of `hf_compress.evaluation.measure`).
 
     $PEER_VENV/bin/python benchmarks/openvino_on_export.py --teacher outputs/teachers/minilm-sst2-full \
         --export bench_out/onnx/minilm-sst2-prune-heads-ffn-50-onnx --out bench_out/peers/openvino_on_export.json

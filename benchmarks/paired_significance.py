@@ -3,8 +3,8 @@
 For each run (a seed, a data budget, ...) the method's model and its control's model are evaluated
 on the same dev examples (`hf-compress compare`): the examples only one of them gets right and
 McNemar's exact p-value. Over all runs, a two-sided sign test on which model won each run
-(ties left out). Written for issue 4 (distilled 3-layer students against the same students
-trained on gold labels alone), usable for any method / control pairs:
+(ties left out). E.g. distilled 3-layer students against the same students trained on gold
+labels alone; usable for any method / control pairs:
 
     python benchmarks/paired_significance.py --task sst2 \\
         --pair "10k seed 42" bench_out/sst2-kd-mask15/minilm-sst2-distill-3layer-logits \\

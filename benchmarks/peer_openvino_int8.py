@@ -7,12 +7,12 @@ calibrated on `--calibration-samples` SST-2 training sentences, and int8 weight-
 in one process side by side with the fp32 PyTorch teacher and the fp32 OpenVINO export: dev
 accuracy on all 872 sentences (max length 64), bytes of the model files on disk, and CPU latency
 at batch 1 and 32 x sequence 128 (random token ids, every position attended, 2 threads, 2 warm-up
-runs, then median / p10 / p90 of 10 runs), the same method as `hf_compress.measure`.
+runs, then median / p10 / p90 of 10 runs), the same method as `hf_compress.evaluation.measure`.
 
 It runs in its own virtual environment (`$PEER_VENV`, installed as BENCHMARKS.md says: torch 2.13.0, optimum-intel with
 OpenVINO and NNCF) because optimum-intel pins an older transformers (<5.6) than the project's
 5.24. For that reason it does not import hf_compress: the GLUE dev file is read directly, and the
-latency function below follows `hf_compress.measure.measure_latency` step by step.
+latency function below follows `hf_compress.evaluation.measure.measure_latency` step by step.
 
     $PEER_VENV/bin/python benchmarks/peer_openvino_int8.py \
         --teacher outputs/teachers/minilm-sst2 --out bench_out/peers/openvino_int8.json
@@ -103,7 +103,7 @@ def accuracy(model: Callable[..., Any], tokenizer: Any, sentences: list[str], la
 def measure_latency(
     model: Callable[..., Any], vocab_size: int, batch_sizes: list[int], seq_len: int, warmup: int, runs: int
 ) -> dict[str, dict[str, float]]:
-    """Milliseconds per forward pass: the method of `hf_compress.measure.measure_latency` (random ids
+    """Milliseconds per forward pass: the method of `hf_compress.evaluation.measure.measure_latency` (random ids
     seeded by the batch size, all positions attended, warm-up runs, then median / p10 / p90)."""
     results: dict[str, dict[str, float]] = {}
     with torch.inference_mode():

@@ -1,7 +1,7 @@
 """Peer benchmark: PyTorch's own int8 paths against hf_compress's int8 results, on a real teacher.
 
-Issue 8 asks for torch `quantize_dynamic` int8 and torchao int8 side by side with our points on
-the same teacher and data. This measures, in one process and with hf_compress's own functions
+torch `quantize_dynamic` int8 and torchao int8 side by side with our points on the same teacher
+and data. This measures, in one process and with hf_compress's own functions
 (the task's dev metric, CPU latency at batch 1 and 32 x sequence 128 with random token ids, 2
 warm-ups, median of `--runs`; the method of `hf-compress bench`):
 
@@ -14,7 +14,7 @@ warm-ups, median of `--runs`; the method of `hf-compress bench`):
 
 Latency is measured twice. First each model alone, one after the other (`latency_ms_sequential`,
 the method of `hf-compress bench`). Then, with every model in memory, all of them round-robin
-(`hf_compress.measure.round_robin_latency`: run 1 of each model, then run 2 of each, ...) at each
+(`hf_compress.evaluation.measure.round_robin_latency`: run 1 of each model, then run 2 of each, ...) at each
 batch size; that is `latency_ms`, the figure the frontier uses. On a shared 2-core machine the
 load moves between minutes, and a model timed alone can land in a slow or a fast minute (one
 peer's ratio moved 2.2x between two processes here); interleaved, every model sees the same load,

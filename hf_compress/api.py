@@ -11,6 +11,7 @@ from transformers import PreTrainedModel
 from .errors import RecipeError
 from .methods.modifier import StageContext
 from .recipe.recipe import ModifierSpec, Recipe, Stage
+from .training.stages import StageRun
 
 
 def compress(
@@ -66,12 +67,8 @@ def compress(
     )
     ctx = StageContext(teacher=teacher, tokenizer=tokenizer, train_dataloader=loader, device=device)
     for index, stage in enumerate(stages):
-        ctx.stage, ctx.stage_index = stage, index
-        modifiers = [spec.build() for spec in stage.modifiers]
-        for modifier in modifiers:
-            model = modifier.on_initialize(model, ctx) or model
-        for modifier in modifiers:
-            model = modifier.on_finalize(model, ctx) or model
+        run = StageRun(stage, index, ctx)
+        model = run.finalize(run.initialize(model))
     return (model, ctx.tokenizer) if return_tokenizer else model
 
 

@@ -89,7 +89,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    """Paired comparison of two classifiers on the same dev examples (hf_compress.significance)."""
+    """Paired comparison of two classifiers on the same dev examples (hf_compress.evaluation.compare)."""
     from .data.glue_tasks import get_task
     from .evaluation.compare import compare_models
 
@@ -132,7 +132,7 @@ _RECIPE_BENCH_OPTIONS = {
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     """Two modes: `bench MODEL...` measures saved models; `bench --task T --out DIR` runs recipes
-    from one teacher and measures the teacher and every result (hf_compress.benchmark)."""
+    from one teacher and measures the teacher and every result (hf_compress.evaluation.frontier)."""
     given = [
         flag
         for dest, flag in _RECIPE_BENCH_OPTIONS.items()

@@ -4,7 +4,7 @@
 
 Writes the fine-tuned model (a plain BertForSequenceClassification) and `teacher_report.json`
 with the dev metric, parameters, bytes on disk, CPU latency and the training time
-(`hf_compress.benchmark.finetune_teacher`, which `hf-compress bench --out` also uses).
+(`hf_compress.training.teacher.finetune_teacher`, which `hf-compress bench --out` also uses).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Distillation (`distillation`), layer-reduced students (`hf_compress.student`) and `layer_dropping`."""
+"""Distillation (`distillation`), layer-reduced students (`hf_compress.methods.distillation.student`) and `layer_dropping`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ONNX export (hf_compress/export.py): every technique's output exports and computes the same
+"""ONNX export (hf_compress/checkpoint/export.py): every technique's output exports and computes the same
 logits in ONNX Runtime; int8 export is smaller; bad input gets clear errors and leaves nothing."""
 
 from __future__ import annotations

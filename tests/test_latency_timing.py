@@ -1,4 +1,4 @@
-"""hf_compress.measure's timing helpers: the summary of per-run times, and round-robin timing
+"""hf_compress.evaluation.measure's timing helpers: the summary of per-run times, and round-robin timing
 (every model run once per round, so machine load hits them alike)."""
 
 import torch

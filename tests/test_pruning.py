@@ -1,4 +1,4 @@
-"""Issue 3: structured (heads, FFN neurons) and unstructured (magnitude) pruning on tiny models."""
+"""Pruning: structured (heads, FFN neurons) and unstructured (magnitude) pruning on tiny models."""
 
 from __future__ import annotations
 

@@ -120,6 +120,6 @@ def get_adapter(model_or_config: PreTrainedModel | PretrainedConfig) -> Architec
         raise UnsupportedModelError(
             f"model type {getattr(config, 'model_type', None)!r} is not supported by hf-compress; "
             f"supported families: {', '.join(sorted(ADAPTERS))}. Adding a family is one adapter file "
-            "in hf_compress/adapters/ (see bert.py)."
+            "in hf_compress/architectures/ (see bert.py)."
         )
     return ADAPTERS[family]

@@ -32,7 +32,7 @@ def compare_models(
     dtype: str | None = None,
 ) -> PairedComparison:
     """Evaluate two classifiers (directories or Hub ids) on the same dev examples of `task` and
-    compare them example by example (`hf_compress.significance`)."""
+    compare them example by example (`hf_compress.evaluation.compare`)."""
     if task.is_regression:
         raise HfCompressError(
             f"compare: {task.name} is a regression task; compare counts the examples each model classifies "

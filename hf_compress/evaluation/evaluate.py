@@ -107,7 +107,7 @@ def load_with_dev_set(
     """A model (directory or Hub id), its own tokenizer, and `task`'s dev set tokenized by it.
 
     Args:
-        load_in / dtype: as `quant_loading.load_model_for_eval`.
+        load_in / dtype: as `hf_compress.evaluation.load.load_model_for_eval`.
     """
     from ..checkpoint.loading import load_checked_tokenizer, resolve_checkpoint
     from ..data.preprocess import load_task_datasets

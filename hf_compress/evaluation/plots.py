@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""The frontier plot of a benchmark: task metric against size on disk and against CPU latency."""
 
 from __future__ import annotations
 

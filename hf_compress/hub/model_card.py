@@ -4,7 +4,7 @@ The card is built with huggingface_hub's own `ModelCard` / `ModelCardData` / `Ev
 its YAML metadata is what the Hub expects: `base_model` (+ `base_model_relation`), `datasets`,
 `library_name`, `pipeline_tag`, `license`, `tags` and a `model-index` holding the GLUE results
 (which the Hub shows as evaluation results). The body comes from a Jinja template
-(`hf_compress/templates/model_card.md`, a copy lives in `model_cards/template.md`): what each
+(`hf_compress/hub/templates/model_card.md`): what each
 recipe stage did, a baseline-versus-compressed table, how to load the model, the full recipe and
 its limitations.
 

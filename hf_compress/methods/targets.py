@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Matching module names against a modifier's `targets` / `ignore` patterns (plain names or
+`re:` regexes), with DDP / accelerate / compile / peft wrapper prefixes stripped."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The recipe's keys as frozen dataclasses: top level, `finetune_base`, `data`, `push_to_hub`, a
+stage, and the keys every modifier accepts (`ModifierConfig`). Each field's `help` is its
+documentation (docs/recipes.md is generated from it)."""
 
 from __future__ import annotations
 

@@ -16,12 +16,11 @@ import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ..errors import RecipeError
-from ..methods.modifier import Modifier
 from .fields import (
     RECIPE_VERSION,
     DataConfig,
@@ -39,6 +38,9 @@ from .yaml_io import (
     _safe_load,
     apply_overrides,
 )
+
+if TYPE_CHECKING:
+    from ..methods.modifier import Modifier
 
 
 @dataclass(frozen=True)

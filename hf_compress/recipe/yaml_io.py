@@ -1,4 +1,8 @@
-"""TODO docstring."""
+"""Reading recipe YAML safely and applying `--set KEY.PATH=VALUE` overrides.
+
+The loader is `yaml.SafeLoader` without aliases (how "billion laughs" bombs blow up memory),
+with a bound on size and nesting, and with YAML 1.2 floats (`3e-5` is a number).
+"""
 
 from __future__ import annotations
 

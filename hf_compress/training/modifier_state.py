@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""The modifiers' runtime state (masks, scores, schedules) saved beside a Trainer checkpoint, so
+an interrupted stage resumes with it: tensors to safetensors, the rest to JSON (never pickle)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""The fine-tuned teacher a benchmark compares against: `finetune_teacher` trains it,
+`prepare_teacher` reuses one fine-tuned with the same settings."""
 
 from __future__ import annotations
 

@@ -1,8 +1,20 @@
-"""`CompressionTrainer`: a thin `transformers.Trainer` subclass that runs a recipe's stages.
+"""`CompressionTrainer`: a `transformers.Trainer` subclass that runs a recipe's stages.
 
-The only overridden training behaviour is `compute_loss` (so loss-changing modifiers such as
-distillation can plug in). Everything else a technique does happens through `ModifierCallback`
-(hf_compress/callbacks.py) and the modifier lifecycle (hf_compress/modifiers/base.py).
+What it overrides, and why:
+- `__init__` takes the recipe, the teacher and the runner's stage hooks, and registers
+  `ModifierCallback`, through which the active modifiers see every optimizer step and epoch
+  (gradual schedules, masks re-applied after the step, modifier state saved with checkpoints).
+- `train` runs the stages in order: each builds its modifiers (`StageRun`), initializes them,
+  trains the stage's epochs with `Trainer.train` and finalizes them. Without stages it is
+  `Trainer.train`.
+- `compute_loss` is `Trainer.compute_loss` with the modifiers' extra forward arguments, then each
+  modifier may replace the loss (distillation); training batches are token-masked first when the
+  recipe sets `data.token_mask_prob`.
+- `create_optimizer` adds the parameters modifiers train beside the model (distillation's
+  hidden-state projections).
+- `push_to_hub` pushes the compressed output (weights, tokenizer, recipe, report, model card)
+  through hf-compress's own push, which checks the files for secrets first.
+Everything else is `Trainer` as it is.
 """
 
 from __future__ import annotations
@@ -24,10 +36,12 @@ from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
 from ..data.augment import TokenMasker
 from ..errors import UnsupportedModelError
+from ..hub.push import push_trainer_output
 from ..methods.modifier import Modifier, StageContext
 from ..recipe.recipe import Recipe, Stage
 from .callbacks import ModifierCallback
 from .modifier_state import load_modifier_states
+from .stages import StageRun
 
 logger = logging.getLogger(__name__)
 
@@ -127,18 +141,16 @@ class CompressionTrainer(Trainer):
             len(stage.modifiers),
             stage.epochs,
         )
-        self.modifiers = [spec.build() for spec in stage.modifiers]
         ctx = self.context
-        ctx.stage, ctx.stage_index, ctx.step, ctx.total_steps = stage, index, 0, 0
         ctx.device = self.args.device
         ctx.world_size = self.args.world_size
         ctx.is_main_process = self.is_world_process_zero()
         ctx.train_dataloader = self._calibration_batches if self.train_dataset is not None else None
+        run = StageRun(stage, index, ctx)
+        self.modifiers = run.modifiers  # what ModifierCallback, compute_loss and the optimizer see
 
-        for modifier in self.modifiers:
-            self._swap_model(modifier.on_initialize(self.model, ctx))
+        self._swap_model(run.initialize(self.model))
         self._follow_tokenizer()
-
         output = None
         if stage.trains:
             _check_quantized_training(self.model, self.modifiers, stage, index)
@@ -151,18 +163,9 @@ class CompressionTrainer(Trainer):
                 load_modifier_states(self.modifiers, checkpoint)
             with self._stage_args(stage, index):
                 output = super().train(resume_from_checkpoint=checkpoint)
-        ctx.step = ctx.total_steps
-
-        for modifier in self.modifiers:
-            self._swap_model(modifier.on_finalize(self.model, ctx))
+        self._swap_model(run.finalize(self.model))
         self._follow_tokenizer()
-        self.stage_summaries.append(
-            {
-                "name": stage.name,
-                "epochs": stage.epochs,
-                "modifiers": [m.summary() for m in self.modifiers],
-            }
-        )
+        self.stage_summaries.append(run.summary())
         self.modifiers = []
         self._reset_optimizer()
         return output
@@ -246,8 +249,6 @@ class CompressionTrainer(Trainer):
         """Saves the compressed model (with tokenizer, recipe.yaml, report.json and model card) and
         pushes it to the Hub in one commit; returns the commit URL. Keeps `Trainer.push_to_hub`'s
         leading arguments because `Trainer.save_model` calls it when `args.push_to_hub` is set."""
-        from ..hub.push import push_trainer_output
-
         return push_trainer_output(
             self,
             repo_id,

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""`<output_dir>.work`: what an interrupted run needs to resume (fine-tuned base, the model after
+each completed stage, `progress.json`)."""
 
 from __future__ import annotations
 

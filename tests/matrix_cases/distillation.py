@@ -1,4 +1,4 @@
-"""Matrix cases of `distillation` and `layer_dropping` (hf_compress/modifiers/distillation.py)."""
+"""Matrix cases of `distillation` and `layer_dropping` (hf_compress/methods/distillation/)."""
 
 from matrix import MatrixCase
 

@@ -1,4 +1,4 @@
-"""Matrix cases of issue 3: head_pruning, ffn_pruning, magnitude_pruning."""
+"""Matrix cases of pruning: head_pruning, ffn_pruning, magnitude_pruning."""
 
 from matrix import MatrixCase
 

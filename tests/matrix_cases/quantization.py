@@ -1,4 +1,4 @@
-"""`quantization` cases for the shared matrix (hf_compress/modifiers/quantization.py, bnb.py).
+"""`quantization` cases for the shared matrix (hf_compress/methods/quantization/).
 
 bitsandbytes 4-bit is tested in tests/test_quantization.py on a 64-wide model: its CPU kernel
 needs in_features % 64 == 0, which the matrix's 32-wide tiny models do not have.

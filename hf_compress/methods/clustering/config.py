@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Recipe keys of `weight_clustering`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""1-D k-means of a weight tensor and the bit packing of its cluster indices."""
 
 from __future__ import annotations
 
@@ -41,9 +41,8 @@ def unpack_indices(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
 
 
 # k-means -------------------------------------------------------------------------------------
-# Hand-written instead of scikit-learn's KMeans: measured here, sklearn took 0.5-0.8 s even for a
-# 2k-weight layer (fixed per-call overhead) and 1.6-4 s for a 590k-weight MiniLM FFN matrix at 16
-# clusters, about a minute per MiniLM and most of the test time. In one dimension Lloyd's
+# Hand-written instead of scikit-learn's KMeans, whose fixed per-call overhead and general n-D
+# algorithm cost seconds per large layer (about a minute per MiniLM, most of the test time). In one dimension Lloyd's
 # algorithm needs no distance computations: with sorted centroids every cluster is a contiguous
 # run of the sorted weights, bounded by the midpoints between centroids, so one sort and a prefix
 # sum up front make each iteration a `searchsorted` of k-1 midpoints (O(k log n)), on the

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""`ClusteredLinear`: a Linear layer stored as a float codebook plus packed indices."""
 
 from __future__ import annotations
 

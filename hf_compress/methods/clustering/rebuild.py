@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Rebuilds `ClusteredLinear` layers for `from_pretrained` (`compression_config["clustered"]`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Recipe keys of `distillation` and `layer_dropping`, and of the layer-reduced `student`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""The distillation losses: soft targets at temperature T (Hinton et al. 2015) and hidden-state
+matching (DistilBERT's cosine loss, or MSE), with the student-to-teacher layer map."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Recipe keys of `low_rank`."""
 
 from __future__ import annotations
 

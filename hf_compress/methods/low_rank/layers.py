@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""`LowRankLinear` and `FactorizedEmbedding`: a Linear layer and the word embedding as products of
+two thin matrices."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Rebuilds factorized layers for `from_pretrained` (`low_rank` ranks, `embedding_factorization`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Truncated SVD of a weight, the rank choice (fixed, a ratio, or kept energy), and the Fisher row
+weighting that makes the SVD favour what the loss is sensitive to."""
 
 from __future__ import annotations
 

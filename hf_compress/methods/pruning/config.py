@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Recipe keys of `head_pruning`, `ffn_pruning` and `magnitude_pruning`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Scoring and choosing what to prune: Taylor gates on heads and neurons, the per-layer or
+global choice of units, and magnitude masks."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ dense safetensors file of it is no smaller than the unpruned one. `SparseLinear`
 so the bytes on disk fall with sparsity (80% sparse fp32: 0.2 * 4 + 1/8 = 0.93 bytes per weight
 instead of 4). Both are ordinary tensors of the module, so `save_pretrained` writes them to
 safetensors and `from_pretrained` loads them once the module tree was rebuilt (see
-`hf_compress.modifiers.magnitude_pruning`, rebuilder `sparse_linear`).
+`hf_compress.methods.pruning`, rebuilder `sparse_linear`).
 
 The forward pass materialises the dense weight (`masked_scatter`, differentiable with respect
 to `values`, so a later training stage fine-tunes the kept weights while the pruned ones stay

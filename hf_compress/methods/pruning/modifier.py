@@ -31,6 +31,15 @@ outputs (a masked unit contributes nothing), so the saved model is the smaller o
 
 Uneven head counts and FFN widths are recorded in `compression_config` (`heads`, `ffn_width`:
 `{"<layer>": n}`) and rebuilt by `from_pretrained` through the rebuilders below.
+
+Unstructured magnitude pruning (`magnitude_pruning`, Han et al. 2015; gradual as in Zhu & Gupta
+2017) zeroes the smallest-magnitude weights of the targeted Linear layers (default: those inside
+the transformer layers) until `sparsity` of them are zero, per layer (`scope: layer`) or across
+all targets (`scope: global`). One-shot it prunes in `on_initialize`; gradually the masks only
+grow along the cubic schedule and are re-applied after every optimizer step. Han et al.'s prune
+-> retrain -> prune iterations are a recipe with several stages. At `on_finalize` every pruned
+layer becomes a `SparseLinear` (packed bitmask + non-zero values), so the checkpoint's bytes
+fall with sparsity; `compression_config["sparse_linear"]` records the layers.
 """
 
 from __future__ import annotations

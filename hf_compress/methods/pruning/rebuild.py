@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Rebuilds pruned structure for `from_pretrained`: per-layer head counts (`heads`), FFN widths
+(`ffn_width`) and sparse Linear storage (`sparse_linear`)."""
 
 from __future__ import annotations
 

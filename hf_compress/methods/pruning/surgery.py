@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Physically removing attention heads and FFN neurons: narrowing the Linear layers around them
+through the family's architecture map."""
 
 from __future__ import annotations
 

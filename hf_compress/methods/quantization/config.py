@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Recipe keys of `quantization`, `embedding_quantization` and `lora`, and the names of the int8
+methods, bitsandbytes methods and int8 kernels."""
 
 from __future__ import annotations
 

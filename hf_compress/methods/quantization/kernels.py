@@ -1,55 +1,30 @@
-"""Int8 linear layers that stay int8 on disk, and the fake-quantized layer QAT trains with.
+"""The int8 arithmetic and kernels behind `Int8Linear` and `QATLinear`.
 
-`Int8Linear` keeps a Linear layer as plain tensors: an int8 weight (one symmetric scale per
-output channel), the float bias and, after quantization-aware training, a static activation
-scale and zero point. They are ordinary buffers, so `save_pretrained` writes int8 to
-safetensors (4x smaller than fp32) and `from_pretrained` reloads them through the compressed
-checkpoint format (`compression_config["int8_linear"]`), never inflating back to fp32.
-
-How it computes is chosen at run time from the same stored tensors; checkpoints never depend
-on a kernel:
+How an int8 layer computes is chosen at run time from the same stored tensors, so checkpoints
+never depend on a kernel (`cpu_backend`):
 
 - `fbgemm` (dynamically quantized layers on x86 CPUs, the default there):
-  `torch.ops.quantized.linear_dynamic`, which measures and quantizes each input inside its GEMM.
-  The fastest eager int8 path measured here (benchmarks/bench_int8_latency.py, MiniLM-sized BERT,
-  batch 32 x seq 128, a shared 2-core AMD EPYC with VNNI): 3.6x faster than fp32 on one
-  thread, 2.1x on two threads of a machine busy with other work. Its weight packing goes
-  through PyTorch's quantized tensor type, which PyTorch 2.13 deprecates; here the packed
-  weight is only a run-time cache, so if a release removes that type the layers switch to
-  `onednn` by themselves. (That is the difference from `torch.ao.quantization.quantize_dynamic`,
-  the same kernel, whose module state is the packed object: it does not save to safetensors or
-  reload through `from_pretrained`.)
-- `onednn` (layers with a static QAT input range; the fallback): the input is quantized to uint8
-  (with the stored range, or its own) and multiplied by `torch.ops.onednn.qlinear_pointwise`,
-  oneDNN's u8 x s8 -> int32 GEMM with scales and bias applied in its epilogue: the kernel
-  PyTorch's own x86 int8 path (PT2E with `X86InductorQuantizer`, used by torchao) lowers to, on
-  plain uint8 / int8 tensors. It uses a static range exactly (so a converted QAT layer computes
-  what the fake-quantized one did), but quantizing a dynamic input costs three eager passes
-  (range, scale + shift, convert), each a parallel region of its own: 3.6x faster than fp32 on
-  one thread, like fbgemm, but only 1.3x on two threads of a busy machine, where every region
-  waits for the descheduled thread (a shared 2-core AMD EPYC with VNNI, no AMX). On a 2-core
-  Intel Xeon with AMX int8 it was 1.64-1.73x faster than fp32 at batch 32 against fbgemm's
-  1.46-1.54x, and equal at batch 1, in two sessions (benchmarks/bench_int8_latency.py,
-  BENCHMARKS.md), but on the pruned quickstart model 24-26% slower at batch 1 (7-9% faster at
-  batch 32; benchmarks/int8_kernel_check.py), so fbgemm stays the default there too. torchao's int8
-  tensor subclasses were no faster than fp32 in eager mode (1.4x on one thread, 0.3x on two busy
-  ones) and 3.5x faster only after a 30-60 s `torch.compile` per input shape, so they were not
-  used.
+  `torch.ops.quantized.linear_dynamic`, which measures and quantizes each input inside its GEMM;
+  the fastest eager int8 path on the CPUs measured (BENCHMARKS.md). Its weight packing goes
+  through PyTorch's quantized tensor type, which PyTorch 2.13 deprecates; the packed weight is
+  only a run-time cache, so if a release removes that type the layers switch to `onednn` by
+  themselves. (That is the difference from `torch.ao.quantization.quantize_dynamic`, the same
+  kernel, whose module state is the packed object: it does not save to safetensors or reload
+  through `from_pretrained`.)
+- `onednn` (layers with a static QAT input range, and the fallback): the input is quantized to
+  uint8 (with the stored range, or its own) and multiplied by
+  `torch.ops.onednn.qlinear_pointwise`, oneDNN's u8 x s8 -> int32 GEMM with scales and bias in
+  its epilogue, the kernel PyTorch's own x86 int8 path lowers to. It uses a static range exactly
+  (a converted QAT layer computes what the fake-quantized one did), but quantizing a dynamic
+  input costs three eager passes, so it is not the default for dynamic layers; on CPUs with AMX
+  int8 a recipe may prefer it (`kernel: onednn_on_amx`): faster at large batches there, slower
+  at batch 1 (BENCHMARKS.md, "Machine and software").
 - `dequant` (every other device: CUDA, ARM, ...): the same integer arithmetic emulated in
   float (dequantized weight, fake-quantized input). The reference the tests compare against;
   not faster than fp32.
 
 Without VNNI, x86 int8 kernels sum pairs of u8 x s8 products in int16, which can saturate, so
 there the inputs use 7 bits (`reduce_range`).
-
-The packed weight the kernel wants is a private run-time cache (not a buffer), rebuilt when
-the weight changes or the module moves, so checkpoints hold only the portable int8 tensors.
-
-`QATLinear` is an `nn.Linear` whose forward fake-quantizes the weight (per output channel,
-symmetric) and the input (per tensor, asymmetric uint8, range tracked with an exponential moving
-average) with straight-through gradients (Jacob et al. 2018). `Int8Linear.from_qat` converts it
-to the same int8 storage, keeping the learned input range, so the converted layer computes what
-the fake-quantized one did.
 """
 
 from __future__ import annotations
@@ -225,9 +200,7 @@ def cpu_backend(static_activations: bool = False, kernel: str = "auto") -> str:
     By default `fbgemm` for dynamic inputs, `onednn` for static (QAT) ones and wherever fbgemm is
     missing, `dequant` off x86. `kernel` is the layer's saved preference (`KERNELS`), honoured where
     this machine can run it and ignored elsewhere, so a checkpoint runs everywhere. The environment
-    variable HF_COMPRESS_INT8_BACKEND (onednn | fbgemm | dequant) overrides both: on CPUs with AMX
-    int8, oneDNN (which uses AMX; fbgemm does not) measured 9-12% faster at batch 32 but up to 26%
-    slower at batch 1, so it is not the default.
+    variable HF_COMPRESS_INT8_BACKEND (onednn | fbgemm | dequant) overrides both.
     """
     forced = os.environ.get("HF_COMPRESS_INT8_BACKEND", "").strip().lower()
     if forced in BACKENDS[1:]:

@@ -1,4 +1,23 @@
-"""TODO docstring."""
+"""The storage layers of quantization: `Int8Linear`, `QATLinear` and `QuantizedEmbedding`.
+
+`Int8Linear` keeps a Linear layer as plain tensors: an int8 weight (one symmetric scale per
+output channel), the float bias and, after quantization-aware training, a static activation
+scale and zero point. They are ordinary buffers, so `save_pretrained` writes int8 to
+safetensors (4x smaller than fp32) and `from_pretrained` reloads them through the compressed
+checkpoint format (`compression_config["int8_linear"]`), never inflating back to fp32. The
+kernel that multiplies them is chosen at run time (kernels.py); the packed weight a kernel wants
+is a private run-time cache (not a buffer), rebuilt when the weight changes or the module
+moves, so checkpoints hold only the portable int8 tensors.
+
+`QATLinear` is an `nn.Linear` whose forward fake-quantizes the weight (per output channel,
+symmetric) and the input (per tensor, asymmetric uint8, range tracked with an exponential moving
+average) with straight-through gradients (Jacob et al. 2018). `Int8Linear.from_qat` converts it
+to the same int8 storage, keeping the learned input range, so the converted layer computes what
+the fake-quantized one did.
+
+`QuantizedEmbedding` stores an embedding table as int8 rows with one scale each, or 4-bit rows
+in groups with a scale and an offset per group; rows are dequantized only when looked up.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""LoRA adapters (peft) injected into a quantized model, so training recovers accuracy while the
+quantized weights stay frozen."""
 
 from __future__ import annotations
 

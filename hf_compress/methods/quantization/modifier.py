@@ -3,29 +3,41 @@
 One recipe type, several methods (`method:`):
 
 - `int8_dynamic`: post-training int8. Every targeted `nn.Linear` becomes an `Int8Linear`
-  (hf_compress/quantized_linear.py): int8 weights with one symmetric scale per output channel,
+  (hf_compress/methods/quantization/layers.py): int8 weights with one symmetric scale per output channel,
   activations quantized per input at run time. The checkpoint stores int8 tensors
   (`compression_config["int8_linear"]`, rebuild order 70) and reloads with `from_pretrained`; on
-  x86 CPUs it runs an int8 GEMM (fbgemm's, or oneDNN's; which and why: quantized_linear.py).
+  x86 CPUs it runs an int8 GEMM (fbgemm's, or oneDNN's; which and why: layers.py).
 - `qat_int8`: quantization-aware training (Jacob et al. 2018). At the start of its (training)
   stage the targeted layers become `QATLinear`s that fake-quantize weights (per channel,
   symmetric) and inputs (per tensor, EMA-tracked range) with straight-through gradients; at the
   end of the stage they are converted to the same `Int8Linear` storage, keeping the learned
   activation ranges.
 - `bnb_8bit`, `bnb_4bit_nf4`, `bnb_4bit_fp4`: bitsandbytes through transformers'
-  `BitsAndBytesConfig` (hf_compress/modifiers/bnb.py). The model is saved and reloaded with the
+  `BitsAndBytesConfig` (hf_compress/methods/quantization/bitsandbytes.py). The model is saved and reloaded with the
   quantization config, so the result is exactly what `from_pretrained` gives back later.
 
 Quantization freezes the weights, so it belongs in the last stage (only LoRA adapters may train
-after a bitsandbytes 4-bit stage: the `lora` modifier in bnb.py). Applied at the end of its stage
+after a bitsandbytes 4-bit stage: the `lora` modifier). Applied at the end of its stage
 (`on_finalize`), after whatever else the stage did; list it last among the stage's modifiers.
 
 Recipe keys: `method`, `skip_modules` (kept in full precision; default: the task head),
 `fp32_fallback` and `calibration_batches` (int8_dynamic: keep the N layers whose int8 version
-moves the output most in float, measured on training batches; quant_sensitivity.py),
+moves the output most in float, measured on training batches; sensitivity.py),
 `include_embeddings` (int8 methods: word embeddings as int8 too), `kernel` (int8 methods: the CPU
-kernel the layers prefer, saved with them; quantized_linear.py), `double_quant` and
+kernel the layers prefer, saved with them; layers.py), `double_quant` and
 `compute_dtype` (bnb 4-bit), `ema_decay` (qat_int8), and the common `targets` / `ignore`.
+
+`embedding_quantization` replaces each targeted `nn.Embedding` by a `QuantizedEmbedding` (8 bits
+with one symmetric scale per row or group; 4 bits packed two per byte with a scale and offset per
+row or group). In small encoders the word embeddings are about half the checkpoint, and Linear
+quantization leaves them in float. Hand-written because no library fits both needs: torchao's
+embedding configs reload only through `TorchAoConfig` (the model's one `quantization_config`
+slot), and bitsandbytes' embedding classes keep state that transformers restores only for Linear
+layers.
+
+`lora` trains low-rank adapters (peft) on the frozen quantized layers (Dettmers et al. 2023,
+QLoRA), optionally with the task head trained in full; the adapters are part of the checkpoint
+(`compression_config["lora"]`), re-injected when the model class is constructed.
 """
 
 from __future__ import annotations
@@ -396,7 +408,7 @@ class QuantizationModifier(Modifier):
     def _fp32_fallback(
         self, model: PreTrainedModel, names: list[str], ctx: StageContext
     ) -> list[str]:
-        """The `fp32_fallback` most sensitive of `names` (quant_sensitivity.py), recorded in the report."""
+        """The `fp32_fallback` most sensitive of `names` (sensitivity.py), recorded in the report."""
         count = self.config.fp32_fallback
         if not count:
             return []

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Rebuilds quantized storage for `from_pretrained`: int8 Linear layers (`int8_linear`), int8 /
+4-bit embeddings (`embedding_quant`) and LoRA adapters on a quantized model (`lora`)."""
 
 from __future__ import annotations
 

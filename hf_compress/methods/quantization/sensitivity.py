@@ -1,18 +1,15 @@
 """Which Linear layers lose the most when made int8: the measurement behind `fp32_fallback`.
 
 Post-training int8 of a fine-tuned MiniLM loses much of its accuracy in one layer, layer 0's
-FFN output projection (`layer.0.output.dense`), which this measurement ranks first on both
-teachers tried. Keeping that one of 37 Linear layers in float (2% more bytes than all-int8),
-measured with the fbgemm kernel on the full dev sets (benchmarks/int8_fallback_check.py): SST-2
-88.65% -> 89.11% (the fp32 teacher's accuracy), MRPC F1 85.06 -> 85.67 (teacher 86.67).
+FFN output projection (`layer.0.output.dense`), which this measurement ranks first; keeping that
+one layer in float recovers most of the loss at 2% more bytes than all-int8 (BENCHMARKS.md).
 
 The sensitivity of a layer is how far the model's output moves when that layer alone is int8
 and every other stays float, on a few training batches: the mean KL divergence between the
 float and the perturbed softmax (classification), or the mean squared difference of the outputs
 (regression, or a model without logits: its last hidden state). The end effect is what counts;
-each layer's own relative output error ranked other layers first (`layer.1.output.dense` on
-MRPC: with int8 emulated in float, keeping that one in float gained 0.3 F1, keeping layer 0's FFN
-output projection 2.2).
+each layer's own relative output error ranks other layers first, and keeping those in float
+gains much less.
 
 Written here because no library of the stack ranks layers for our `Int8Linear`: Intel Neural
 Compressor's fallback search and NVIDIA ModelOpt's sensitivity analysis each work on their own

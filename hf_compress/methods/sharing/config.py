@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Recipe keys of `layer_sharing`, and the check of its groups."""
 
 from __future__ import annotations
 

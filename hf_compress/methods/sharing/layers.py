@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""`SharedLayerList`: a layer list in which several positions hold the same module."""
 
 from __future__ import annotations
 

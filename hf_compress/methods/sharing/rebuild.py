@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Rebuilds shared layers for `from_pretrained` (`compression_config["shared_layers"]`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Recipe keys of `vocab_pruning`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Cutting the embedding matrix (and tied output layers) to the kept token ids, and mapping old
+ids to new ones."""
 
 from __future__ import annotations
 

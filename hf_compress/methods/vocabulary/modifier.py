@@ -7,7 +7,7 @@ keeps those reaching `min_count` plus every special token, and then
 
 - keeps those rows of the word embeddings (and of a tied or untied output layer and its bias,
   for masked-LM heads), re-indexed densely in old-id order, and sets `config.vocab_size`;
-- rewrites the tokenizer the same way (`hf_compress.tokenizer_pruning`), so the saved model and
+- rewrites the tokenizer the same way (`hf_compress.methods.vocabulary.tokenizer`), so the saved model and
   tokenizer work unchanged with `AutoTokenizer`, `pipeline` and `from_pretrained`. Tokens no longer
   kept become the unknown token (WordPiece, Unigram) or smaller kept pieces (byte-level BPE).
 

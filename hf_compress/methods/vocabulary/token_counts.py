@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Counting the token ids a text uses, and how a pruned tokenizer re-splits held-out text."""
 
 from __future__ import annotations
 
