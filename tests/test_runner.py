@@ -103,7 +103,7 @@ def test_finetune_cache_is_reused(tmp_path, tiny_base, glue_dir):
 
 @pytest.mark.parametrize("finetune_slice", [None, 48])
 def test_training_slice_is_tokenized_once_when_the_base_is_fine_tuned_on_it(tmp_path, tiny_base, glue_dir, monkeypatch, finetune_slice):
-    import hf_compress.training.runner as runner
+    import hf_compress.data.preprocess as preprocess
 
     loaded = []
 
@@ -111,8 +111,8 @@ def test_training_slice_is_tokenized_once_when_the_base_is_fine_tuned_on_it(tmp_
         loaded.append(max_train_samples)
         return load(task, tokenizer, max_seq_length, max_train_samples, *args, **kwargs)
 
-    load = runner.load_task_datasets
-    monkeypatch.setattr(runner, "load_task_datasets", counting_load)
+    load = preprocess.load_task_datasets
+    monkeypatch.setattr(preprocess, "load_task_datasets", counting_load)
     text = tiny_recipe_text(tiny_base, tmp_path / "out", glue_dir)
     if finetune_slice is not None:  # its own slice: fine-tuning the base loads that one
         text = text.replace("finetune_base: {epochs: 1}", f"finetune_base: {{epochs: 1, max_train_samples: {finetune_slice}}}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from datasets import Dataset
@@ -50,3 +51,47 @@ def load_task_datasets(
     if max_eval_samples is not None and max_eval_samples < len(raw_eval):
         raw_eval = raw_eval.select(range(max_eval_samples))
     return train, tokenize_dataset(raw_eval, task, tokenizer, max_seq_length)
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Which examples of a GLUE task a run uses, and how they are tokenized.
+
+    Args:
+        task: the GLUE task.
+        max_seq_length: truncate inputs to this many tokens.
+        max_train_samples: a seeded random sample of the training set (None: all of it).
+        max_eval_samples: the first examples of the dev set (None: all of it).
+        glue_dir: local GLUE folder (None: `HF_COMPRESS_GLUE_DIR`, else the Hub).
+        seed: the seed of the training sample.
+    """
+
+    task: GlueTask
+    max_seq_length: int = 128
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    glue_dir: str | os.PathLike | None = None
+    seed: int = 42
+
+    def train_and_dev(self, tokenizer: Any) -> tuple[Dataset, Dataset]:
+        """The training slice and the dev set, tokenized by `tokenizer`."""
+        return load_task_datasets(
+            self.task,
+            tokenizer,
+            self.max_seq_length,
+            self.max_train_samples,
+            self.max_eval_samples,
+            self.glue_dir,
+            self.seed,
+        )
+
+    def dev(self, tokenizer: Any) -> Dataset:
+        """The dev set alone, tokenized by `tokenizer`."""
+        return load_task_datasets(
+            self.task,
+            tokenizer,
+            self.max_seq_length,
+            max_eval_samples=self.max_eval_samples,
+            glue_dir=self.glue_dir,
+            with_train=False,
+        )[1]

@@ -1,4 +1,4 @@
-"""`run_recipe`: the whole job behind `hf-compress run` and `scripts/compress.py`.
+"""`run_recipe`: the whole job behind `hf-compress run`.
 
 Fine-tune the base (optional), measure it, run the recipe's stages with `CompressionTrainer`,
 measure the result, and write the compressed checkpoint (config with `compression_config`,
@@ -10,6 +10,7 @@ crash never leaves a half-written model that looks complete.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,10 +33,13 @@ from transformers import (
 from ..checkpoint.loading import load_for_task, load_tokenizer
 from ..checkpoint.sources import base_model_license, resolve_model_source
 from ..data.glue_tasks import GlueTask, get_task
-from ..data.preprocess import load_task_datasets
+from ..data.preprocess import TaskData
 from ..errors import OutputExistsError
 from ..evaluation.evaluate import LATENCY_DEFAULTS, evaluate_task, model_figures
+from ..evaluation.measure import environment
 from ..evaluation.tables import comparison_table
+from ..hub.model_card import write_model_card
+from ..hub.push import push_to_hub
 from ..recipe.recipe import Recipe
 from ..version import __version__
 from .trainer import CompressionTrainer
@@ -95,6 +99,18 @@ def training_arguments(recipe: Recipe, output_dir: str, **overrides: Any) -> Tra
     return TrainingArguments(output_dir=output_dir, **values)
 
 
+def task_data(recipe: Recipe, glue_dir: str | None = None) -> TaskData:
+    """The examples a recipe trains and evaluates on (`glue_dir` overrides `data.glue_dir`)."""
+    return TaskData(
+        task=get_task(recipe.task),
+        max_seq_length=recipe.data.max_seq_length,
+        max_train_samples=recipe.data.max_train_samples,
+        max_eval_samples=recipe.data.max_eval_samples,
+        glue_dir=glue_dir or recipe.data.glue_dir,
+        seed=recipe.seed,
+    )
+
+
 def _finetune_fingerprint(recipe: Recipe) -> str:
     fb = recipe.finetune_base
     assert fb is not None
@@ -113,10 +129,9 @@ def _finetune_fingerprint(recipe: Recipe) -> str:
 
 def finetune_base(
     recipe: Recipe,
-    task: GlueTask,
+    data: TaskData,
     tokenizer: Any,
     work_dir: Path,
-    glue_dir: str | None,
     progress: bool = True,
     train_dataset: Any = None,
 ) -> PreTrainedModel:
@@ -135,20 +150,12 @@ def finetune_base(
         saved = json.loads((cache / FINETUNE_MARKER).read_text())
         if saved.get("fingerprint") == fingerprint:
             logger.info("reusing the fine-tuned base in %s", cache)
-            return load_for_task(str(cache), task)
+            return load_for_task(str(cache), data.task)
         logger.warning("%s holds a base fine-tuned with other settings; fine-tuning again", cache)
-    model = load_for_task(recipe.base_model, task)
-    train = train_dataset
-    if train is None:
-        train, _ = load_task_datasets(
-            task,
-            tokenizer,
-            recipe.data.max_seq_length,
-            fb.max_train_samples or recipe.data.max_train_samples,
-            recipe.data.max_eval_samples,
-            glue_dir,
-            recipe.seed,
-        )
+    model = load_for_task(recipe.base_model, data.task)
+    if train_dataset is None:
+        sample = fb.max_train_samples or data.max_train_samples
+        train_dataset, _ = dataclasses.replace(data, max_train_samples=sample).train_and_dev(tokenizer)
     overrides: dict[str, Any] = {
         "num_train_epochs": fb.epochs,
         "disable_tqdm": not progress,
@@ -160,7 +167,7 @@ def finetune_base(
     trainer = CompressionTrainer(
         model=model,
         args=args,
-        train_dataset=train,
+        train_dataset=train_dataset,
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
     )
@@ -208,187 +215,29 @@ def run_recipe(
     """
     started = time.perf_counter()
     output_dir = prepare_output_dir(recipe.output_dir, overwrite)
-    glue_dir = glue_dir or recipe.data.glue_dir
     set_seed(recipe.seed)
-    task = get_task(recipe.task)
-    base_source = resolve_model_source(recipe.base_model)
-    latency_config = {**LATENCY_DEFAULTS, **(latency_config or {})}
-    work = WorkDir(output_dir.with_name(output_dir.name + ".work"), recipe, resume)
-
-    # Baseline, teacher and student ---------------------------------------------------------
-    tokenizer = load_tokenizer(base_source)
-    # Tokenized once, before fine-tuning the base, which reuses the slice when it trains on the same one.
-    train, evaluation = load_task_datasets(
-        task,
-        tokenizer,
-        recipe.data.max_seq_length,
-        recipe.data.max_train_samples,
-        recipe.data.max_eval_samples,
-        glue_dir,
-        recipe.seed,
+    run = _RecipeRun(
+        recipe,
+        task_data(recipe, glue_dir),
+        WorkDir(output_dir.with_name(output_dir.name + ".work"), recipe, resume),
+        latency=latency,
+        latency_config={**LATENCY_DEFAULTS, **(latency_config or {})},
+        progress=progress,
     )
-    if recipe.finetune_base is not None:
-        if work.has_model("finetuned-base"):
-            model = load_for_task(str(work.path / "finetuned-base"), task)
-        else:
-            same_slice = recipe.finetune_base.max_train_samples in (
-                None,
-                recipe.data.max_train_samples,
-            )
-            model = finetune_base(
-                recipe,
-                task,
-                tokenizer,
-                work.path,
-                glue_dir,
-                progress,
-                train_dataset=train if same_slice else None,
-            )
-            work.save_model("finetuned-base", model, tokenizer)
-    else:
-        model = load_for_task(base_source, task)
-    teacher = None
-    if recipe.teacher == "finetuned-base":
-        teacher = copy.deepcopy(model)
-    elif recipe.teacher != "none":
-        teacher = load_for_task(recipe.teacher, task)
-    baseline = model if recipe.finetune_base is not None or teacher is None else teacher
-    baseline_name = (
-        "fine-tuned base"
-        if recipe.finetune_base is not None
-        else ("teacher" if teacher is not None else "base")
-    )
-
-    baseline_report: dict[str, Any] = work.progress.get("baseline") or {"name": baseline_name}
-    if (
-        _is_main_process() and "metrics" not in baseline_report
-    ):  # only the main process measures and writes
-        logger.info("measuring the baseline (%s)", baseline_name)
-        baseline_report["metrics"] = evaluate_task(
-            baseline, tokenizer, task, evaluation, progress=progress
-        )
-        baseline_report.update(
-            model_figures(
-                baseline, latency=latency, latency_config=latency_config, progress=progress
-            )
-        )
-        work.update(baseline=baseline_report)
+    model, teacher, baseline = run.models()
+    baseline_report = run.measure_baseline(baseline)
     if baseline is model:
         model = copy.deepcopy(model)  # keep the measured baseline intact for the card
-
-    # Compression ----------------------------------------------------------------------------
-    start_stage = work.progress.get("completed_stages", 0)
-    if start_stage:
-        stage_dir = str(work.path / f"after-stage-{start_stage - 1}")
-        logger.info("resuming after stage %d from %s", start_stage - 1, stage_dir)
-        model = load_for_task(stage_dir, task)
-        tokenizer = load_tokenizer(stage_dir)
-        train, evaluation = load_task_datasets(
-            task,
-            tokenizer,
-            recipe.data.max_seq_length,
-            recipe.data.max_train_samples,
-            recipe.data.max_eval_samples,
-            glue_dir,
-            recipe.seed,
-        )
-    compress_started = time.perf_counter() - work.progress.get("compression_time_s", 0.0)
-    args = training_arguments(recipe, str(work.path / "stages"), disable_tqdm=not progress)
-
-    def retokenize(new_tokenizer: Any) -> tuple[Any, Any]:
-        return load_task_datasets(
-            task,
-            new_tokenizer,
-            recipe.data.max_seq_length,
-            recipe.data.max_train_samples,
-            recipe.data.max_eval_samples,
-            glue_dir,
-            recipe.seed,
-        )
-
-    def on_stage_end(index: int, stage_trainer: CompressionTrainer) -> None:
-        work.save_model(
-            f"after-stage-{index}",
-            stage_trainer.model,
-            stage_trainer.context.tokenizer or tokenizer,
-        )
-        work.remove(f"after-stage-{index - 1}")
-        work.update(
-            completed_stages=index + 1,
-            stage_summaries=stage_trainer.stage_summaries,
-            notes=stage_trainer.context.notes,
-            compression_time_s=time.perf_counter() - compress_started,
-        )
-
-    trainer = CompressionTrainer(
-        model=model,
-        args=args,
-        recipe=recipe,
-        teacher=teacher,
-        task=task,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
-        retokenize=retokenize,
-        start_stage=start_stage,
-        on_stage_end=on_stage_end,
-    )
-    trainer.context.glue_dir = glue_dir
-    trainer.stage_summaries = list(work.progress.get("stage_summaries", []))
-    trainer.context.notes = list(work.progress.get("notes", []))
-    trainer.train(resume_from_checkpoint=resume or None)
-    compression_time = time.perf_counter() - compress_started
-    compressed = trainer.model
-    tokenizer = trainer.context.tokenizer or tokenizer
-    evaluation = trainer.eval_dataset
-    del teacher
+    trainer, compression_time = run.compress(model, teacher, resume)
+    del teacher, baseline, model
     trainer.teacher = trainer.context.teacher = None
-
-    # Output ---------------------------------------------------------------------------------
-    if not _is_main_process():
-        return RunResult(output_dir, {}, compressed, tokenizer)
-    staging = output_dir.with_name(f"{output_dir.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        compressed.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        recipe.save(staging / "recipe.yaml")
-        logger.info("measuring the compressed model")
-        compressed_report = {
-            "name": "compressed",
-            "methods": list(
-                (getattr(compressed.config, "compression_config", None) or {}).get("methods", [])
-            ),
-            "metrics": evaluate_task(compressed, tokenizer, task, evaluation, progress=progress),
-            **model_figures(
-                compressed,
-                saved_dir=str(staging),
-                latency=latency,
-                latency_config=latency_config,
-                progress=progress,
-            ),
-        }
-        report = build_report(
-            recipe,
-            task,
-            baseline_report,
-            compressed_report,
-            trainer,
-            latency_config,
-            compression_time,
-        )
-        report["total_time_s"] = time.perf_counter() - started
-        (staging / "report.json").write_text(json.dumps(report, indent=2))
-        write_card(staging, report, recipe)
-        _move_into_place(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    work.remove_all()
+    tokenizer = trainer.context.tokenizer or run.tokenizer
+    if not _is_main_process():  # only the main process measures and writes
+        return RunResult(output_dir, {}, trainer.model, tokenizer)
+    report = run.write_output(trainer, baseline_report, compression_time, output_dir, started)
+    run.work.remove_all()
     print(comparison_table(report))
     if push and recipe.push_to_hub is not None:
-        from ..hub.push import push_to_hub
-
         url = push_to_hub(
             output_dir,
             recipe.push_to_hub.repo_id,
@@ -397,7 +246,171 @@ def run_recipe(
             commit_message=recipe.push_to_hub.commit_message,
         )
         logger.info("pushed to %s", url)
-    return RunResult(output_dir, report, compressed, tokenizer)
+    return RunResult(output_dir, report, trainer.model, tokenizer)
+
+
+class _RecipeRun:
+    """The steps of `run_recipe`, sharing the recipe, its data, the work directory and the
+    measurement settings."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        data: TaskData,
+        work: WorkDir,
+        latency: bool,
+        latency_config: dict[str, Any],
+        progress: bool,
+    ) -> None:
+        self.recipe, self.data, self.work = recipe, data, work
+        self.latency, self.latency_config, self.progress = latency, latency_config, progress
+        self.tokenizer = load_tokenizer(resolve_model_source(recipe.base_model))
+        # Tokenized once; fine-tuning the base reuses the slice when it trains on the same one.
+        self.train, self.dev = data.train_and_dev(self.tokenizer)
+
+    def models(self) -> tuple[PreTrainedModel, PreTrainedModel | None, PreTrainedModel]:
+        """(student, teacher or None, baseline): the baseline is the fine-tuned base when the
+        recipe fine-tunes one, else the teacher when there is one, else the base."""
+        recipe, task = self.recipe, self.data.task
+        if recipe.finetune_base is None:
+            model = load_for_task(resolve_model_source(recipe.base_model), task)
+        elif self.work.has_model("finetuned-base"):
+            model = load_for_task(str(self.work.path / "finetuned-base"), task)
+        else:
+            same_slice = recipe.finetune_base.max_train_samples in (None, self.data.max_train_samples)
+            model = finetune_base(
+                recipe,
+                self.data,
+                self.tokenizer,
+                self.work.path,
+                self.progress,
+                train_dataset=self.train if same_slice else None,
+            )
+            self.work.save_model("finetuned-base", model, self.tokenizer)
+        teacher = None
+        if recipe.teacher == "finetuned-base":
+            teacher = copy.deepcopy(model)
+        elif recipe.teacher != "none":
+            teacher = load_for_task(recipe.teacher, task)
+        baseline = model if recipe.finetune_base is not None or teacher is None else teacher
+        return model, teacher, baseline
+
+    def measure_baseline(self, baseline: PreTrainedModel) -> dict[str, Any]:
+        """The baseline's metrics and figures (measured once; a resumed run reads them back)."""
+        if self.recipe.finetune_base is not None:
+            name = "fine-tuned base"
+        else:
+            name = "teacher" if self.recipe.teacher != "none" else "base"
+        report: dict[str, Any] = self.work.progress.get("baseline") or {"name": name}
+        if _is_main_process() and "metrics" not in report:
+            logger.info("measuring the baseline (%s)", name)
+            report["metrics"] = evaluate_task(
+                baseline, self.tokenizer, self.data.task, self.dev, progress=self.progress
+            )
+            report.update(self._figures(baseline))
+            self.work.update(baseline=report)
+        return report
+
+    def compress(
+        self, model: PreTrainedModel, teacher: PreTrainedModel | None, resume: bool
+    ) -> tuple[CompressionTrainer, float]:
+        """Runs the recipe's stages (from the first one not completed); returns the trainer and
+        the compression time in seconds."""
+        work, task = self.work, self.data.task
+        start_stage = work.progress.get("completed_stages", 0)
+        tokenizer, train, dev = self.tokenizer, self.train, self.dev
+        if start_stage:
+            stage_dir = str(work.path / f"after-stage-{start_stage - 1}")
+            logger.info("resuming after stage %d from %s", start_stage - 1, stage_dir)
+            model = load_for_task(stage_dir, task)
+            tokenizer = load_tokenizer(stage_dir)
+            train, dev = self.data.train_and_dev(tokenizer)
+        started = time.perf_counter() - work.progress.get("compression_time_s", 0.0)
+
+        def on_stage_end(index: int, stage_trainer: CompressionTrainer) -> None:
+            work.save_model(
+                f"after-stage-{index}", stage_trainer.model, stage_trainer.context.tokenizer or tokenizer
+            )
+            work.remove(f"after-stage-{index - 1}")
+            work.update(
+                completed_stages=index + 1,
+                stage_summaries=stage_trainer.stage_summaries,
+                notes=stage_trainer.context.notes,
+                compression_time_s=time.perf_counter() - started,
+            )
+
+        trainer = CompressionTrainer(
+            model=model,
+            args=training_arguments(self.recipe, str(work.path / "stages"), disable_tqdm=not self.progress),
+            recipe=self.recipe,
+            teacher=teacher,
+            task=task,
+            train_dataset=train,
+            eval_dataset=dev,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            processing_class=tokenizer,
+            retokenize=self.data.train_and_dev,
+            start_stage=start_stage,
+            on_stage_end=on_stage_end,
+        )
+        trainer.context.glue_dir = self.data.glue_dir
+        trainer.stage_summaries = list(work.progress.get("stage_summaries", []))
+        trainer.context.notes = list(work.progress.get("notes", []))
+        trainer.train(resume_from_checkpoint=resume or None)
+        return trainer, time.perf_counter() - started
+
+    def write_output(
+        self,
+        trainer: CompressionTrainer,
+        baseline: dict[str, Any],
+        compression_time: float,
+        output_dir: Path,
+        started: float,
+    ) -> dict[str, Any]:
+        """Saves, measures and documents the compressed model in a staging directory, then moves
+        it into place as a whole; returns the report."""
+        compressed, tokenizer = trainer.model, trainer.context.tokenizer or self.tokenizer
+        staging = output_dir.with_name(f"{output_dir.name}.partial-{uuid.uuid4().hex[:8]}")
+        try:
+            compressed.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            self.recipe.save(staging / "recipe.yaml")
+            logger.info("measuring the compressed model")
+            structure = getattr(compressed.config, "compression_config", None) or {}
+            compressed_report = {
+                "name": "compressed",
+                "methods": list(structure.get("methods", [])),
+                "metrics": evaluate_task(
+                    compressed, tokenizer, self.data.task, trainer.eval_dataset, progress=self.progress
+                ),
+                **self._figures(compressed, saved_dir=str(staging)),
+            }
+            report = build_report(
+                self.recipe,
+                self.data.task,
+                baseline,
+                compressed_report,
+                trainer,
+                self.latency_config,
+                compression_time,
+            )
+            report["total_time_s"] = time.perf_counter() - started
+            (staging / "report.json").write_text(json.dumps(report, indent=2))
+            write_model_card(staging, report, self.recipe.to_yaml())
+            _move_into_place(staging, output_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return report
+
+    def _figures(self, model: PreTrainedModel, saved_dir: str | None = None) -> dict[str, Any]:
+        return model_figures(
+            model,
+            saved_dir=saved_dir,
+            latency=self.latency,
+            latency_config=self.latency_config,
+            progress=self.progress,
+        )
 
 
 def build_report(
@@ -409,8 +422,6 @@ def build_report(
     latency_config: dict[str, Any],
     compression_time: float,
 ) -> dict[str, Any]:
-    from ..evaluation.measure import environment
-
     return {
         "hf_compress_version": __version__,
         "task": task.name,
@@ -429,12 +440,6 @@ def build_report(
         "notes": list(trainer.context.notes),
         "compression_time_s": compression_time,
     }
-
-
-def write_card(directory: Path, report: dict[str, Any], recipe: Recipe) -> None:
-    from ..hub.model_card import write_model_card
-
-    write_model_card(directory, report, recipe.to_yaml())
 
 
 def _move_into_place(staging: Path, output_dir: Path) -> None:
