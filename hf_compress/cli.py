@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from .errors import HfCompressError
+from .errors import HfCompressError, HubUnreachableError
 from .evaluation.load import DTYPES
 
 
@@ -35,8 +35,13 @@ def _quiet_libraries() -> None:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from .recipe.recipe import Recipe
+    from .training.preflight import check_base_model
 
     recipe = Recipe.from_yaml(args.recipe, overrides=args.set)
+    try:
+        check_base_model(recipe)
+    except HubUnreachableError as exc:  # nothing to check against offline; `run` would stop here
+        print(f"note: the base model was not checked ({exc})", file=sys.stderr)
     stages = ", ".join(
         f"{s.name} ({s.epochs:g} ep: {', '.join(m.type for m in s.modifiers) or 'no modifiers'})"
         for s in recipe.stages

@@ -29,3 +29,7 @@ class CheckpointError(HfCompressError, ValueError):
 
 class OutputExistsError(HfCompressError, FileExistsError):
     """The output directory already holds files and overwriting was not allowed."""
+
+
+class HubUnreachableError(HfCompressError, ConnectionError):
+    """A Hub id was given while the Hub cannot be reached, and no local copy exists."""

@@ -76,6 +76,21 @@ def test_run_eval_and_bench(tmp_path, tiny_base, glue_dir, capsys):
     assert set(rows[0]["latency_ms"]) == {"1", "2"}
 
 
+def test_unsupported_architecture_is_refused_by_validate_and_before_run_does_any_work(tmp_path, glue_dir, capsys):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    base = tmp_path / "gpt2"
+    GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(base)
+    path = tmp_path / "r.yaml"
+    path.write_text(tiny_recipe_text(base, tmp_path / "out", glue_dir))
+    capsys.readouterr()
+    for command in (["validate", str(path)], ["run", str(path), "--no-latency"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "model type 'gpt2' is not supported" in err and "bert, roberta" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt2", "r.yaml"]  # nothing fine-tuned or written
+
+
 def test_eval_with_missing_data_is_a_clear_error(tmp_path, tiny_base, capsys):
     assert main(["eval", str(tiny_base), "--task", "rte", "--glue-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err

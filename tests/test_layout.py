@@ -169,3 +169,15 @@ def test_the_repository_speaks_of_the_project_only():
             if pattern.search(line):
                 hits.append(f"{name}:{number}: {line.strip()[:80]}")
     assert hits == []
+
+
+@pytest.mark.parametrize("family", __import__("hf_compress").checkpoint.FAMILIES)
+def test_every_checkpoint_family_is_laid_out_as_a_known_architecture_map(family):
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    from hf_compress.architectures import get_adapter
+
+    config = CONFIG_MAPPING[family](
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
+    assert get_adapter(config).layout in ("bert", "distilbert")

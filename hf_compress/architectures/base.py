@@ -1,8 +1,12 @@
 """Where each model family keeps its layers, attention heads, FFN and embeddings.
 
 Techniques never hard-code `model.bert.encoder.layer[i].attention.self.query`; they ask the
-family's adapter. An adapter is data (dotted paths relative to the base model and to one
-layer) plus a few helpers, so adding a family is one small file that calls `register_adapter`.
+model's adapter. An adapter is data (dotted paths relative to the base model and to one layer,
+and the config's field names) plus a few helpers. It is chosen from the model's module tree,
+not from its `model_type`: the first registered layout whose paths all exist (as Linear
+layers where they must be) in an uncompressed model of the family, built on the meta device,
+wins. So an encoder family laid out like BERT (ELECTRA, XLM-R, CamemBERT, ...) needs no new
+code here; a new layout is one small file that calls `register_adapter`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ class ArchitectureAdapter:
     """Dotted paths into one model family.
 
     Args:
-        family: the family's `model_type` (e.g. `bert`); compressed models use `compressed_<family>`.
+        layout: the layout's name (the family it was written for, e.g. `bert`).
         layers: path of the `nn.ModuleList` of transformer layers, relative to `model.base_model`.
         attention: path of the self-attention module (holding q/k/v) relative to a layer.
         query, key, value: paths of the q/k/v projections relative to a layer.
@@ -35,7 +39,7 @@ class ArchitectureAdapter:
         config_heads, config_layers, config_ffn, config_hidden: config field names.
     """
 
-    family: str
+    layout: str
     layers: str
     attention: str
     query: str
@@ -94,11 +98,33 @@ class ArchitectureAdapter:
         return ".".join(p for p in (base, self.layers, str(index)) if p)
 
 
+    def matches(self, model: PreTrainedModel) -> bool:
+        """Whether `model` (uncompressed) is laid out this way: its layer list, every projection
+        as a Linear layer, the embeddings and the config fields all where this adapter says."""
+        fields = (self.config_heads, self.config_layers, self.config_ffn, self.config_hidden)
+        if not all(hasattr(model.config, name) for name in fields):
+            return False
+        projections = (self.query, self.key, self.value, self.attention_output, self.ffn_in, self.ffn_out)
+        try:
+            layers = self.layer_list(model)
+            first = layers[0]
+            self.get(first, self.attention)
+            self.embeddings(model)
+            return isinstance(layers, nn.ModuleList) and all(
+                isinstance(self.get(first, path), nn.Linear) for path in projections
+            )
+        except (AttributeError, IndexError, TypeError):
+            return False
+
+
 ADAPTERS: dict[str, ArchitectureAdapter] = {}
+# family (model_type) -> its adapter, once found
+_FOUND: dict[str, ArchitectureAdapter] = {}
 
 
 def register_adapter(adapter: ArchitectureAdapter) -> ArchitectureAdapter:
-    ADAPTERS[adapter.family] = adapter
+    ADAPTERS[adapter.layout] = adapter
+    _FOUND.clear()
     return adapter
 
 
@@ -108,18 +134,41 @@ def family_of(config: PretrainedConfig) -> str:
     return model_type.removeprefix("compressed_")
 
 
+def _reference_model(config: PretrainedConfig, family: str) -> PreTrainedModel | None:
+    """An uncompressed base model of `family` built from `config` on the meta device (no memory),
+    or None when transformers cannot build one."""
+    import torch
+    from transformers import AutoModel
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    values = {k: v for k, v in config.to_dict().items() if k not in _NOT_PLAIN_KEYS}
+    try:
+        plain = CONFIG_MAPPING[family].from_dict(values)
+        with torch.device("meta"):
+            return AutoModel.from_config(plain)
+    except Exception:  # noqa: BLE001  (any family transformers cannot build this way: unsupported)
+        return None
+
+
+_NOT_PLAIN_KEYS = ("compression_config", "model_type", "architectures", "auto_map", "quantization_config")
+
+
 def get_adapter(model_or_config: PreTrainedModel | PretrainedConfig) -> ArchitectureAdapter:
-    """The adapter for a model or config.
+    """The adapter for a model or config, chosen from the family's module tree (cached).
 
     Raises:
-        UnsupportedModelError: the family has no adapter; the message lists the supported ones.
+        UnsupportedModelError: no registered layout fits; the message lists the known ones.
     """
     config = getattr(model_or_config, "config", model_or_config)
     family = family_of(config)
-    if family not in ADAPTERS:
-        raise UnsupportedModelError(
-            f"model type {getattr(config, 'model_type', None)!r} is not supported by hf-compress; "
-            f"supported families: {', '.join(sorted(ADAPTERS))}. Adding a family is one adapter file "
-            "in hf_compress/architectures/ (see bert.py)."
-        )
-    return ADAPTERS[family]
+    if family not in _FOUND:
+        reference = _reference_model(config, family)
+        found = next((a for a in ADAPTERS.values() if reference is not None and a.matches(reference)), None)
+        if found is None:
+            raise UnsupportedModelError(
+                f"model type {getattr(config, 'model_type', None)!r} has none of the layer layouts hf-compress "
+                f"knows ({', '.join(sorted(ADAPTERS))}: the layouts of BERT-like and DistilBERT-like encoders); "
+                "a new layout is one file in hf_compress/architectures/ (see bert.py)"
+            )
+        _FOUND[family] = found
+    return _FOUND[family]

@@ -6,7 +6,7 @@ from .base import ArchitectureAdapter, register_adapter
 
 BERT = register_adapter(
     ArchitectureAdapter(
-        family="bert",
+        layout="bert",
         layers="encoder.layer",
         attention="attention.self",
         query="attention.self.query",

@@ -6,7 +6,7 @@ from .base import ArchitectureAdapter, register_adapter
 
 DISTILBERT = register_adapter(
     ArchitectureAdapter(
-        family="distilbert",
+        layout="distilbert",
         layers="transformer.layer",
         attention="attention",
         query="attention.q_lin",

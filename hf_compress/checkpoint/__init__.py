@@ -4,6 +4,8 @@ model sources and export."""
 from .format import (
     COMPRESSED_CONFIGS,
     COMPRESSED_MODELS,
+    FAMILIES,
+    check_supported,
     get_structure,
     is_compressed,
     record_method,
@@ -22,9 +24,11 @@ from .rebuild import (
 __all__ = [
     "COMPRESSED_CONFIGS",
     "COMPRESSED_MODELS",
+    "FAMILIES",
     "FORMAT_VERSION",
     "REBUILDERS",
     "apply_structure",
+    "check_supported",
     "get_structure",
     "is_compressed",
     "record_method",

