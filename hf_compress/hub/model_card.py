@@ -33,8 +33,6 @@ TEMPLATE_NAME = "model_card.md"
 
 GLUE_DATASET = "nyu-mll/glue"
 
-# The relations the Hub's model tree understands for `base_model_relation`.
-BASE_MODEL_RELATIONS = ("adapter", "merge", "quantized", "finetune")
 
 
 

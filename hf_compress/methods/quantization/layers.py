@@ -11,9 +11,9 @@ moves, so checkpoints hold only the portable int8 tensors.
 
 `QATLinear` is an `nn.Linear` whose forward fake-quantizes the weight (per output channel,
 symmetric) and the input (per tensor, asymmetric uint8, range tracked with an exponential moving
-average) with straight-through gradients (Jacob et al. 2018). `Int8Linear.from_qat` converts it
-to the same int8 storage, keeping the learned input range, so the converted layer computes what
-the fake-quantized one did.
+average) with straight-through gradients (Jacob et al. 2018). At the end of its stage it is
+converted to the same int8 storage (`Int8Linear.from_linear` with the learned input range), so the
+converted layer computes what the fake-quantized one did.
 
 `QuantizedEmbedding` stores an embedding table as int8 rows with one scale each, or 4-bit rows
 in groups with a scale and an offset per group; rows are dequantized only when looked up.
@@ -129,21 +129,6 @@ class Int8Linear(nn.Module):
             module.input_scale.fill_(input_qparams[0])
             module.input_zero_point.fill_(input_qparams[1])
         return module
-
-    @classmethod
-    def from_qat(cls, layer: QATLinear, kernel: str = "auto") -> Int8Linear:
-        """Converts a trained `QATLinear`, keeping its learned input range as a static one.
-
-        Raises:
-            ValueError: the layer never ran in training mode, so it has no input range.
-        """
-        if not bool(layer.observed):
-            raise ValueError(
-                "this QATLinear never saw an input in training mode, so it has no input range"
-            )
-        return cls.from_linear(
-            layer.to_float(), input_qparams=layer.input_qparams(), kernel=kernel
-        )
 
     @torch.no_grad()
     def _set_weight(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
