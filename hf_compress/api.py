@@ -45,8 +45,8 @@ def compress(
     for stage in stages:
         if stage.trains:
             raise RecipeError(
-                f"stage {stage.name!r} trains (epochs={stage.epochs}); `compress` applies one-shot stages only. "
-                "Use CompressionTrainer (or `hf-compress run`) for training stages."
+                f"stage {stage.name!r} trains (epochs={stage.epochs}); `compress` applies one-shot "
+                "stages only. Use CompressionTrainer (or `hf-compress run`) for training stages."
             )
     renumbering = [
         spec.type
@@ -56,8 +56,8 @@ def compress(
     ]
     if renumbering and not return_tokenizer:
         raise RecipeError(
-            f"{renumbering[0]} replaces the tokenizer (the model's token ids change): pass the tokenizer and "
-            "return_tokenizer=True, and use the (model, tokenizer) it returns"
+            f"{renumbering[0]} replaces the tokenizer (the model's token ids change): pass the "
+            "tokenizer and return_tokenizer=True, and use the (model, tokenizer) it returns"
         )
     device = next(model.parameters()).device
     loader = (

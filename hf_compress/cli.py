@@ -94,7 +94,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    """Paired comparison of two classifiers on the same dev examples (hf_compress.evaluation.compare)."""
+    """Paired comparison of two classifiers on the same dev examples
+    (hf_compress.evaluation.compare)."""
     from .data.glue_tasks import get_task
     from .evaluation.compare import compare_models
 
@@ -147,19 +148,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.out or given:
             flags = ", ".join(([] if args.out is None else ["--out"]) + given)
             raise HfCompressError(
-                f"bench: give model directories to measure, or recipes to run with --out, not both ({flags} with models)"
+                "bench: give model directories to measure, or recipes to run with --out, not both "
+                f"({flags} with models)"
             )
         return _bench_models(args)
     if args.dtype is not None:
         raise HfCompressError(
-            "bench: --dtype applies when measuring saved models (`bench MODEL... --dtype float32,bfloat16`), "
-            "not when running recipes"
+            "bench: --dtype applies when measuring saved models (`bench MODEL... --dtype "
+            "float32,bfloat16`), not when running recipes"
         )
     if args.out is None:
         hint = f" ({', '.join(given)} given)" if given else ""
         raise HfCompressError(
-            "bench: nothing to benchmark: name model directories / Hub ids to measure, or run recipes with "
-            f"--task TASK --out DIR [--recipes FILE ...] [--teacher DIR]{hint}"
+            "bench: nothing to benchmark: name model directories / Hub ids to measure, or run "
+            f"recipes with --task TASK --out DIR [--recipes FILE ...] [--teacher DIR]{hint}"
         )
     return _bench_recipes(args)
 
@@ -219,7 +221,8 @@ def _bench_recipes(args: argparse.Namespace) -> int:
     recipes = args.recipes or default_recipes(args.task, args.recipes_dir or "recipes")
     if not recipes:
         raise HfCompressError(
-            f"bench: no recipe in {args.recipes_dir or 'recipes'}/ has task: {args.task}; name them with --recipes"
+            f"bench: no recipe in {args.recipes_dir or 'recipes'}/ has task: {args.task}; name "
+            "them with --recipes"
         )
     check_recipes(args.task, recipes, args.set)  # before a teacher is fine-tuned for them
     teacher = args.teacher
@@ -232,7 +235,8 @@ def _bench_recipes(args: argparse.Namespace) -> int:
         )
         if epochs <= 0:
             raise HfCompressError(
-                f"bench: --teacher-epochs {epochs:g}: the teacher needs more than 0 epochs of fine-tuning"
+                f"bench: --teacher-epochs {epochs:g}: the teacher needs more than 0 epochs of "
+                "fine-tuning"
             )
         finetune: dict[str, Any] = {"epochs": epochs, "max_seq_length": args.seq_len}
         if args.base_model:
@@ -372,16 +376,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dtype",
         choices=DTYPES,
-        help="compute precision (default: float32; bfloat16 is ~2x faster on CPUs with AVX-512 BF16)",
+        help="compute precision (default: float32; bfloat16 is ~2x faster on CPUs with AVX-512 "
+        "BF16)",
     )
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(
         "compare",
-        help="are two classifiers' dev accuracies really different? paired counts and McNemar's exact test",
-        description="Evaluate two models on the same GLUE dev examples and print, as JSON, both accuracies, the "
-        "examples only one of them gets right, and McNemar's exact two-sided p-value (small: the gap is more than "
-        "chance). Classification tasks only.",
+        help="are two classifiers' dev accuracies really different? paired counts and McNemar's "
+        "exact test",
+        description="Evaluate two models on the same GLUE dev examples and print, as JSON, both "
+        "accuracies, the examples only one of them gets right, and McNemar's exact two-sided "
+        "p-value (small: the gap is more than chance). Classification tasks only.",
     )
     p.add_argument("model_a", help="model directory or Hub id")
     p.add_argument("model_b", help="model directory or Hub id")
@@ -394,9 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench",
         help="measure models side by side, or run recipes from one teacher and measure each result",
-        description="Measure saved models: `bench MODEL [MODEL ...] [--task T]`. Run recipes and measure each "
-        "result and the teacher in one process: `bench --task T --out DIR [--recipes FILE ...] [--teacher DIR]` "
-        "(default recipes: every one in --recipes-dir whose task: is T, except the quickstart).",
+        description="Measure saved models: `bench MODEL [MODEL ...] [--task T]`. Run recipes and "
+        "measure each result and the teacher in one process: `bench --task T --out DIR [--recipes "
+        "FILE ...] [--teacher DIR]` (default recipes: every one in --recipes-dir whose task: is T, "
+        "except the quickstart).",
     )
     p.add_argument(
         "models",
@@ -417,8 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="models: write the results as JSON here")
     p.add_argument(
         "--dtype",
-        help="models: compute precision(s), comma-separated, each model measured in each: e.g. float32,bfloat16 "
-        f"(default float32; one of {', '.join(DTYPES)})",
+        help="models: compute precision(s), comma-separated, each model measured in each: e.g. "
+        f"float32,bfloat16 (default float32; one of {', '.join(DTYPES)})",
     )
     recipes = p.add_argument_group("running recipes (no models given)")
     recipes.add_argument(
@@ -436,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recipes.add_argument(
         "--teacher",
-        help="fine-tuned teacher directory (default: fine-tune one into <out>/teacher, or reuse it)",
+        help="fine-tuned teacher directory (default: fine-tune one into <out>/teacher, or reuse "
+        "it)",
     )
     recipes.add_argument(
         "--base-model", help="model the teacher is fine-tuned from (default: all-MiniLM-L6-v2)"
@@ -444,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     recipes.add_argument(
         "--teacher-epochs",
         type=float,
-        help="epochs of that fine-tuning (default: the recipes' finetune_base.epochs when they agree, else 1)",
+        help="epochs of that fine-tuning (default: the recipes' finetune_base.epochs when they "
+        "agree, else 1)",
     )
     recipes.add_argument(
         "--set",
@@ -457,8 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         default=None,  # None when absent, so `bench MODEL...` can tell it was not given
-        help="reuse finished recipe outputs in --out and continue interrupted runs from <out>/<recipe>.work "
-        "(same recipes, --set and --teacher)",
+        help="reuse finished recipe outputs in --out and continue interrupted runs from "
+        "<out>/<recipe>.work (same recipes, --set and --teacher)",
     )
     p.set_defaults(func=_cmd_bench)
 

@@ -97,14 +97,20 @@ class ArchitectureAdapter:
         base = model.base_model_prefix if model.base_model is not model else ""
         return ".".join(p for p in (base, self.layers, str(index)) if p)
 
-
     def matches(self, model: PreTrainedModel) -> bool:
         """Whether `model` (uncompressed) is laid out this way: its layer list, every projection
         as a Linear layer, the embeddings and the config fields all where this adapter says."""
         fields = (self.config_heads, self.config_layers, self.config_ffn, self.config_hidden)
         if not all(hasattr(model.config, name) for name in fields):
             return False
-        projections = (self.query, self.key, self.value, self.attention_output, self.ffn_in, self.ffn_out)
+        projections = (
+            self.query,
+            self.key,
+            self.value,
+            self.attention_output,
+            self.ffn_in,
+            self.ffn_out,
+        )
         try:
             layers = self.layer_list(model)
             first = layers[0]
@@ -150,7 +156,13 @@ def _reference_model(config: PretrainedConfig, family: str) -> PreTrainedModel |
         return None
 
 
-_NOT_PLAIN_KEYS = ("compression_config", "model_type", "architectures", "auto_map", "quantization_config")
+_NOT_PLAIN_KEYS = (
+    "compression_config",
+    "model_type",
+    "architectures",
+    "auto_map",
+    "quantization_config",
+)
 
 
 def get_adapter(model_or_config: PreTrainedModel | PretrainedConfig) -> ArchitectureAdapter:
@@ -163,12 +175,15 @@ def get_adapter(model_or_config: PreTrainedModel | PretrainedConfig) -> Architec
     family = family_of(config)
     if family not in _FOUND:
         reference = _reference_model(config, family)
-        found = next((a for a in ADAPTERS.values() if reference is not None and a.matches(reference)), None)
+        found = next(
+            (a for a in ADAPTERS.values() if reference is not None and a.matches(reference)), None
+        )
         if found is None:
             raise UnsupportedModelError(
-                f"model type {getattr(config, 'model_type', None)!r} has none of the layer layouts hf-compress "
-                f"knows ({', '.join(sorted(ADAPTERS))}: the layouts of BERT-like and DistilBERT-like encoders); "
-                "a new layout is one file in hf_compress/architectures/ (see bert.py)"
+                f"model type {getattr(config, 'model_type', None)!r} has none of the layer layouts "
+                f"hf-compress knows ({', '.join(sorted(ADAPTERS))}: the layouts of BERT-like and "
+                "DistilBERT-like encoders); a new layout is one file in hf_compress/architectures/ "
+                "(see bert.py)"
             )
         _FOUND[family] = found
     return _FOUND[family]

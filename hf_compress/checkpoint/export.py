@@ -49,7 +49,8 @@ def _require_onnx() -> None:
             missing.append(module)
     if missing:
         raise HfCompressError(
-            f"ONNX export needs {', '.join(missing)}: pip install 'hf-compress[onnx]' (onnx, onnxruntime, onnxscript)"
+            f"ONNX export needs {', '.join(missing)}: pip install 'hf-compress[onnx]' (onnx, "
+            "onnxruntime, onnxscript)"
         )
 
 
@@ -61,7 +62,8 @@ def _float_equivalent(module: nn.Module) -> nn.Module | None:
 
 
 def float_model_for_export(model: PreTrainedModel) -> PreTrainedModel:
-    """`model` (changed in place) with every compressed storage module replaced by its float equivalent.
+    """`model` (changed in place) with every compressed storage module replaced by its float
+    equivalent.
 
     Raises:
         HfCompressError: the model holds bitsandbytes layers (their kernels have no ONNX form).
@@ -69,9 +71,10 @@ def float_model_for_export(model: PreTrainedModel) -> PreTrainedModel:
     for name, module in model.named_modules():
         if type(module).__module__.startswith("bitsandbytes"):
             raise HfCompressError(
-                f"cannot export {name!r} ({type(module).__name__}): bitsandbytes layers run only in bitsandbytes' "
-                "kernels and have no ONNX form; export the model before its bitsandbytes stage and pass "
-                "--quantize int8 to let ONNX Runtime quantize it instead"
+                f"cannot export {name!r} ({type(module).__name__}): bitsandbytes layers run only "
+                "in bitsandbytes' kernels and have no ONNX form; export the model before its "
+                "bitsandbytes stage and pass --quantize int8 to let ONNX Runtime quantize it "
+                "instead"
             )
     replacements = [(name, _float_equivalent(module)) for name, module in model.named_modules()]
     for name, replacement in replacements:
@@ -184,8 +187,9 @@ def export_onnx(
             Exception
         ) as error:  # the exporter raises many unrelated types; name the model and the step
             raise HfCompressError(
-                f"torch.onnx.export could not export {source} ({type(error).__name__}: {str(error)[:300]}); "
-                "a custom layer without an ONNX translation is the usual cause"
+                f"torch.onnx.export could not export {source} ({type(error).__name__}: "
+                f"{str(error)[:300]}); a custom layer without an ONNX translation is the usual "
+                "cause"
             ) from error
         _strip_debug_info(float_path)
         if quantize == "int8":
@@ -203,7 +207,8 @@ def export_onnx(
             )
             float_path.unlink()
             prepared.unlink()
-        # The graph must compute what PyTorch computes (to rounding, or to int8 error when quantized).
+        # The graph must compute what PyTorch computes (to rounding, or to int8 error when
+        # quantized).
         with torch.no_grad():
             reference = model(**inputs).logits.float().numpy()
         session = ort.InferenceSession(str(staging / ONNX_FILE), providers=["CPUExecutionProvider"])
@@ -212,8 +217,9 @@ def export_onnx(
         tolerance = 1e-3 if quantize is None else 0.25 * max(1.0, float(np.abs(reference).max()))
         if not max_diff <= tolerance:
             raise HfCompressError(
-                f"the exported graph's logits differ from PyTorch's by {max_diff:.3g} (tolerance {tolerance:.3g}); "
-                "the model has an operation the exporter does not translate faithfully"
+                f"the exported graph's logits differ from PyTorch's by {max_diff:.3g} (tolerance "
+                f"{tolerance:.3g}); the model has an operation the exporter does not translate "
+                "faithfully"
             )
         model.config.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -242,8 +248,8 @@ def load_onnx_for_task(directory: str | Path, task: Any) -> OnnxSequenceClassifi
     model = OnnxSequenceClassifier(directory)
     if model.config.num_labels != task.num_labels:
         raise CheckpointError(
-            f"{directory} was exported with {model.config.num_labels} labels but {task.name} has {task.num_labels}; "
-            "export a model fine-tuned for this task"
+            f"{directory} was exported with {model.config.num_labels} labels but {task.name} has "
+            f"{task.num_labels}; export a model fine-tuned for this task"
         )
     return model
 
@@ -265,7 +271,8 @@ class OnnxSequenceClassifier(nn.Module):
         directory = Path(directory)
         if not is_onnx_export(directory):
             raise CheckpointError(
-                f"{directory} is not an ONNX export (no {ONNX_FILE} / {EXPORT_MARKER}); run `hf-compress export` first"
+                f"{directory} is not an ONNX export (no {ONNX_FILE} / {EXPORT_MARKER}); run "
+                "`hf-compress export` first"
             )
         self.directory = directory
         self.info = json.loads((directory / EXPORT_MARKER).read_text())
@@ -279,7 +286,8 @@ class OnnxSequenceClassifier(nn.Module):
             )
         except Exception as error:  # onnxruntime raises its own untyped errors for a corrupt file
             raise CheckpointError(
-                f"{directory / ONNX_FILE} could not be loaded by ONNX Runtime ({error}); export it again"
+                f"{directory / ONNX_FILE} could not be loaded by ONNX Runtime ({error}); export it "
+                "again"
             ) from error
         self.input_names = [i.name for i in self.session.get_inputs()]
 
@@ -292,8 +300,9 @@ class OnnxSequenceClassifier(nn.Module):
         return SequenceClassifierOutput(logits=torch.from_numpy(self.session.run(None, feed)[0]))
 
     def compressed_numel(self) -> tuple[int, int]:
-        """(total, non-zero) elements of the graph's weights, int8 or float (quantization scales and zero
-        points and integer shape constants left out), so parameter counts compare with PyTorch's."""
+        """(total, non-zero) elements of the graph's weights, int8 or float (quantization scales and
+        zero points and integer shape constants left out), so parameter counts compare with
+        PyTorch's."""
         import onnx
         from onnx import TensorProto, numpy_helper
 
@@ -312,5 +321,6 @@ class OnnxSequenceClassifier(nn.Module):
         return total, nonzero
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Copies the export (so `evaluation.model_figures` can measure bytes on disk like any model)."""
+        """Copies the export (so `evaluation.model_figures` can measure bytes on disk like any
+        model)."""
         shutil.copytree(self.directory, directory, dirs_exist_ok=True)

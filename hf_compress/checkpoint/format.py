@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 
 def record_structure(model: PreTrainedModel, key: str, value: Any) -> None:
-    """Stores `value` under `key` in the model's compression_config (promoting it to its compressed class)."""
+    """Stores `value` under `key` in the model's compression_config (promoting it to its compressed
+    class)."""
 
     to_compressed(model)
     config = dict(model.config.compression_config or {"version": FORMAT_VERSION})
@@ -80,7 +81,8 @@ FAMILIES = (
     "roberta-prelayernorm",
 )
 
-# architecture-name suffix of each task head -> (its Auto class, transformers' model-type -> class-name map)
+# architecture-name suffix of each task head -> (its Auto class, transformers' model-type ->
+# class-name map)
 HEAD_AUTO_CLASSES = {
     "Model": AutoModel,
     "ForSequenceClassification": AutoModelForSequenceClassification,
@@ -189,8 +191,8 @@ def to_compressed(model: PreTrainedModel) -> PreTrainedModel:
     compressed_class = COMPRESSED_MODELS.get(type(model))
     if family not in COMPRESSED_CONFIGS or compressed_class is None:
         raise UnsupportedModelError(
-            f"{type(model).__name__} (model type {model.config.model_type!r}) cannot be saved in the compressed "
-            f"format; supported encoder families: {', '.join(FAMILIES)}"
+            f"{type(model).__name__} (model type {model.config.model_type!r}) cannot be saved in "
+            f"the compressed format; supported encoder families: {', '.join(FAMILIES)}"
         )
     values = model.config.to_dict()
     for key in ("model_type", "transformers_version", "architectures"):

@@ -159,11 +159,13 @@ def resolve_checkpoint(path_or_repo: str) -> str:
         return str(path)
     if exists:
         raise CheckpointError(
-            f"{name}: is a file; pass the model directory (the one holding config.json and model.safetensors)"
+            f"{name}: is a file; pass the model directory (the one holding config.json and "
+            "model.safetensors)"
         )
     if _looks_like_path(name):
         raise CheckpointError(
-            f"{name}: no such directory; pass a model directory written by save_pretrained, or a Hub id"
+            f"{name}: no such directory; pass a model directory written by save_pretrained, or a "
+            "Hub id"
         )
     return resolve_model_source(name)
 
@@ -172,13 +174,15 @@ def _read_config_json(directory: Path) -> dict[str, Any]:
     path = directory / "config.json"
     if not path.is_file():
         raise CheckpointError(
-            f"{directory}: no config.json, so this is not a saved model directory; write one with model.save_pretrained(dir)"
+            f"{directory}: no config.json, so this is not a saved model directory; write one with "
+            "model.save_pretrained(dir)"
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise CheckpointError(
-            f"{path}: not valid JSON ({_one_line(exc)}); the file is corrupt, restore it from the original"
+            f"{path}: not valid JSON ({_one_line(exc)}); the file is corrupt, restore it from the "
+            "original"
         ) from exc
     if not isinstance(data, dict):
         raise CheckpointError(
@@ -187,7 +191,8 @@ def _read_config_json(directory: Path) -> dict[str, Any]:
     compression = data.get("compression_config")
     if compression is not None and not isinstance(compression, dict):
         raise CheckpointError(
-            f"{path}: compression_config must be a mapping, got {type(compression).__name__}; the file is corrupt or was edited"
+            f"{path}: compression_config must be a mapping, got {type(compression).__name__}; the "
+            "file is corrupt or was edited"
         )
     return data
 
@@ -208,15 +213,16 @@ def _weight_files(directory: Path) -> list[Path]:
         missing = [name for name in shards if not (directory / name).is_file()]
         if missing:
             raise CheckpointError(
-                f"{index}: lists shard files that are not there: {', '.join(missing[:5])}; the download is incomplete"
+                f"{index}: lists shard files that are not there: {', '.join(missing[:5])}; the "
+                "download is incomplete"
             )
         return [directory / name for name in shards]
     pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:
         raise CheckpointError(
-            f"{directory}: holds only pickle weights ({', '.join(pickles[:5])}); hf-compress loads safetensors only, because "
-            "unpickling a file can run arbitrary code. Convert a checkpoint you trust with "
-            "model.save_pretrained(dir) (safetensors is the default)"
+            f"{directory}: holds only pickle weights ({', '.join(pickles[:5])}); hf-compress loads "
+            "safetensors only, because unpickling a file can run arbitrary code. Convert a "
+            "checkpoint you trust with model.save_pretrained(dir) (safetensors is the default)"
         )
     raise CheckpointError(
         f"{directory}: no model.safetensors (or sharded index); the weights are missing"
@@ -235,7 +241,8 @@ def _read_weight_shapes(files: Iterable[Path]) -> dict[str, tuple[int, ...]]:
                     shapes[key] = tuple(handle.get_slice(key).get_shape())
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(
-                f"{file}: truncated or corrupt safetensors file ({_one_line(exc)}); re-download or re-save the model"
+                f"{file}: truncated or corrupt safetensors file ({_one_line(exc)}); re-download or "
+                "re-save the model"
             ) from exc
     return shapes
 
@@ -251,7 +258,8 @@ def load_checked_config(
         config_kwargs: config attributes to override (e.g. `num_labels`).
 
     Raises:
-        CheckpointError: config.json is missing, not JSON, has an unknown `model_type` or bad values.
+        CheckpointError: config.json is missing, not JSON, has an unknown `model_type` or bad
+            values.
     """
     source = resolve_checkpoint(path_or_repo)
     if Path(source).is_dir():
@@ -264,8 +272,8 @@ def load_checked_config(
         raise
     except _LOAD_ERRORS as exc:
         raise CheckpointError(
-            f"{source}: config.json cannot be read as a model config ({_one_line(exc)}); the file is corrupt, was edited, "
-            "or needs `import hf_compress` / trust_remote_code"
+            f"{source}: config.json cannot be read as a model config ({_one_line(exc)}); the file "
+            "is corrupt, was edited, or needs `import hf_compress` / trust_remote_code"
         ) from exc
 
 
@@ -344,7 +352,10 @@ def _raise_mismatch(
     if heads_only:
         fix = "the saved classification head has a different number of labels than asked for"
     elif getattr(config, "compression_config", None):
-        fix = "config.json (its compression_config) does not describe these weights; restore the original config.json"
+        fix = (
+            "config.json (its compression_config) does not describe these weights; restore the "
+            "original config.json"
+        )
     else:
         fix = "config.json does not describe these weights; restore the original config.json"
     raise CheckpointError(f"{source}: weights do not match config.json: {shown}{more}; {fix}")
@@ -358,7 +369,8 @@ def _check_loading_info(
     exact_head: bool,
     compressed: bool,
 ) -> None:
-    """Refuses loads that left tensors re-initialised or unused where that means a broken checkpoint."""
+    """Refuses loads that left tensors re-initialised or unused where that means a broken
+    checkpoint."""
     if info.get("mismatched_keys"):
         _raise_mismatch(
             source,
@@ -370,7 +382,8 @@ def _check_loading_info(
             f"{source}: the weights did not load: {'; '.join(map(str, info['error_msgs']))[:300]}"
         )
     if not (exact_head or compressed):
-        return  # a plain base checkpoint getting a fresh head: transformers' usual behaviour (it warns)
+        # a plain base checkpoint getting a fresh head: transformers' usual behaviour (it warns)
+        return
     prefix = f"{model.base_model_prefix}." if model.base_model_prefix else "\0"
     children = {name for name, _ in model.named_children()}
 
@@ -393,23 +406,26 @@ def _check_loading_info(
         unexpected = [k for k in unexpected if in_body(k)]  # the saved head is dropped on purpose
     if task_head == "base" or not exact_head:
         # The pooler is optional: RoBERTa / DistilBERT heads and every MLM head are built
-        # without it, so their checkpoints lack it, and a base model loaded from them gets a new one.
+        # without it, so their checkpoints lack it, and a base model loaded from them gets a new
+        # one.
         missing = [k for k in missing if not _is_pooler(k, prefix)]
         unexpected = [k for k in unexpected if not _is_pooler(k, prefix)]
     problems = []
     if missing:
         problems.append(
-            f"{len(missing)} tensors missing from the checkpoint (they would be random), e.g. {', '.join(missing[:3])}"
+            f"{len(missing)} tensors missing from the checkpoint (they would be random), e.g. "
+            f"{', '.join(missing[:3])}"
         )
     if unexpected:
         problems.append(
-            f"{len(unexpected)} tensors in the checkpoint that the model has no place for, e.g. {', '.join(unexpected[:3])}"
+            f"{len(unexpected)} tensors in the checkpoint that the model has no place for, e.g. "
+            f"{', '.join(unexpected[:3])}"
         )
     if problems:
         kind = "compressed checkpoint" if compressed else "checkpoint"
         raise CheckpointError(
-            f"{source}: the {kind} does not fit its config: {'; '.join(problems)}; the weights file or config.json is "
-            "corrupt, edited, or from another model"
+            f"{source}: the {kind} does not fit its config: {'; '.join(problems)}; the weights "
+            "file or config.json is corrupt, edited, or from another model"
         )
 
 
@@ -447,11 +463,13 @@ def load_compressed(
         _head_info(task_head)
     if kwargs.pop("use_safetensors", True) is not True:
         raise HfCompressError(
-            "use_safetensors=False: hf-compress loads safetensors only (unpickling a file can run code)"
+            "use_safetensors=False: hf-compress loads safetensors only (unpickling a file can run "
+            "code)"
         )
     if kwargs.pop("ignore_mismatched_sizes", False):
         raise HfCompressError(
-            "ignore_mismatched_sizes=True would silently re-initialise mismatched weights; fix the checkpoint instead"
+            "ignore_mismatched_sizes=True would silently re-initialise mismatched weights; fix the "
+            "checkpoint instead"
         )
     kwargs.pop("output_loading_info", None)
     source = resolve_checkpoint(path_or_repo)
@@ -488,11 +506,12 @@ def load_compressed(
     except _LOAD_ERRORS as exc:
         if "ignore_mismatched_sizes" in str(exc):
             raise CheckpointError(
-                f"{source}: weights do not match config.json (size mismatch, see the load report above); restore the "
-                "original config.json or re-save the model"
+                f"{source}: weights do not match config.json (size mismatch, see the load report "
+                "above); restore the original config.json or re-save the model"
             ) from exc
         raise CheckpointError(
-            f"{source}: the model cannot be loaded ({_one_line(exc)}); the checkpoint is corrupt or incomplete"
+            f"{source}: the model cannot be loaded ({_one_line(exc)}); the checkpoint is corrupt "
+            "or incomplete"
         ) from exc
     _check_loading_info(model, info, source, task_head, exact_head, compressed)
     if getattr(model, "is_quantized", False):
@@ -521,8 +540,9 @@ def load_checked_tokenizer(
         (directory / name).is_file() for name in TOKENIZER_VOCAB_FILES
     ):
         raise CheckpointError(
-            f"{directory}: no tokenizer files (expected tokenizer_config.json and one of {', '.join(TOKENIZER_VOCAB_FILES)}); "
-            "save the tokenizer beside the model with tokenizer.save_pretrained(dir)"
+            f"{directory}: no tokenizer files (expected tokenizer_config.json and one of "
+            f"{', '.join(TOKENIZER_VOCAB_FILES)}); save the tokenizer beside the model with "
+            "tokenizer.save_pretrained(dir)"
         )
     try:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
@@ -530,8 +550,8 @@ def load_checked_tokenizer(
         raise
     except Exception as exc:  # noqa: BLE001  (the Rust `tokenizers` library raises plain Exception)
         raise CheckpointError(
-            f"{source}: the tokenizer cannot be loaded ({_one_line(exc)}); its files are corrupt or incomplete, "
-            "re-save them with tokenizer.save_pretrained(dir)"
+            f"{source}: the tokenizer cannot be loaded ({_one_line(exc)}); its files are corrupt "
+            "or incomplete, re-save them with tokenizer.save_pretrained(dir)"
         ) from exc
 
 

@@ -62,15 +62,16 @@ def apply_structure(model: PreTrainedModel, compression_config: dict[str, Any] |
         return
     if not isinstance(compression_config, dict):
         raise CheckpointError(
-            f"compression_config must be a mapping, got {type(compression_config).__name__}; the checkpoint's "
-            "config.json is corrupt or was edited by hand."
+            f"compression_config must be a mapping, got {type(compression_config).__name__}; the "
+            "checkpoint's config.json is corrupt or was edited by hand."
         )
     # FIXME import modifiers from   # noqa: F401  (techniques register their rebuilders on import)
 
     version = compression_config.get("version", FORMAT_VERSION)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CheckpointError(
-            f"compression_config version {version!r} is not a format version (expected 1..{FORMAT_VERSION})"
+            f"compression_config version {version!r} is not a format version (expected "
+            f"1..{FORMAT_VERSION})"
         )
     if version > FORMAT_VERSION:
         raise CheckpointError(
@@ -82,8 +83,8 @@ def apply_structure(model: PreTrainedModel, compression_config: dict[str, Any] |
     ]
     if unknown:
         raise CheckpointError(
-            f"compression_config has unknown entries {unknown}; this checkpoint was written by a newer or "
-            f"different hf-compress. Known entries: {sorted(REBUILDERS)}."
+            f"compression_config has unknown entries {unknown}; this checkpoint was written by a "
+            f"newer or different hf-compress. Known entries: {sorted(REBUILDERS)}."
         )
     for rebuilder in sorted(REBUILDERS.values(), key=lambda r: r.order):
         if rebuilder.key in compression_config:
@@ -93,8 +94,8 @@ def apply_structure(model: PreTrainedModel, compression_config: dict[str, Any] |
                 raise
             except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
                 raise CheckpointError(
-                    f"compression_config[{rebuilder.key!r}] does not fit this model ({exc}); the checkpoint's "
-                    "config.json is corrupt or was edited by hand."
+                    f"compression_config[{rebuilder.key!r}] does not fit this model ({exc}); the "
+                    "checkpoint's config.json is corrupt or was edited by hand."
                 ) from exc
 
 
@@ -107,10 +108,10 @@ def replace_recorded_linears(
 ) -> None:
     """The common rebuild of techniques that swap whole `nn.Linear`s for their own storage module.
 
-    For every `name: value` in `entries`, replaces the `nn.Linear` at `name` by `build(linear, value)`
-    (an empty module of the right shapes; the weights load next). A module for which
-    `rebuilt(module, value)` already holds is skipped: layers shared by `layer_sharing` are reached
-    once per position.
+    For every `name: value` in `entries`, replaces the `nn.Linear` at `name` by
+    `build(linear, value)` (an empty module of the right shapes; the weights load next). A module
+    for which `rebuilt(module, value)` already holds is skipped: layers shared by `layer_sharing`
+    are reached once per position.
 
     Raises:
         CheckpointError: a name points at something other than an `nn.Linear`.

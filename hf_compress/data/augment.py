@@ -23,7 +23,8 @@ from ..errors import RecipeError
 
 
 class TokenMasker:
-    """Replaces each non-special token of a batch with the mask token with probability `probability`."""
+    """Replaces each non-special token of a batch with the mask token with probability
+    `probability`."""
 
     def __init__(self, tokenizer: Any, probability: float, seed: int | None = None) -> None:
         if getattr(tokenizer, "mask_token_id", None) is None:
@@ -42,13 +43,15 @@ class TokenMasker:
         self._collator.generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
     def __call__(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """A copy of `inputs` with masked `input_ids` (the other entries shared, the labels kept)."""
+        """A copy of `inputs` with masked `input_ids` (the other entries shared, the labels
+        kept)."""
         ids = inputs["input_ids"]
         special = torch.isin(ids, self._special_ids.to(ids.device))
         attention = inputs.get("attention_mask")
         if attention is not None:
             special |= attention == 0
-        # The collator draws on the CPU with its own seeded generator; the ids go back where they were.
+        # The collator draws on the CPU with its own seeded generator; the ids go back where they
+        # were.
         masked, _ = self._collator.torch_mask_tokens(
             ids.detach().cpu().clone(), special_tokens_mask=special.cpu()
         )

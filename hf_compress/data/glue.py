@@ -54,8 +54,9 @@ def load_local_split(task: GlueTask, split: str, glue_dir: str | os.PathLike) ->
     if not path.is_file():
         raise DataError(
             f"GLUE {task.name} {split}: {path} not found. Put the original GLUE files there "
-            f"({task.directory}/train.tsv, {task.directory}/{task.dev_splits[0]}.tsv), point --glue-dir or "
-            f"{GLUE_DIR_ENV} at a folder that has them, or unset it to download nyu-mll/glue from the Hub."
+            f"({task.directory}/train.tsv, {task.directory}/{task.dev_splits[0]}.tsv), point "
+            f"--glue-dir or {GLUE_DIR_ENV} at a folder that has them, or unset it to download "
+            "nyu-mll/glue from the Hub."
         )
     rows = read_tsv(path)
     if task.has_header:
@@ -97,8 +98,9 @@ def load_hub_split(task: GlueTask, split: str) -> Dataset:
         dataset = load_dataset("nyu-mll/glue", task.name, split=hub_split)
     except Exception as exc:  # datasets raises many types for "offline" / "not cached"
         raise DataError(
-            f"could not load GLUE {task.name} ({hub_split}) from the Hub: {exc}. Offline? Point --glue-dir or "
-            f"{GLUE_DIR_ENV} at a folder in the original GLUE layout ({task.directory}/train.tsv, ...)."
+            f"could not load GLUE {task.name} ({hub_split}) from the Hub: {exc}. Offline? Point "
+            f"--glue-dir or {GLUE_DIR_ENV} at a folder in the original GLUE layout "
+            f"({task.directory}/train.tsv, ...)."
         ) from exc
     keep = [*task.text_fields, "label"]
     return dataset.remove_columns([c for c in dataset.column_names if c not in keep])

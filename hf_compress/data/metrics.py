@@ -24,8 +24,8 @@ def glue_metrics(task: GlueTask | str, predictions: Any, references: Any) -> dic
         references: gold labels.
 
     Returns:
-        e.g. `{"accuracy": 0.91}`, `{"f1": 0.88, "accuracy": 0.84}`, `{"pearson": ..., "spearmanr": ...}`,
-        `{"matthews_correlation": ...}`.
+        e.g. `{"accuracy": 0.91}`, `{"f1": 0.88, "accuracy": 0.84}`,
+        `{"pearson": ..., "spearmanr": ...}`, `{"matthews_correlation": ...}`.
     """
     task = get_task(task) if isinstance(task, str) else task
     predictions = np.asarray(predictions)

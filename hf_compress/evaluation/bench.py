@@ -1,4 +1,5 @@
-"""`hf-compress bench`: size, parameters, latency (and the GLUE metric) of several models side by side."""
+"""`hf-compress bench`: size, parameters, latency (and the GLUE metric) of several models side by
+side."""
 
 from __future__ import annotations
 

@@ -35,12 +35,14 @@ def compare_models(
     compare them example by example (`hf_compress.evaluation.compare`)."""
     if task.is_regression:
         raise HfCompressError(
-            f"compare: {task.name} is a regression task; compare counts the examples each model classifies "
-            "correctly, so it needs a classification task (use `hf-compress eval` for its correlations)"
+            f"compare: {task.name} is a regression task; compare counts the examples each model "
+            "classifies correctly, so it needs a classification task (use `hf-compress eval` for "
+            "its correlations)"
         )
     predictions, labels = [], []
     for name in (model_a, model_b):
-        # each model with its own tokenizer: a vocabulary-pruned model has its own ids for the same text
+        # each model with its own tokenizer: a vocabulary-pruned model has its own ids for the same
+        # text
         model, tokenizer, dev = load_with_dev_set(
             name, task, glue_dir, max_seq_length, max_eval_samples, dtype=dtype
         )
@@ -86,7 +88,8 @@ class PairedComparison:
     @property
     def mcnemar_p(self) -> float:
         """Two-sided exact McNemar p-value: how likely a split of the discordant examples at least
-        this uneven is when both models are equally good (1.0 when they never disagree on correctness)."""
+        this uneven is when both models are equally good (1.0 when they never disagree on
+        correctness)."""
         discordant = self.a_only_correct + self.b_only_correct
         if discordant == 0:
             return 1.0
@@ -114,7 +117,8 @@ def compare_predictions(predictions_a: Any, predictions_b: Any, labels: Any) -> 
     a, b, gold = (np.asarray(x).reshape(-1) for x in (predictions_a, predictions_b, labels))
     if not (len(a) == len(b) == len(gold)) or len(gold) == 0:
         raise ValueError(
-            f"need the same, non-zero number of predictions and labels: got {len(a)}, {len(b)} and {len(gold)}"
+            f"need the same, non-zero number of predictions and labels: got {len(a)}, {len(b)} and "
+            f"{len(gold)}"
         )
     right_a, right_b = a == gold, b == gold
     return PairedComparison(

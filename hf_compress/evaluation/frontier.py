@@ -76,7 +76,8 @@ def recipes_teacher_epochs(
     }
     if len(epochs) != 1:
         logger.warning(
-            "bench: the recipes set no common finetune_base.epochs; the teacher gets 1 epoch (--teacher-epochs)"
+            "bench: the recipes set no common finetune_base.epochs; the teacher gets 1 epoch "
+            "(--teacher-epochs)"
         )
         return 1.0
     logger.info(
@@ -98,7 +99,8 @@ def check_recipes(
         recipe = Recipe.from_yaml(path, overrides=overrides)
         if recipe.task != wanted:
             raise RecipeError(
-                f"{path}: task: {recipe.task}, but this benchmark measures {wanted}; leave it out or use --task {recipe.task}"
+                f"{path}: task: {recipe.task}, but this benchmark measures {wanted}; leave it out "
+                f"or use --task {recipe.task}"
             )
 
 

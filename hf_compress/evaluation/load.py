@@ -67,11 +67,13 @@ def load_model_for_eval(
     if is_onnx_export(source):
         if load_in is not None:
             raise HfCompressError(
-                f"{source} is an ONNX export; --load-in (bitsandbytes) applies to PyTorch checkpoints only"
+                f"{source} is an ONNX export; --load-in (bitsandbytes) applies to PyTorch "
+                "checkpoints only"
             )
         if cast:
             raise HfCompressError(
-                f"{source} is an ONNX export: its precision was fixed by `hf-compress export`; --dtype applies to PyTorch checkpoints"
+                f"{source} is an ONNX export: its precision was fixed by `hf-compress export`; "
+                "--dtype applies to PyTorch checkpoints"
             )
         if task is None:
             return OnnxSequenceClassifier(source)

@@ -51,7 +51,8 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 def weights_size_bytes(directory: str | os.PathLike) -> int:
-    """Bytes of the weight files (safetensors, adapters, extra tensor files) in a saved model directory."""
+    """Bytes of the weight files (safetensors, adapters, extra tensor files) in a saved model
+    directory."""
     directory = Path(directory)
     suffixes = (".safetensors", ".bin", ".pt", ".onnx")
     return sum(
@@ -90,7 +91,8 @@ def environment() -> dict[str, Any]:
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """Where the model's first tensor lives; the CPU for a model without tensors (an ONNX Runtime session)."""
+    """Where the model's first tensor lives; the CPU for a model without tensors (an ONNX Runtime
+    session)."""
     for tensor in list(model.parameters()) + list(model.buffers()):
         return tensor.device
     return torch.device("cpu")

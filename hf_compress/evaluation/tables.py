@@ -20,19 +20,22 @@ def markdown_results(results: dict[str, Any]) -> str:
     for r in results["results"]:
         value = r["metrics"][metric]
         lat = " | ".join(
-            f"{r['latency_ms'][b]['median']:.1f} ({base['latency_ms'][b]['median'] / r['latency_ms'][b]['median']:.2f}x)"
+            f"{r['latency_ms'][b]['median']:.1f} "
+            f"({base['latency_ms'][b]['median'] / r['latency_ms'][b]['median']:.2f}x)"
             for b in batches
         )
         lines.append(
             f"| {r['name']} | {100 * value:.2f} | {100 * (value - base['metrics'][metric]):+.2f} | "
-            f"{r['num_parameters'] / 1e6:.2f}M | {r['nonzero_parameters'] / 1e6:.2f}M | {human_bytes(r['size_bytes'])} | "
-            f"{base['size_bytes'] / r['size_bytes']:.2f}x | {lat} | {r.get('compression_time_s', 0):.0f} s |"
+            f"{r['num_parameters'] / 1e6:.2f}M | {r['nonzero_parameters'] / 1e6:.2f}M | "
+            f"{human_bytes(r['size_bytes'])} | {base['size_bytes'] / r['size_bytes']:.2f}x | {lat} "
+            f"| {r.get('compression_time_s', 0):.0f} s |"
         )
     failed = "".join(f"\n- {f['name']}: failed: {f['error']}" for f in results.get("failed", []))
     env = results["environment"]
     footer = (
-        f"\n\n{env['cpu']}, {env['threads']} threads, torch {env['torch']}, transformers {env['transformers']}; "
-        f"latency: median of {results['latency_config']['runs']} runs, sequence length {results['latency_config']['seq_len']}."
+        f"\n\n{env['cpu']}, {env['threads']} threads, torch {env['torch']}, transformers "
+        f"{env['transformers']}; latency: median of {results['latency_config']['runs']} runs, "
+        f"sequence length {results['latency_config']['seq_len']}."
     )
     if "total_time_s" in results:
         teacher = results.get("teacher_time_s", 0.0)

@@ -34,8 +34,6 @@ TEMPLATE_NAME = "model_card.md"
 GLUE_DATASET = "nyu-mll/glue"
 
 
-
-
 def _technique(kind: str) -> tuple[str, tuple[str, ...], bool]:
     """(description, Hub tags, quantizes) of a modifier type, from its registered class; a type
     this installation does not know is named by its own words."""
@@ -139,8 +137,8 @@ def build_model_card(
         "stages": [_describe_stage(stage) for stage in stages],
         "rows": _rows(baseline, compressed, metrics, report.get("latency_config") or {}),
         "results_intro": (
-            f"GLUE {task_pretty} validation set. *{baseline.get('name') or 'baseline'}* is the uncompressed "
-            "model the recipe started from; every number comes from `report.json`."
+            f"GLUE {task_pretty} validation set. *{baseline.get('name') or 'baseline'}* is the "
+            "uncompressed model the recipe started from; every number comes from `report.json`."
         ),
         "baseline_name": baseline.get("name") or "baseline",
         "compressed_name": compressed.get("name") or "compressed",
@@ -180,7 +178,11 @@ def _read_template(template_path: str | os.PathLike | None) -> str:
         if template_path is not None:
             return Path(template_path).read_text(encoding="utf-8")
         # Package data, so it works when installed from a wheel.
-        return resources.files(__package__).joinpath("templates", TEMPLATE_NAME).read_text(encoding="utf-8")
+        return (
+            resources.files(__package__)
+            .joinpath("templates", TEMPLATE_NAME)
+            .read_text(encoding="utf-8")
+        )
     except OSError as exc:
         raise HfCompressError(
             f"cannot read the model card template {template_path or TEMPLATE_NAME}: {exc}"
@@ -368,7 +370,10 @@ def _summary(
     text += f" ({', '.join(techniques)})." if techniques else "."
     size, base_size = compressed.get("size_bytes"), baseline.get("size_bytes")
     if size and base_size:
-        text += f" Weights on disk: {_mb(size)} (baseline {_mb(base_size)}, {base_size / size:.2f}x smaller)."
+        text += (
+            f" Weights on disk: {_mb(size)} (baseline {_mb(base_size)}, "
+            f"{base_size / size:.2f}x smaller)."
+        )
     return text
 
 
@@ -474,14 +479,17 @@ def _measurement_note(report: dict[str, Any]) -> str:
             else env.get("cpu", "an unknown CPU")
         )
         parts.append(
-            f"Latency: one forward pass of random token ids, sequence length {config.get('seq_len', '?')}, "
-            f"batch sizes {', '.join(str(b) for b in config.get('batch_sizes', []))}; median of "
-            f"{config.get('runs', '?')} runs (p10-p90 in brackets) after {config.get('warmup', '?')} warm-up runs, "
-            f"{env.get('threads', '?')} threads on {where} ({env.get('cpu_count', '?')} logical cores)."
+            "Latency: one forward pass of random token ids, sequence length "
+            f"{config.get('seq_len', '?')}, batch sizes "
+            f"{', '.join(str(b) for b in config.get('batch_sizes', []))}; median of "
+            f"{config.get('runs', '?')} runs (p10-p90 in brackets) after "
+            f"{config.get('warmup', '?')} warm-up runs, {env.get('threads', '?')} threads on "
+            f"{where} ({env.get('cpu_count', '?')} logical cores)."
         )
     parts.append(
-        "Size on disk counts the weight files (safetensors) only; parameters count dense-equivalent elements "
-        "(int8 / packed / factorized storage counted as the weights they stand for, shared tensors once)."
+        "Size on disk counts the weight files (safetensors) only; parameters count "
+        "dense-equivalent elements (int8 / packed / factorized storage counted as the weights they "
+        "stand for, shared tensors once)."
     )
     if report.get("compression_time_s"):
         parts.append(f"Compression took {report['compression_time_s'] / 60:.1f} minutes.")
@@ -493,20 +501,22 @@ def _limitations(
 ) -> list[str]:
     notes = [str(n) for n in report.get("notes") or []]
     notes.append(
-        f"Evaluated only on the GLUE {task_pretty} validation set; accuracy on other text, domains or languages "
-        "is unknown and the model inherits the biases of its base model and of the training data."
+        f"Evaluated only on the GLUE {task_pretty} validation set; accuracy on other text, domains "
+        "or languages is unknown and the model inherits the biases of its base model and of the "
+        "training data."
     )
     notes.append(
-        "Loading needs `import hf_compress` first: the compressed modules are rebuilt by hf-compress, so plain "
-        "transformers without it cannot load this checkpoint."
+        "Loading needs `import hf_compress` first: the compressed modules are rebuilt by "
+        "hf-compress, so plain transformers without it cannot load this checkpoint."
     )
     notes.append(
-        "Latency depends on the hardware, thread count, batch size and sequence length; the numbers above were "
-        "measured once on the machine listed below."
+        "Latency depends on the hardware, thread count, batch size and sequence length; the "
+        "numbers above were measured once on the machine listed below."
     )
     if base_model and not hub_base:
         notes.append(
-            f"The base model was loaded from a local path (`{base_model}`), so the card names no Hub base model."
+            f"The base model was loaded from a local path (`{base_model}`), so the card names no "
+            "Hub base model."
         )
     return notes
 
@@ -521,6 +531,7 @@ def _environment_lines(report: dict[str, Any]) -> list[str]:
         lines.append(", ".join(versions))
     if env.get("cpu"):
         lines.append(
-            f"CPU: {env['cpu']} ({env.get('cpu_count', '?')} logical cores, {env.get('threads', '?')} threads used)"
+            f"CPU: {env['cpu']} ({env.get('cpu_count', '?')} logical cores, "
+            f"{env.get('threads', '?')} threads used)"
         )
     return lines

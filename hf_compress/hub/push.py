@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-# Files every hf-compress output holds (DESIGN.md section 3); weights and tokenizer are checked apart.
+# Files every hf-compress output holds (DESIGN.md section 3); weights and tokenizer are checked
+# apart.
 REQUIRED_FILES = ("config.json", "recipe.yaml", "report.json", "README.md")
 
 TOKENIZER_VOCAB_FILES = (
@@ -119,8 +120,9 @@ def output_files(output_dir: str | os.PathLike) -> list[Path]:
     if missing:
         raise HfCompressError(
             f"{directory} is not a complete hf-compress output; missing: {'; '.join(missing)}. "
-            "Push the output_dir of a finished `hf-compress run` (it writes all of these), or save the "
-            "missing parts there (tokenizer.save_pretrained, hf_compress.model_card.write_model_card)."
+            "Push the output_dir of a finished `hf-compress run` (it writes all of these), or save "
+            "the missing parts there (tokenizer.save_pretrained, "
+            "hf_compress.model_card.write_model_card)."
         )
     _read_json(directory / "config.json")
     _read_json(directory / "report.json")
@@ -178,8 +180,8 @@ def push_to_hub(
     token = token or get_token()
     if not token:
         raise HfCompressError(
-            "no Hugging Face token found: set the HF_TOKEN environment variable or run `hf auth login` "
-            "(the token needs write access)."
+            "no Hugging Face token found: set the HF_TOKEN environment variable or run `hf auth "
+            "login` (the token needs write access)."
         )
     operations, total_bytes = _operations(Path(output_dir), files, repo_id, token)
     report = _read_json(Path(output_dir) / "report.json")
@@ -206,9 +208,10 @@ def push_to_hub(
     except _PUSH_ERRORS as exc:
         detail = str(exc).replace(token, "<token>")  # never echo the token, even if a server did
         raise HfCompressError(
-            f"pushing {output_dir} to the Hub repo {repo_id} failed while {step}: {type(exc).__name__}: {detail}\n"
-            f"Nothing in {output_dir} was changed and no partial commit was made; fix the cause (network, "
-            "token permissions, repo name) and run the push again, which is safe to repeat."
+            f"pushing {output_dir} to the Hub repo {repo_id} failed while {step}: "
+            f"{type(exc).__name__}: {detail}\nNothing in {output_dir} was changed and no partial "
+            "commit was made; fix the cause (network, token permissions, repo name) and run the "
+            "push again, which is safe to repeat."
         ) from exc
     logger.info("pushed %s to %s", output_dir, info.commit_url)
     return info.commit_url
@@ -234,7 +237,8 @@ def push_trainer_output(
 
     Args:
         trainer: the trainer whose model to push.
-        repo_id: Hub repo; default `trainer.args.hub_model_id`, then the recipe's `push_to_hub.repo_id`.
+        repo_id: Hub repo; default `trainer.args.hub_model_id`, then the recipe's
+            `push_to_hub.repo_id`.
         private: create the repository private.
         revision: branch to commit to.
         commit_message: the commit's message.
@@ -255,17 +259,19 @@ def push_trainer_output(
     )
     if not repo_id:
         raise HfCompressError(
-            "no Hub repo id: pass repo_id=..., set TrainingArguments.hub_model_id or the recipe's push_to_hub.repo_id."
+            "no Hub repo id: pass repo_id=..., set TrainingArguments.hub_model_id or the recipe's "
+            "push_to_hub.repo_id."
         )
     directory = Path(output_dir or trainer.args.output_dir)
-    # `_internal_call` stops Trainer.save_model from starting transformers' own push (args.push_to_hub).
+    # `_internal_call` stops Trainer.save_model from starting transformers' own push
+    # (args.push_to_hub).
     trainer.save_model(str(directory), _internal_call=True)
     if not trainer.is_world_process_zero():
         return ""
     if trainer.processing_class is None and not (directory / "tokenizer_config.json").is_file():
         raise HfCompressError(
-            "the trainer has no tokenizer to save: pass processing_class=tokenizer to CompressionTrainer "
-            f"or save the tokenizer into {directory} before pushing."
+            "the trainer has no tokenizer to save: pass processing_class=tokenizer to "
+            f"CompressionTrainer or save the tokenizer into {directory} before pushing."
         )
     recipe_path = directory / "recipe.yaml"
     if not recipe_path.is_file():
@@ -345,8 +351,8 @@ def trainer_report(
         },
         "stages": list(getattr(trainer, "stage_summaries", [])),
         "notes": [
-            "Pushed from CompressionTrainer.push_to_hub: no baseline comparison, latency or full GLUE "
-            "evaluation was run; `hf-compress run <recipe>` produces the complete report."
+            "Pushed from CompressionTrainer.push_to_hub: no baseline comparison, latency or full "
+            "GLUE evaluation was run; `hf-compress run <recipe>` produces the complete report."
         ],
         "compression_time_s": None,
     }
@@ -377,8 +383,8 @@ def _operations(
             text = content if content is not None else path.read_bytes()
             if token.encode() in text:
                 raise HfCompressError(
-                    f"{path} contains your Hugging Face token; remove it (e.g. `hub_token` in the recipe's training "
-                    "section) before pushing. Nothing was uploaded."
+                    f"{path} contains your Hugging Face token; remove it (e.g. `hub_token` in the "
+                    "recipe's training section) before pushing. Nothing was uploaded."
                 )
         operations.append(
             CommitOperationAdd(path.name, content if content is not None else str(path))
@@ -408,7 +414,8 @@ def _retargeted_card(directory: Path, repo_id: str) -> dict[str, bytes]:
         return {}
     if _normalized(generated) != _normalized(readme):
         logger.warning(
-            "README.md was edited after it was generated: uploading it as it is (its loading lines may not name %s)",
+            "README.md was edited after it was generated: uploading it as it is (its loading lines "
+            "may not name %s)",
             repo_id,
         )
         return {}

@@ -1,4 +1,5 @@
-"""The shape every technique shares: a frozen config dataclass and a `Modifier` with lifecycle hooks.
+"""The shape every technique shares: a frozen config dataclass and a `Modifier` with lifecycle
+hooks.
 
 A modifier is built from its validated config for one recipe stage. The trainer (through
 `ModifierCallback`) calls, in order:
@@ -83,8 +84,8 @@ class StageContext:
         """
         if self.train_dataloader is None:
             raise RecipeError(
-                f"{user} needs training batches {purpose}; give the trainer a train_dataset (or pass "
-                f"calibration_data to compress()), or {alternative}"
+                f"{user} needs training batches {purpose}; give the trainer a train_dataset (or "
+                f"pass calibration_data to compress()), or {alternative}"
             )
         given = 0
         for batch in self.train_dataloader():
@@ -180,7 +181,8 @@ class Modifier:
         return loss
 
     def trainable_modules(self) -> list[nn.Module]:
-        """Extra modules with parameters the optimizer must train (e.g. hidden-state projections)."""
+        """Extra modules with parameters the optimizer must train (e.g. hidden-state
+        projections)."""
         return []
 
     # Reporting and resume ------------------------------------------------------------------
@@ -224,7 +226,8 @@ class Modifier:
 def cubic_schedule(
     progress: float, start: float, end: float, final: float, initial: float = 0.0
 ) -> float:
-    """Sparsity at `progress` for gradual pruning (Zhu & Gupta 2017): cubic from `initial` to `final`."""
+    """Sparsity at `progress` for gradual pruning (Zhu & Gupta 2017): cubic from `initial` to
+    `final`."""
     if progress <= start:
         return initial if end > start else final
     if progress >= end or end <= start:

@@ -1,6 +1,6 @@
 """Recipes: the YAML format, its validation, and the registry of modifier types.
 
-    recipe = Recipe.from_yaml("recipes/quickstart.yaml", overrides=["training.learning_rate=3e-5"])
+recipe = Recipe.from_yaml("recipes/quickstart.yaml", overrides=["training.learning_rate=3e-5"])
 """
 
 from .fields import DataConfig, FinetuneBase, ModifierConfig, PushToHub

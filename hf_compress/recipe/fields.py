@@ -54,9 +54,10 @@ class DataConfig:
     )
     token_mask_prob: float = option(
         0.0,
-        help="training-time augmentation of the compression stages: replace this fraction of each training "
-        "sentence's tokens with the mask token, a new draw every step; a distillation teacher sees the same "
-        "masked batch (consistent teaching). 0 = off; evaluation and finetune_base are never masked",
+        help="training-time augmentation of the compression stages: replace this fraction of each "
+        "training sentence's tokens with the mask token, a new draw every step; a distillation "
+        "teacher sees the same masked batch (consistent teaching). 0 = off; evaluation and "
+        "finetune_base are never masked",
         range=(0, 1),
         exclusive=(False, True),
     )

@@ -78,7 +78,8 @@ class Stage:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A validated compression recipe. Build with `Recipe.from_yaml`, `from_dict` or `from_string`."""
+    """A validated compression recipe. Build with `Recipe.from_yaml`, `from_dict` or
+    `from_string`."""
 
     base_model: str
     task: str
@@ -130,7 +131,8 @@ class Recipe:
     ) -> Recipe:
         if len(text) > MAX_RECIPE_BYTES:  # same bound as from_yaml, for text that came another way
             raise RecipeError(
-                f"{source}: recipe is longer than {MAX_RECIPE_BYTES} characters; is this the right text?"
+                f"{source}: recipe is longer than {MAX_RECIPE_BYTES} characters; is this the right "
+                "text?"
             )
         data = _safe_load(text, source)
         return cls.from_dict(data, source=source, overrides=overrides)
@@ -141,7 +143,8 @@ class Recipe:
     ) -> Recipe:
         if not isinstance(data, dict):
             raise RecipeError(
-                f"{source}: a recipe is a mapping of keys (base_model, task, stages, ...), got {type(data).__name__}"
+                f"{source}: a recipe is a mapping of keys (base_model, task, stages, ...), got "
+                f"{type(data).__name__}"
             )
         _check_plain(data, f"{source}:")
         data = apply_overrides(data, overrides or [], source)
@@ -185,8 +188,9 @@ class Recipe:
                 and not any(c.allows_training_after_freeze for c in classes)
             ):
                 raise RecipeError(
-                    f"{stage_where}: stage {stage.name!r} trains (epochs={stage.epochs}) after {frozen_by} froze the "
-                    "weights; put quantization in the last stage (or train LoRA adapters on it)"
+                    f"{stage_where}: stage {stage.name!r} trains (epochs={stage.epochs}) after "
+                    f"{frozen_by} froze the weights; put quantization in the last stage (or train "
+                    "LoRA adapters on it)"
                 )
             # Vocabulary pruning acts at the end of its stage: it only constrains later stages.
             stage_vocabulary = next(
@@ -201,12 +205,14 @@ class Recipe:
                 mod_where = f"{stage_where}.modifiers[{j}] ({spec.type})"
                 if cls.requires_teacher and vocabulary_changed_by:
                     raise RecipeError(
-                        f"{mod_where}: the teacher still uses the old vocabulary, but {vocabulary_changed_by} renumbered "
-                        "the token ids in an earlier stage; prune the vocabulary in the distillation stage or after it"
+                        f"{mod_where}: the teacher still uses the old vocabulary, but "
+                        f"{vocabulary_changed_by} renumbered the token ids in an earlier stage; "
+                        "prune the vocabulary in the distillation stage or after it"
                     )
                 if cls.requires_teacher and self.teacher == "none":
                     raise RecipeError(
-                        f"{mod_where}: needs a teacher; set `teacher: finetuned-base` (with finetune_base) or a path"
+                        f"{mod_where}: needs a teacher; set `teacher: finetuned-base` (with "
+                        "finetune_base) or a path"
                     )
                 # A class flag, or per method (quantization: only qat_int8 trains).
                 if (
@@ -221,17 +227,18 @@ class Recipe:
                     frozen_by = f"stages[{i}].modifiers[{j}] ({spec.type})"
                     if stage.trains and not cls.trains_before_freezing:
                         raise RecipeError(
-                            f"{mod_where}: freezes the weights, so its stage cannot train; use epochs: 0 "
-                            "(or qat_int8 to train with quantization)"
+                            f"{mod_where}: freezes the weights, so its stage cannot train; use "
+                            "epochs: 0 (or qat_int8 to train with quantization)"
                         )
             vocabulary_changed_by = vocabulary_changed_by or stage_vocabulary
             if self.data.token_mask_prob > 0:
                 for j, spec in enumerate(stage.modifiers):
                     if getattr(spec.config, "cache_teacher_logits", False):
                         raise RecipeError(
-                            f"{stage_where}.modifiers[{j}] ({spec.type}): cache_teacher_logits reuses the teacher's logits "
-                            f"of the unmasked sentence, but data.token_mask_prob: {self.data.token_mask_prob} masks each "
-                            "batch anew; set cache_teacher_logits: false (or data.token_mask_prob: 0)"
+                            f"{stage_where}.modifiers[{j}] ({spec.type}): cache_teacher_logits "
+                            "reuses the teacher's logits of the unmasked sentence, but "
+                            f"data.token_mask_prob: {self.data.token_mask_prob} masks each batch "
+                            "anew; set cache_teacher_logits: false (or data.token_mask_prob: 0)"
                         )
 
     # Output -------------------------------------------------------------------------------
@@ -283,15 +290,18 @@ def _build_stage(data: Any, where: str) -> Stage:
         mod_where = f"{where}.modifiers[{j}]"
         if not isinstance(entry, dict) or "type" not in entry:
             raise RecipeError(
-                f"{mod_where}: a modifier is a mapping with a `type`; types: {', '.join(registered_modifier_types())}"
+                f"{mod_where}: a modifier is a mapping with a `type`; types: "
+                f"{', '.join(registered_modifier_types())}"
             )
         entry = dict(entry)
         type_name = entry.pop("type")
         known = registered_modifier_types()
-        # isinstance first: a list or mapping as `type` is unhashable and `in` would raise TypeError.
+        # isinstance first: a list or mapping as `type` is unhashable and `in` would raise
+        # TypeError.
         if not isinstance(type_name, str) or type_name not in MODIFIERS:
             raise RecipeError(
-                f"{mod_where}.type: unknown modifier {show_value(type_name)}; allowed values: {', '.join(known)}"
+                f"{mod_where}.type: unknown modifier {show_value(type_name)}; allowed values: "
+                f"{', '.join(known)}"
             )
         config = build(MODIFIERS[type_name].config_class, entry, f"{mod_where}")
         specs.append(ModifierSpec(type=type_name, config=config))
@@ -312,7 +322,8 @@ def _check_training_args(values: dict[str, Any], where: str) -> None:
     for key in values:
         if key in owned:
             raise RecipeError(
-                f"{where}.{key}: set by the recipe itself (output_dir / a stage's epochs), remove it here"
+                f"{where}.{key}: set by the recipe itself (output_dir / a stage's epochs), remove "
+                "it here"
             )
         if key not in allowed:
             close = sorted(k for k in allowed if key.split("_")[0] in k)[:8]

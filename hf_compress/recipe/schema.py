@@ -85,7 +85,8 @@ def _type_name(tp: Any) -> str:
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
-    """Checks `value` against type hint `tp`; returns it converted (lists to tuples, dicts to dataclasses)."""
+    """Checks `value` against type hint `tp`; returns it converted (lists to tuples, dicts to
+    dataclasses)."""
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -114,7 +115,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if value in get_args(tp):
             return value
         raise RecipeError(
-            f"{where}: got {show_value(value)}; allowed values: {', '.join(map(repr, get_args(tp)))}"
+            f"{where}: got {show_value(value)}; allowed values: "
+            f"{', '.join(map(repr, get_args(tp)))}"
         )
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -208,7 +210,8 @@ def build(cls: type[T], data: Any, where: str = "") -> T:
     unknown = [k for k in data if k not in fields]
     if unknown:
         raise RecipeError(
-            f"{where or 'recipe'}: unknown key {show_value(unknown[0])}; allowed keys: {', '.join(sorted(fields))}"
+            f"{where or 'recipe'}: unknown key {show_value(unknown[0])}; allowed keys: "
+            f"{', '.join(sorted(fields))}"
         )
     kwargs = {}
     for name, f in fields.items():

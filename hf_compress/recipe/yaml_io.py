@@ -50,7 +50,8 @@ def _check_plain(value: Any, where: str, depth: int = 0) -> None:
             _check_plain(item, f"{where}[{index}]", depth + 1)
     elif not isinstance(value, _PLAIN_TYPES):
         raise RecipeError(
-            f"{where}: a recipe holds YAML values (mapping, list, string, number, bool, null), got {type(value).__name__}"
+            f"{where}: a recipe holds YAML values (mapping, list, string, number, bool, null), got "
+            f"{type(value).__name__}"
         )
     elif isinstance(value, int) and value.bit_length() > 64:
         raise RecipeError(

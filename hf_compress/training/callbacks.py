@@ -54,7 +54,8 @@ class ModifierCallback(TrainerCallback):
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        # Beside the Trainer's own checkpoint files: a resumed stage gets its masks and schedules back.
+        # Beside the Trainer's own checkpoint files: a resumed stage gets its masks and schedules
+        # back.
         if self.trainer.is_world_process_zero():
             directory = f"{args.output_dir}/{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             save_modifier_states(self.trainer.modifiers, directory)

@@ -49,7 +49,8 @@ def load_modifier_states(modifiers: list[Modifier], directory: str) -> None:
         entry = plain.get(str(i))
         if entry is None or entry["type"] != modifier.type_name:
             raise RuntimeError(
-                f"{directory}: saved modifier state does not match the recipe's stage; was the recipe changed?"
+                f"{directory}: saved modifier state does not match the recipe's stage; was the "
+                "recipe changed?"
             )
         state = dict(entry["values"])
         state.update(

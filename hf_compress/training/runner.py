@@ -65,8 +65,8 @@ def prepare_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Path:
     path = Path(output_dir)
     if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
         raise OutputExistsError(
-            f"{path} already exists and is not empty; choose another output_dir (--set output_dir=...) or pass "
-            "--overwrite to replace it"
+            f"{path} already exists and is not empty; choose another output_dir (--set "
+            "output_dir=...) or pass --overwrite to replace it"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     # Staging directories of runs killed while saving: ours by name, never complete, safe to drop.
@@ -77,7 +77,8 @@ def prepare_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Path:
 
 
 def training_arguments(recipe: Recipe, output_dir: str, **overrides: Any) -> TrainingArguments:
-    """TrainingArguments from the recipe's `training` keys, with defaults suited to compression runs."""
+    """TrainingArguments from the recipe's `training` keys, with defaults suited to compression
+    runs."""
     defaults: dict[str, Any] = {
         "per_device_train_batch_size": 32,
         "per_device_eval_batch_size": 64,
@@ -156,7 +157,9 @@ def finetune_base(
     model = load_for_task(recipe.base_model, data.task)
     if train_dataset is None:
         sample = fb.max_train_samples or data.max_train_samples
-        train_dataset, _ = dataclasses.replace(data, max_train_samples=sample).train_and_dev(tokenizer)
+        train_dataset, _ = dataclasses.replace(data, max_train_samples=sample).train_and_dev(
+            tokenizer
+        )
     overrides: dict[str, Any] = {
         "num_train_epochs": fb.epochs,
         "disable_tqdm": not progress,
@@ -206,10 +209,12 @@ def run_recipe(
 
     Args:
         recipe: the validated recipe.
-        overwrite: replace a non-empty `output_dir` (it is only removed once the new output is complete).
+        overwrite: replace a non-empty `output_dir` (it is only removed once the new output is
+            complete).
         glue_dir: local GLUE folder (default: recipe.data.glue_dir, then HF_COMPRESS_GLUE_DIR, ...).
         latency: measure CPU latency of the baseline and the result.
-        latency_config: overrides of batch sizes / sequence length / runs for the latency measurement.
+        latency_config: overrides of batch sizes / sequence length / runs for the latency
+            measurement.
         progress: show progress bars.
         push: push to the Hub when the recipe has `push_to_hub`.
         resume: continue an interrupted run of the same recipe from `<output_dir>.work`.
@@ -279,7 +284,10 @@ class _RecipeRun:
         elif self.work.has_model("finetuned-base"):
             model = load_for_task(str(self.work.path / "finetuned-base"), task)
         else:
-            same_slice = recipe.finetune_base.max_train_samples in (None, self.data.max_train_samples)
+            same_slice = recipe.finetune_base.max_train_samples in (
+                None,
+                self.data.max_train_samples,
+            )
             model = finetune_base(
                 recipe,
                 self.data,
@@ -331,7 +339,9 @@ class _RecipeRun:
 
         def on_stage_end(index: int, stage_trainer: CompressionTrainer) -> None:
             work.save_model(
-                f"after-stage-{index}", stage_trainer.model, stage_trainer.context.tokenizer or tokenizer
+                f"after-stage-{index}",
+                stage_trainer.model,
+                stage_trainer.context.tokenizer or tokenizer,
             )
             work.remove(f"after-stage-{index - 1}")
             work.update(
@@ -343,7 +353,9 @@ class _RecipeRun:
 
         trainer = CompressionTrainer(
             model=model,
-            args=training_arguments(self.recipe, str(work.path / "stages"), disable_tqdm=not self.progress),
+            args=training_arguments(
+                self.recipe, str(work.path / "stages"), disable_tqdm=not self.progress
+            ),
             recipe=self.recipe,
             teacher=teacher,
             task=task,
@@ -383,7 +395,11 @@ class _RecipeRun:
                 "name": "compressed",
                 "methods": list(structure.get("methods", [])),
                 "metrics": evaluate_task(
-                    compressed, tokenizer, self.data.task, trainer.eval_dataset, progress=self.progress
+                    compressed,
+                    tokenizer,
+                    self.data.task,
+                    trainer.eval_dataset,
+                    progress=self.progress,
                 ),
                 **self._figures(compressed, saved_dir=str(staging)),
             }

@@ -134,6 +134,7 @@ def prepare_teacher(task: str, directory: str | Path, **finetune: Any) -> str:
         logger.warning(
             "%s holds a teacher fine-tuned with other settings; fine-tuning again", directory
         )
-        report_path.unlink()  # an interrupted fine-tuning must not leave an old report beside new weights
+        # an interrupted fine-tuning must not leave an old report beside new weights
+        report_path.unlink()
     finetune_teacher(task, directory, **finetune)
     return str(directory)

@@ -222,7 +222,8 @@ class CompressionTrainer(Trainer):
             }
 
     def _augment(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """The training batch with `data.token_mask_prob` of its tokens masked (unchanged when 0)."""
+        """The training batch with `data.token_mask_prob` of its tokens masked (unchanged when
+        0)."""
         probability = self.recipe.data.token_mask_prob if self.recipe is not None else 0.0
         if probability == 0:
             return inputs
@@ -328,6 +329,7 @@ def _check_quantized_training(
         m.allows_training_after_freeze for m in modifiers
     ):
         raise UnsupportedModelError(
-            f"stage {index} ({stage.name}) trains a bitsandbytes-quantized model, whose weights are frozen; add a "
-            "`lora` modifier to the stage to train adapters on it, or quantize in the last stage"
+            f"stage {index} ({stage.name}) trains a bitsandbytes-quantized model, whose weights "
+            "are frozen; add a `lora` modifier to the stage to train adapters on it, or quantize "
+            "in the last stage"
         )

@@ -40,14 +40,16 @@ class WorkDir:
             saved = json.loads(progress_file.read_text())
             if saved.get("fingerprint") != self.fingerprint:
                 raise HfCompressError(
-                    f"{path} holds an interrupted run of a different recipe; remove it, or resume with the same recipe"
+                    f"{path} holds an interrupted run of a different recipe; remove it, or resume "
+                    "with the same recipe"
                 )
             self.progress = saved
         elif resume:
             logger.warning("nothing to resume in %s: starting from the beginning", path)
         elif path.exists() and _is_main_process():
             logger.info(
-                "removing the unfinished work of an earlier run in %s (pass --resume to continue it)",
+                "removing the unfinished work of an earlier run in %s (pass --resume to continue "
+                "it)",
                 path,
             )
             shutil.rmtree(path)

@@ -42,11 +42,11 @@ def unpack_indices(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
 
 # k-means -------------------------------------------------------------------------------------
 # Hand-written instead of scikit-learn's KMeans, whose fixed per-call overhead and general n-D
-# algorithm cost seconds per large layer (about a minute per MiniLM, most of the test time). In one dimension Lloyd's
-# algorithm needs no distance computations: with sorted centroids every cluster is a contiguous
-# run of the sorted weights, bounded by the midpoints between centroids, so one sort and a prefix
-# sum up front make each iteration a `searchsorted` of k-1 midpoints (O(k log n)), on the
-# weight's own device. It is the same algorithm as sklearn's Lloyd iterations;
+# algorithm cost seconds per large layer (about a minute per MiniLM, most of the test time). In one
+# dimension Lloyd's algorithm needs no distance computations: with sorted centroids every cluster is
+# a contiguous run of the sorted weights, bounded by the midpoints between centroids, so one sort
+# and a prefix sum up front make each iteration a `searchsorted` of k-1 midpoints (O(k log n)), on
+# the weight's own device. It is the same algorithm as sklearn's Lloyd iterations;
 # tests/test_weight_sharing.py checks it against sklearn's result.
 def kmeans_1d(
     values: torch.Tensor, clusters: int, max_iter: int = 300

@@ -10,9 +10,9 @@ In a training stage the centroids are fine-tuned while the assignments stay fixe
 computed as `codebook[indices]` in every forward, so autograd sums the gradients of all weights
 that share a centroid into that centroid, exactly the paper's update.
 
-Recipe keys (`type: weight_clustering`): `bits` (1..8), `max_iter`, `targets`, `ignore`. Checkpoint entry:
-`compression_config["clustered"] = {"module.name": bits}`, rebuilt at order 60 before the weights
-load.
+Recipe keys (`type: weight_clustering`): `bits` (1..8), `max_iter`, `targets`, `ignore`. Checkpoint
+entry: `compression_config["clustered"] = {"module.name": bits}`, rebuilt at order 60 before the
+weights load.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ class WeightClusteringModifier(Modifier):
             if type(module) is not nn.Linear or not module.weight.is_floating_point():
                 # Subclasses (quantized, QAT, bitsandbytes) store their weight in their own way.
                 ctx.notes.append(
-                    f"weight_clustering: left {name} as is ({type(module).__name__} is not a plain float Linear)"
+                    f"weight_clustering: left {name} as is ({type(module).__name__} is not a plain "
+                    "float Linear)"
                 )
                 continue
             clustered = ClusteredLinear.from_linear(module, self.config.bits, self.config.max_iter)
@@ -75,8 +76,8 @@ class WeightClusteringModifier(Modifier):
             )
         if not self.clustered:
             raise RecipeError(
-                "weight_clustering: no Linear layer matched (targets/ignore); with no targets it clusters the "
-                "transformer layers' Linears"
+                "weight_clustering: no Linear layer matched (targets/ignore); with no targets it "
+                "clusters the transformer layers' Linears"
             )
         recorded = dict(get_structure(model, "clustered") or {})
         recorded.update(self.clustered)

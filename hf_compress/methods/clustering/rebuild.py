@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 @register_rebuild("clustered", order=60)
 def _rebuild_clustered(model: PreTrainedModel, layers: dict[str, int]) -> None:
-    """Replaces the recorded Linears by empty `ClusteredLinear`s (codebook and indices load next)."""
+    """Replaces the recorded Linears by empty `ClusteredLinear`s (codebook and indices load
+    next)."""
     replace_recorded_linears(
         model,
         "clustered",

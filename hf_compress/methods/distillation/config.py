@@ -28,7 +28,8 @@ def check_layer_choice(num_layers: int | None, layers: Sequence[int] | None) -> 
             )
         if list(layers) != sorted(set(layers)):
             raise ValueError(
-                f"`layers` {list(layers)} must be in increasing order without repeats, e.g. {sorted(set(layers))}"
+                f"`layers` {list(layers)} must be in increasing order without repeats, e.g. "
+                f"{sorted(set(layers))}"
             )
 
 
@@ -77,27 +78,30 @@ class DistillationConfig(ModifierConfig):
     )
     layer_map: tuple[int, ...] | None = option(
         None,
-        help="teacher layer (0-based) each student layer imitates, one per student layer, increasing; "
-        "default: the teacher layer that ends the block each student layer replaces",
+        help="teacher layer (0-based) each student layer imitates, one per student layer, "
+        "increasing; default: the teacher layer that ends the block each student layer replaces",
     )
     cache_teacher_logits: bool = option(
         False, help="cache the teacher's logits per example across epochs (saves teacher compute)"
     )
     student: StudentConfig | None = option(
         None,
-        help="reduce the model to a student first: {num_layers: N} (every other layer) or {layers: [0, 2, 4]}",
+        help="reduce the model to a student first: {num_layers: N} (every other layer) or {layers: "
+        "[0, 2, 4]}",
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.alpha_kd + self.alpha_ce + self.alpha_hidden == 0:
             raise ValueError(
-                "alpha_kd, alpha_ce and alpha_hidden are all 0, so nothing would be trained; set alpha_kd > 0"
+                "alpha_kd, alpha_ce and alpha_hidden are all 0, so nothing would be trained; set "
+                "alpha_kd > 0"
             )
         if self.layer_map is not None:
             if self.alpha_hidden == 0:
                 raise ValueError(
-                    "layer_map only affects the hidden-state loss; set alpha_hidden > 0 or remove layer_map"
+                    "layer_map only affects the hidden-state loss; set alpha_hidden > 0 or remove "
+                    "layer_map"
                 )
             try:
                 check_layer_choice(None, self.layer_map)
@@ -106,13 +110,13 @@ class DistillationConfig(ModifierConfig):
             expected = self.student and (self.student.num_layers or len(self.student.layers or ()))
             if expected and len(self.layer_map) != expected:
                 raise ValueError(
-                    f"layer_map has {len(self.layer_map)} entries but the student has {expected} layers; "
-                    "give one teacher layer per student layer"
+                    f"layer_map has {len(self.layer_map)} entries but the student has {expected} "
+                    "layers; give one teacher layer per student layer"
                 )
         if self.cache_teacher_logits and self.alpha_hidden > 0:
             raise ValueError(
-                "cache_teacher_logits caches logits only, but alpha_hidden > 0 needs the teacher's hidden states "
-                "every step; set alpha_hidden: 0 or cache_teacher_logits: false"
+                "cache_teacher_logits caches logits only, but alpha_hidden > 0 needs the teacher's "
+                "hidden states every step; set alpha_hidden: 0 or cache_teacher_logits: false"
             )
 
 

@@ -64,9 +64,9 @@ def check_teacher_student(teacher: PreTrainedModel, student: PreTrainedModel) ->
     t_cfg, s_cfg = teacher.config, student.config
     if t_cfg.num_labels != s_cfg.num_labels:
         raise UnsupportedModelError(
-            f"the teacher has {t_cfg.num_labels} output(s) but the student has {s_cfg.num_labels}; distillation "
-            "matches outputs one to one. Fine-tune the teacher on the same task (`teacher: finetuned-base`) or "
-            f"load the student with num_labels={t_cfg.num_labels}."
+            f"the teacher has {t_cfg.num_labels} output(s) but the student has {s_cfg.num_labels}; "
+            "distillation matches outputs one to one. Fine-tune the teacher on the same task "
+            f"(`teacher: finetuned-base`) or load the student with num_labels={t_cfg.num_labels}."
         )
     t_labels, s_labels = dict(t_cfg.id2label or {}), dict(s_cfg.id2label or {})
     for index in t_labels.keys() & s_labels.keys():
@@ -75,15 +75,16 @@ def check_teacher_student(teacher: PreTrainedModel, student: PreTrainedModel) ->
             _is_generic_label(t_name, index) or _is_generic_label(s_name, index)
         ):
             raise UnsupportedModelError(
-                f"label {index} is {t_name!r} for the teacher but {s_name!r} for the student; the label sets must "
-                "match in the same order. Use a teacher fine-tuned on the same task and label mapping."
+                f"label {index} is {t_name!r} for the teacher but {s_name!r} for the student; the "
+                "label sets must match in the same order. Use a teacher fine-tuned on the same "
+                "task and label mapping."
             )
     t_vocab, s_vocab = getattr(t_cfg, "vocab_size", None), getattr(s_cfg, "vocab_size", None)
     if t_vocab is not None and s_vocab is not None and t_vocab != s_vocab:
         raise UnsupportedModelError(
-            f"the teacher's vocabulary has {t_vocab} tokens but the student's has {s_vocab}; both read the same "
-            "input_ids, so they must share a tokenizer. Use a teacher with the student's tokenizer, or run "
-            "vocabulary pruning after the distillation stage."
+            f"the teacher's vocabulary has {t_vocab} tokens but the student's has {s_vocab}; both "
+            "read the same input_ids, so they must share a tokenizer. Use a teacher with the "
+            "student's tokenizer, or run vocabulary pruning after the distillation stage."
         )
 
 
@@ -115,9 +116,10 @@ def _check_reduces_first(modifier: Modifier, ctx: StageContext) -> None:
     ]
     if earlier:
         raise RecipeError(
-            f"stage {ctx.stage.name!r}: {modifier.type_name} removes layers, but {', '.join(earlier)} comes before "
-            "it in the same stage and has already set itself up on all layers; list it first in the stage's "
-            "modifiers (or reduce the layers in an earlier stage with `layer_dropping`)"
+            f"stage {ctx.stage.name!r}: {modifier.type_name} removes layers, but "
+            f"{', '.join(earlier)} comes before it in the same stage and has already set itself up "
+            "on all layers; list it first in the stage's modifiers (or reduce the layers in an "
+            "earlier stage with `layer_dropping`)"
         )
 
 
@@ -157,8 +159,8 @@ class DistillationModifier(Modifier):
         teacher = ctx.teacher
         if teacher is None:
             raise RecipeError(
-                "distillation needs a teacher: set `teacher:` in the recipe (finetuned-base, a path or a Hub id), "
-                "or pass teacher= to CompressionTrainer"
+                "distillation needs a teacher: set `teacher:` in the recipe (finetuned-base, a "
+                "path or a Hub id), or pass teacher= to CompressionTrainer"
             )
         if teacher is model:
             raise RecipeError(
@@ -200,16 +202,21 @@ class DistillationModifier(Modifier):
             if len(layer_map) != s_layers:
                 problem = f"has {len(layer_map)} entries but the student has {s_layers} layers"
             elif max(layer_map) >= t_layers:
-                problem = f"names teacher layer {max(layer_map)} but the teacher has {t_layers} layers (0..{t_layers - 1})"
+                problem = (
+                    f"names teacher layer {max(layer_map)} but the teacher has {t_layers} layers "
+                    f"(0..{t_layers - 1})"
+                )
             if problem:
                 raise RecipeError(
-                    f"distillation layer_map {layer_map} {problem}; give one increasing teacher layer per student layer"
+                    f"distillation layer_map {layer_map} {problem}; give one increasing teacher "
+                    "layer per student layer"
                 )
         else:
             if s_layers > t_layers:
                 raise RecipeError(
-                    f"the student has {s_layers} layers, more than the teacher's {t_layers}, so its layers cannot each "
-                    "imitate a different teacher layer; set alpha_hidden: 0 (logit distillation only) or use a deeper teacher"
+                    f"the student has {s_layers} layers, more than the teacher's {t_layers}, so "
+                    "its layers cannot each imitate a different teacher layer; set alpha_hidden: 0 "
+                    "(logit distillation only) or use a deeper teacher"
                 )
             layer_map = default_layer_map(s_layers, t_layers, layer_origin(model))
         self.layer_map = layer_map
@@ -260,8 +267,8 @@ class DistillationModifier(Modifier):
         student_hidden = outputs.get("hidden_states") if cfg.alpha_hidden > 0 else None
         if cfg.alpha_hidden > 0 and student_hidden is None and model.training:
             raise RuntimeError(
-                "distillation with alpha_hidden > 0 needs the student's hidden states: call the model with "
-                "**modifier.forward_kwargs() (CompressionTrainer does)"
+                "distillation with alpha_hidden > 0 needs the student's hidden states: call the "
+                "model with **modifier.forward_kwargs() (CompressionTrainer does)"
             )
         teacher_logits, teacher_hidden = self.teacher_outputs(
             ctx.teacher,
@@ -319,7 +326,8 @@ class DistillationModifier(Modifier):
         hidden: bool = False,
         use_cache: bool = True,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """The teacher's logits (cached per training example when enabled) and hidden states (when `hidden`)."""
+        """The teacher's logits (cached per training example when enabled) and hidden states (when
+        `hidden`)."""
         if teacher.training:
             teacher.eval()
         if next(teacher.parameters()).device != device:

@@ -62,8 +62,8 @@ def select_layers(
     if layers is not None:
         if max(layers) >= total:
             raise RecipeError(
-                f"student layers {list(layers)}: the model has {total} layers (indices 0..{total - 1}); "
-                "choose indices below that"
+                f"student layers {list(layers)}: the model has {total} layers (indices "
+                f"0..{total - 1}); choose indices below that"
             )
         return list(layers)
     assert num_layers is not None
@@ -104,8 +104,9 @@ def keep_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedMode
     for key, technique in _UNREDUCIBLE_KEYS.items():
         if key in structure:
             raise UnsupportedModelError(
-                f"this model's layers are shared ({technique}), so layers cannot be dropped from it; reduce the "
-                f"layers first (distillation `student` or layer_dropping) and run {technique} in a later stage"
+                f"this model's layers are shared ({technique}), so layers cannot be dropped from "
+                "it; reduce the layers first (distillation `student` or layer_dropping) and run "
+                f"{technique} in a later stage"
             )
     old_list = adapter.layer_list(model)
     new_list = nn.ModuleList([old_list[i] for i in layers])

@@ -49,7 +49,8 @@ class LowRankConfig(ModifierConfig):
             )
         if not given and self.factorize_embeddings is None:
             raise ValueError(
-                "set one of rank, rank_ratio or energy (or factorize_embeddings for the embedding alone)"
+                "set one of rank, rank_ratio or energy (or factorize_embeddings for the embedding "
+                "alone)"
             )
         if self.fisher and not given:
             raise ValueError(

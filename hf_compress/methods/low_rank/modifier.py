@@ -53,13 +53,15 @@ if TYPE_CHECKING:
 
 # Modifier -------------------------------------------------------------------------------------
 def _encoder_linear_ids(model: nn.Module) -> set[int]:
-    """ids of the plain Linears inside the transformer layers (not embeddings, pooler, classifier)."""
+    """ids of the plain Linears inside the transformer layers (not embeddings, pooler,
+    classifier)."""
     layers = get_adapter(model).layer_list(model)
     return {id(m) for m in layers.modules() if isinstance(m, nn.Linear)}
 
 
 def _inside_factorized_ids(model: nn.Module) -> set[int]:
-    """ids of the Linears that are already the factors of a `LowRankLinear` (never factorized again)."""
+    """ids of the Linears that are already the factors of a `LowRankLinear` (never factorized
+    again)."""
     return {
         id(child)
         for m in model.modules()
@@ -109,14 +111,15 @@ class LowRankModifier(Modifier):
             if type(module) is not nn.Linear or not module.weight.is_floating_point():
                 # Subclasses (quantized, QAT, bitsandbytes) have their own forward and storage.
                 ctx.notes.append(
-                    f"low_rank: left {name} as is ({type(module).__name__} is not a plain float Linear)"
+                    f"low_rank: left {name} as is ({type(module).__name__} is not a plain float "
+                    "Linear)"
                 )
                 continue
             linears[name] = module
         if not linears:
             raise RecipeError(
-                "low_rank: no Linear layer matched (targets/ignore); with no targets it factorizes the "
-                "transformer layers' Linears"
+                "low_rank: no Linear layer matched (targets/ignore); with no targets it factorizes "
+                "the transformer layers' Linears"
             )
         importance = (
             fisher_row_importance(model, linears, ctx, config.calibration_batches)
@@ -144,7 +147,8 @@ class LowRankModifier(Modifier):
             self.params_after += rank * (linear.in_features + linear.out_features)
         if self.kept_dense:
             ctx.notes.append(
-                f"low_rank: kept {len(self.kept_dense)} layer(s) dense where the rank would not save parameters"
+                f"low_rank: kept {len(self.kept_dense)} layer(s) dense where the rank would not "
+                "save parameters"
             )
         if self.ranks:
             recorded = dict(get_structure(model, "low_rank") or {})
@@ -161,21 +165,22 @@ class LowRankModifier(Modifier):
         output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         if output is not None:
             raise UnsupportedModelError(
-                f"low_rank: factorize_embeddings does not support {type(model).__name__}, whose output layer is "
-                "tied to the word embedding; use a task head without a language-model head (e.g. "
-                "ForSequenceClassification)"
+                f"low_rank: factorize_embeddings does not support {type(model).__name__}, whose "
+                "output layer is tied to the word embedding; use a task head without a "
+                "language-model head (e.g. ForSequenceClassification)"
             )
         embedding = adapter.embeddings(model)
         if type(embedding) is not nn.Embedding:
             raise UnsupportedModelError(
-                f"low_rank: factorize_embeddings needs a plain nn.Embedding, found {type(embedding).__name__}"
+                "low_rank: factorize_embeddings needs a plain nn.Embedding, found "
+                f"{type(embedding).__name__}"
             )
         vocab, hidden = embedding.weight.shape
         if factor_dim >= hidden or not saves_parameters(factor_dim, vocab, hidden):
             largest = min(hidden - 1, (vocab * hidden - 1) // (vocab + hidden))
             raise RecipeError(
-                f"low_rank: factorize_embeddings={factor_dim} would not shrink the {vocab} x {hidden} embedding; "
-                f"use at most {largest}"
+                f"low_rank: factorize_embeddings={factor_dim} would not shrink the {vocab} x "
+                f"{hidden} embedding; use at most {largest}"
             )
         u, s, vh = svd_factors(embedding.weight)
         module = FactorizedEmbedding(

@@ -1,4 +1,5 @@
-"""Rebuilds factorized layers for `from_pretrained` (`low_rank` ranks, `embedding_factorization`)."""
+"""Rebuilds factorized layers for `from_pretrained` (`low_rank` ranks,
+`embedding_factorization`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 # Rebuild on load -------------------------------------------------------------------------------
 @register_rebuild("low_rank", order=50)
 def _rebuild_low_rank(model: PreTrainedModel, ranks: dict[str, int]) -> None:
-    """Replaces the recorded Linears by empty `LowRankLinear`s of the recorded ranks (weights load next)."""
+    """Replaces the recorded Linears by empty `LowRankLinear`s of the recorded ranks (weights load
+    next)."""
     replace_recorded_linears(
         model,
         "low_rank",

@@ -19,7 +19,8 @@ class MagnitudePruningConfig(ModifierConfig):
     )
     scope: str = option(
         "layer",
-        help="rank weights within each layer (`layer`: the same sparsity everywhere) or across all targets (`global`)",
+        help="rank weights within each layer (`layer`: the same sparsity everywhere) or across all "
+        "targets (`global`)",
         choices=("layer", "global"),
     )
     update_every: int = option(
@@ -42,7 +43,8 @@ class StructuredPruningConfig(ModifierConfig):
     )
     count: int | None = option(
         None,
-        help="number of units to remove: in total with `scope: global`, in every layer with `scope: layer`; exclusive with `sparsity`",
+        help="number of units to remove: in total with `scope: global`, in every layer with "
+        "`scope: layer`; exclusive with `sparsity`",
         range=(1, None),
     )
     importance: str = option("taylor", help="how units are scored", choices=("taylor", "magnitude"))
@@ -56,7 +58,8 @@ class StructuredPruningConfig(ModifierConfig):
     )
     normalize: bool = option(
         True,
-        help="`scope: global`: scale each layer's scores to unit L2 norm before ranking (Michel et al. 2019)",
+        help="`scope: global`: scale each layer's scores to unit L2 norm before ranking (Michel et "
+        "al. 2019)",
     )
     update_every: int = option(
         10,
@@ -68,7 +71,8 @@ class StructuredPruningConfig(ModifierConfig):
         super().__post_init__()
         if (self.sparsity is None) == (self.count is None):
             raise ValueError(
-                "set exactly one of `sparsity` (fraction of units to remove, e.g. 0.5) or `count` (number of units to remove)"
+                "set exactly one of `sparsity` (fraction of units to remove, e.g. 0.5) or `count` "
+                "(number of units to remove)"
             )
 
 
@@ -76,6 +80,6 @@ class StructuredPruningConfig(ModifierConfig):
 class HeadPruningConfig(StructuredPruningConfig):
     allow_empty_layers: bool = option(
         False,
-        help="let pruning remove every head of a layer (the attention block then only adds its output bias); "
-        "default keeps at least one head per layer",
+        help="let pruning remove every head of a layer (the attention block then only adds its "
+        "output bias); default keeps at least one head per layer",
     )

@@ -32,7 +32,8 @@ def smallest_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 # Unit gates (masking and Taylor scores) -----------------------------------------------------------
 class UnitGate:
-    """A forward pre-hook on the Linear that consumes a layer's units (heads' context, FFN activations).
+    """A forward pre-hook on the Linear that consumes a layer's units (heads' context, FFN
+    activations).
 
     It multiplies each unit's channels by `keep` (0 for masked units, gradual mode) and, while
     `collect` is on and autograd is recording, by a fresh per-example gate of ones whose gradient
@@ -84,7 +85,7 @@ class UnitGate:
         self.gates = []
 
 
-# Selection -----------------------------------------------------------------------------------------
+# Selection ----------------------------------------------------------------------------------------
 def _round(x: float) -> int:
     # Round half up (Python's round() rounds half to even, which makes 2.5 heads -> 2).
     return int(math.floor(x + 0.5))

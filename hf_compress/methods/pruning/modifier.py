@@ -1,4 +1,5 @@
-"""Structured pruning: remove whole attention heads (`head_pruning`) and FFN neurons (`ffn_pruning`).
+"""Structured pruning: remove whole attention heads (`head_pruning`) and FFN neurons
+(`ffn_pruning`).
 
 Both score "units" (a head: `head_size` consecutive channels of the attention context; a neuron:
 one channel of the FFN activation), remove the least important ones and physically narrow the
@@ -83,7 +84,8 @@ def _count(fraction: float, numel: int) -> int:
 class MagnitudePruning(Modifier):
     """Unstructured magnitude pruning of Linear weights (see the module docstring).
 
-    Recipe keys: `sparsity` (required), `scope`, `update_every`, `start`, `end`, `targets`, `ignore`.
+    Recipe keys: `sparsity` (required), `scope`, `update_every`, `start`, `end`, `targets`,
+    `ignore`.
     """
 
     config_class: ClassVar[type[ModifierConfig]] = MagnitudePruningConfig
@@ -107,8 +109,9 @@ class MagnitudePruning(Modifier):
     def on_initialize(self, model: PreTrainedModel, ctx: StageContext) -> PreTrainedModel | None:
         if ctx.stage is not None and any(spec.type in _STRUCTURED for spec in ctx.stage.modifiers):
             raise RecipeError(
-                f"stage {ctx.stage.name!r}: magnitude_pruning cannot share a stage with head_pruning / ffn_pruning "
-                "(they reshape the layers it masks); put structured pruning in an earlier stage"
+                f"stage {ctx.stage.name!r}: magnitude_pruning cannot share a stage with "
+                "head_pruning / ffn_pruning (they reshape the layers it masks); put structured "
+                "pruning in an earlier stage"
             )
         default = (
             (lambda name, module: False) if self.config.targets else self._default_target(model)
@@ -134,10 +137,11 @@ class MagnitudePruning(Modifier):
             self.modules[name] = module
             self.pruned[name] = pruned.to(module.weight.device)
         if record != (get_structure(model, "sparse_linear", {}) or {}):
-            # Dense again until on_finalize: a checkpoint saved mid-stage must not claim sparse storage.
+            # Dense again until on_finalize: a checkpoint saved mid-stage must not claim sparse
+            # storage.
             record_structure(model, "sparse_linear", record)
-        # Already-pruned weights (an earlier stage) are the schedule's starting point; a target at or
-        # below it prunes nothing more and only keeps the zeros through this stage's training.
+        # Already-pruned weights (an earlier stage) are the schedule's starting point; a target at
+        # or below it prunes nothing more and only keeps the zeros through this stage's training.
         self.initial = self.current = self._sparsity()
         self.gradual = bool(
             ctx.stage is not None and ctx.stage.trains and self.config.end > self.config.start
@@ -199,7 +203,8 @@ class MagnitudePruning(Modifier):
         return sum(int(p.sum()) for p in self.pruned.values()) / total if total else 0.0
 
     def _prune_to(self, sparsity: float) -> None:
-        """Grows the masks until `sparsity` of the targeted weights are pruned; pruned ones stay pruned."""
+        """Grows the masks until `sparsity` of the targeted weights are pruned; pruned ones stay
+        pruned."""
         scores = {}
         for name, linear in self.modules.items():
             score = linear.weight.detach().abs().float()
@@ -253,7 +258,7 @@ class MagnitudePruning(Modifier):
         self.current = self._sparsity()
 
 
-# Modifiers -----------------------------------------------------------------------------------------
+# Modifiers ----------------------------------------------------------------------------------------
 class StructuredPruning(Modifier):
     """Shared machinery of `head_pruning` and `ffn_pruning` (see the module docstring)."""
 
@@ -315,7 +320,8 @@ class StructuredPruning(Modifier):
         if not self.layers:
             raise RecipeError(
                 f"{self.type_name}: no layer left to prune (targets={list(self.config.targets)}, "
-                f"ignore={list(self.config.ignore)}); layer names look like {adapter.layer_prefix(model, 0)!r}"
+                f"ignore={list(self.config.ignore)}); layer names look like "
+                f"{adapter.layer_prefix(model, 0)!r}"
             )
         self.units_before = {i: self._units(model, i) for i in self.layers}
         self.alive = {i: torch.ones(n, dtype=torch.bool) for i, n in self.units_before.items()}
@@ -371,8 +377,8 @@ class StructuredPruning(Modifier):
                 wanted = config.count if config.count is not None else _round(config.sparsity * n)
                 if config.count is not None and wanted > n - self.min_keep:
                     raise RecipeError(
-                        f"{self.type_name}: count {wanted} removes too many {noun}s from layer {i}, which has {n} "
-                        f"(at most {n - self.min_keep} can go); lower `count`"
+                        f"{self.type_name}: count {wanted} removes too many {noun}s from layer "
+                        f"{i}, which has {n} (at most {n - self.min_keep} can go); lower `count`"
                     )
                 if wanted > n - self.min_keep:
                     self.notes.append(
@@ -385,8 +391,9 @@ class StructuredPruning(Modifier):
         wanted = config.count if config.count is not None else _round(config.sparsity * total)
         if config.count is not None and wanted > most:
             raise RecipeError(
-                f"{self.type_name}: count {wanted} is more than the {most} {noun}s that can be removed from the "
-                f"{total} in the targeted layers (keeping {self.min_keep} per layer); lower `count`"
+                f"{self.type_name}: count {wanted} is more than the {most} {noun}s that can be "
+                f"removed from the {total} in the targeted layers (keeping {self.min_keep} per "
+                "layer); lower `count`"
             )
         if wanted > most:
             self.notes.append(
@@ -407,7 +414,7 @@ class StructuredPruning(Modifier):
     def _pruned_now(self) -> int:
         return sum(int((~a).sum()) for a in self.alive.values())
 
-    # Scoring and pruning ---------------------------------------------------------------------------
+    # Scoring and pruning --------------------------------------------------------------------------
     def _prune_towards(
         self, model: PreTrainedModel, ctx: StageContext, target: int | dict[int, int]
     ) -> None:
@@ -469,8 +476,8 @@ class StructuredPruning(Modifier):
             ):
                 if "labels" not in batch:
                     raise RecipeError(
-                        f"{self.type_name}: importance `taylor` needs batches with `labels`; add them or use "
-                        "`importance: magnitude`"
+                        f"{self.type_name}: importance `taylor` needs batches with `labels`; add "
+                        "them or use `importance: magnitude`"
                     )
                 with torch.enable_grad():
                     loss = model(**batch).loss
@@ -504,7 +511,7 @@ class StructuredPruning(Modifier):
             self.unit_name,
         )
 
-    # Reporting and resume ----------------------------------------------------------------------------
+    # Reporting and resume -------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         before = {str(i): n for i, n in self.units_before.items()}
         after = {str(i): int(a.sum()) for i, a in self.alive.items()}

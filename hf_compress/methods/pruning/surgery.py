@@ -20,9 +20,10 @@ if TYPE_CHECKING:
     from ...architectures.base import ArchitectureAdapter
 
 
-# Module surgery ------------------------------------------------------------------------------------
+# Module surgery -----------------------------------------------------------------------------------
 def narrow_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
-    """`linear` keeping only rows (`dim=0`) or input columns (`dim=1`) `index`, same dtype and flags."""
+    """`linear` keeping only rows (`dim=0`) or input columns (`dim=1`) `index`, same dtype and
+    flags."""
     with warnings.catch_warnings():
         # An attention block losing every head gets a zero-input projection; torch warns that
         # initialising its empty weight is a no-op, which is expected here.
@@ -58,8 +59,9 @@ def _require_linear(
         module = adapter.get(layer, path)
         if type(module) is not nn.Linear:
             raise UnsupportedModelError(
-                f"{technique} needs plain nn.Linear layers, but layer {index}'s `{path}` is {type(module).__name__}; "
-                "run structured pruning in a stage before magnitude pruning, low-rank factorization or quantization."
+                f"{technique} needs plain nn.Linear layers, but layer {index}'s `{path}` is "
+                f"{type(module).__name__}; run structured pruning in a stage before magnitude "
+                "pruning, low-rank factorization or quantization."
             )
 
 

@@ -75,7 +75,8 @@ def fits_cpu_4bit(linear: nn.Linear) -> bool:
 
 
 def bitsandbytes_config(config: QuantizationConfig, skip: list[str]) -> BitsAndBytesConfig:
-    """The transformers `BitsAndBytesConfig` for a `quantization` config, keeping `skip` in full precision."""
+    """The transformers `BitsAndBytesConfig` for a `quantization` config, keeping `skip` in full
+    precision."""
     from transformers import BitsAndBytesConfig
 
     if config.method == "bnb_8bit":
@@ -113,14 +114,15 @@ def quantize_with_bitsandbytes(
     device = _model_device(model)
     if device.type not in ("cpu", "cuda"):
         raise UnsupportedModelError(
-            f"quantization ({method}): bitsandbytes runs on CPU and CUDA here, but the model is on {device}; move it "
-            "to one of them (or use method int8_dynamic)"
+            f"quantization ({method}): bitsandbytes runs on CPU and CUDA here, but the model is on "
+            f"{device}; move it to one of them (or use method int8_dynamic)"
         )
     if getattr(model.config, "quantization_config", None) is not None or any(
         isinstance(m, (Int8Linear, QATLinear, *_bnb_linear_types())) for m in model.modules()
     ):
         raise UnsupportedModelError(
-            f"quantization ({method}): the model is already quantized; apply one quantization method, once, last"
+            f"quantization ({method}): the model is already quantized; apply one quantization "
+            "method, once, last"
         )
     four_bit = method in BNB_4BIT_METHODS
     candidates = quantizable_linears(model, config)
@@ -130,20 +132,23 @@ def quantize_with_bitsandbytes(
     chosen = {name for name, _ in candidates if name not in unfit}
     if not chosen:
         detail = (
-            f"; bitsandbytes' CPU 4-bit kernel needs in_features % {CPU_4BIT_IN_MULTIPLE} == 0 and out_features % "
-            f"{CPU_4BIT_OUT_MULTIPLE} == 0, which {len(unfit)} candidate layer(s) miss"
+            f"; bitsandbytes' CPU 4-bit kernel needs in_features % {CPU_4BIT_IN_MULTIPLE} == 0 and "
+            f"out_features % {CPU_4BIT_OUT_MULTIPLE} == 0, which {len(unfit)} candidate layer(s) "
+            "miss"
             if unfit
             else ""
         )
         raise UnsupportedModelError(
-            f"quantization ({method}): {type(model).__name__} has no Linear layer bitsandbytes can quantize{detail} "
-            f"(targets={list(config.targets)}, skip_modules={list(config.skip_modules)})"
+            f"quantization ({method}): {type(model).__name__} has no Linear layer bitsandbytes can "
+            f"quantize{detail} (targets={list(config.targets)}, "
+            f"skip_modules={list(config.skip_modules)})"
         )
     if unfit:
         ctx.notes.append(
-            f"quantization ({method}): kept in full precision because bitsandbytes' CPU 4-bit kernel needs in_features "
-            f"% {CPU_4BIT_IN_MULTIPLE} == 0 and out_features % {CPU_4BIT_OUT_MULTIPLE} == 0 (applied on every device, "
-            f"so the checkpoint also runs on CPU): {', '.join(unfit)}"
+            f"quantization ({method}): kept in full precision because bitsandbytes' CPU 4-bit "
+            f"kernel needs in_features % {CPU_4BIT_IN_MULTIPLE} == 0 and out_features % "
+            f"{CPU_4BIT_OUT_MULTIPLE} == 0 (applied on every device, so the checkpoint also runs "
+            f"on CPU): {', '.join(unfit)}"
         )
     # Every other Linear (and subclass) by full name: transformers would otherwise convert them.
     skip = sorted(

@@ -39,12 +39,13 @@ class LoraConfig(ModifierConfig):
     )
     target_modules: tuple[str, ...] = option(
         (),
-        help="layers to adapt (name or `re:<regex>`); default: every bitsandbytes-quantized layer, or every Linear "
-        "of the transformer layers when the model is not quantized",
+        help="layers to adapt (name or `re:<regex>`); default: every bitsandbytes-quantized layer, "
+        "or every Linear of the transformer layers when the model is not quantized",
     )
     train_modules: tuple[str, ...] = option(
         ("classifier",),
-        help="modules trained in full beside the adapters (they must not be quantized); default: the task head",
+        help="modules trained in full beside the adapters (they must not be quantized); default: "
+        "the task head",
     )
 
     def __post_init__(self) -> None:
@@ -92,14 +93,14 @@ class QuantizationConfig(ModifierConfig):
 
     method: str = option(
         "int8_dynamic",
-        help="int8_dynamic (post-training int8), qat_int8 (quantization-aware training; its stage must train), "
-        "bnb_8bit / bnb_4bit_nf4 / bnb_4bit_fp4 (bitsandbytes)",
+        help="int8_dynamic (post-training int8), qat_int8 (quantization-aware training; its stage "
+        "must train), bnb_8bit / bnb_4bit_nf4 / bnb_4bit_fp4 (bitsandbytes)",
         choices=METHODS,
     )
     skip_modules: tuple[str, ...] = option(
         ("classifier",),
-        help="modules kept in full precision: a module name, the name of a parent (e.g. `classifier` keeps the "
-        "whole head), or `re:<regex>`; default: the task head",
+        help="modules kept in full precision: a module name, the name of a parent (e.g. "
+        "`classifier` keeps the whole head), or `re:<regex>`; default: the task head",
     )
     include_embeddings: bool = option(
         False,
@@ -107,7 +108,8 @@ class QuantizationConfig(ModifierConfig):
     )
     double_quant: bool = option(
         False,
-        help="bnb 4-bit: also quantize the per-block scales (QLoRA's double quantization, ~0.4 bit/weight less)",
+        help="bnb 4-bit: also quantize the per-block scales (QLoRA's double quantization, ~0.4 "
+        "bit/weight less)",
     )
     compute_dtype: str = option(
         "float32",
@@ -116,20 +118,23 @@ class QuantizationConfig(ModifierConfig):
     )
     fp32_fallback: int = option(
         0,
-        help="int8_dynamic: keep this many Linear layers in float, those whose int8 version moves the model's "
-        "output most on `calibration_batches` training batches (costs one pass over them per Linear layer)",
+        help="int8_dynamic: keep this many Linear layers in float, those whose int8 version moves "
+        "the model's output most on `calibration_batches` training batches (costs one pass over "
+        "them per Linear layer)",
         range=(0, None),
     )
     calibration_batches: int = option(
         8,
-        help="int8_dynamic with fp32_fallback: training batches the layer sensitivities are measured on",
+        help="int8_dynamic with fp32_fallback: training batches the layer sensitivities are "
+        "measured on",
         range=(1, None),
     )
     kernel: str = option(
         "auto",
-        help="int8 methods: the CPU kernel the int8 layers prefer, saved in the checkpoint: auto (fbgemm on x86 for "
-        "dynamic inputs), fbgemm, onednn, or onednn_on_amx (oneDNN on CPUs with AMX int8 tiles, where it is faster "
-        "at batch 32; auto elsewhere); a machine that cannot run it uses auto, and HF_COMPRESS_INT8_BACKEND overrides it",
+        help="int8 methods: the CPU kernel the int8 layers prefer, saved in the checkpoint: auto "
+        "(fbgemm on x86 for dynamic inputs), fbgemm, onednn, or onednn_on_amx (oneDNN on CPUs with "
+        "AMX int8 tiles, where it is faster at batch 32; auto elsewhere); a machine that cannot "
+        "run it uses auto, and HF_COMPRESS_INT8_BACKEND overrides it",
         choices=KERNELS,
     )
     ema_decay: float = option(
@@ -157,20 +162,22 @@ class QuantizationConfig(ModifierConfig):
             )
         if self.fp32_fallback and self.method != "int8_dynamic":
             raise ValueError(
-                f"fp32_fallback applies to int8_dynamic only, not {self.method}; for {self.method} list the layers "
-                "to keep in float in skip_modules"
+                f"fp32_fallback applies to int8_dynamic only, not {self.method}; for {self.method} "
+                "list the layers to keep in float in skip_modules"
             )
         if self.calibration_batches != 8 and not self.fp32_fallback:
             raise ValueError("calibration_batches applies with fp32_fallback > 0 only")
         if self.kernel != "auto" and self.method not in INT8_METHODS:
             raise ValueError(
-                f"kernel applies to int8_dynamic / qat_int8 only, not {self.method} (bitsandbytes has its own kernels)"
+                f"kernel applies to int8_dynamic / qat_int8 only, not {self.method} (bitsandbytes "
+                "has its own kernels)"
             )
         if self.ema_decay != 0.99 and self.method != "qat_int8":
             raise ValueError(f"ema_decay applies to qat_int8 only, not {self.method}")
         if self.method in BNB_METHODS and importlib.util.find_spec("bitsandbytes") is None:
             raise ValueError(
-                f"method {self.method} needs bitsandbytes, which is not installed: `pip install bitsandbytes`"
+                f"method {self.method} needs bitsandbytes, which is not installed: `pip install "
+                "bitsandbytes`"
             )
 
     @property

@@ -66,7 +66,8 @@ def quantize_weight_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def activation_qparams(low: float, high: float, levels: int = ACT_QMAX) -> tuple[float, int]:
-    """Scale and zero point of an asymmetric uint8 grid of `levels` steps covering [low, high] and 0.0.
+    """Scale and zero point of an asymmetric uint8 grid of `levels` steps covering [low, high] and
+    0.0.
 
     Dynamic quantization passes one step fewer than its largest code: then every value inside
     the range lands on a code in [0, qmax] without a clamping pass, because rounding the zero
@@ -117,7 +118,8 @@ def quantize_activation(
 
 
 class _Workspace(threading.local):
-    """Per thread: buffers for quantizing inputs (float32 scratch and uint8 codes), grown on demand."""
+    """Per thread: buffers for quantizing inputs (float32 scratch and uint8 codes), grown on
+    demand."""
 
     def __init__(self) -> None:
         self.float = torch.empty(0)
@@ -189,10 +191,10 @@ def cpu_has_amx_int8() -> bool:
     return "amx_int8" in _cpu_flags()
 
 
-
 def record_fbgemm_failure(reason: str) -> None:
     """Marks fbgemm unusable in this process (`fbgemm_available()` is then False)."""
     _FBGEMM_FAILED.append(reason)
+
 
 def cpu_backend(static_activations: bool = False, kernel: str = "auto") -> str:
     """The int8 kernel for a layer on this machine's CPU (see the module docstring).
@@ -212,13 +214,15 @@ def cpu_backend(static_activations: bool = False, kernel: str = "auto") -> str:
     if kernel == "onednn" and onednn_available():
         return "onednn"
     if not static_activations and fbgemm_available():
-        return "fbgemm"  # also `kernel: fbgemm`; static (QAT) inputs need oneDNN, which takes a fixed range
+        # also `kernel: fbgemm`; static (QAT) inputs need oneDNN, which takes a fixed range
+        return "fbgemm"
     return "onednn" if onednn_available() else "dequant"
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_vnni() -> bool:
-    """Whether the CPU multiplies u8 x s8 into int32 directly (VNNI / AMX): then inputs keep 8 bits."""
+    """Whether the CPU multiplies u8 x s8 into int32 directly (VNNI / AMX): then inputs keep 8
+    bits."""
     return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 

@@ -159,8 +159,8 @@ class Int8Linear(nn.Module):
         inputs = "static" if self.static_activations else "dynamic"
         kernel = "" if self.kernel == "auto" else f", kernel={self.kernel}"
         return (
-            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"inputs={inputs}{kernel}"
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, inputs={inputs}{kernel}"
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -425,10 +425,12 @@ class QATLinear(nn.Linear):
         return f"{super().extra_repr()}, ema_decay={self.ema_decay}"
 
 
-# Rows quantized per chunk: bounds the float32 working copy when tables are large (XLM-R: 250k rows).
+# Rows quantized per chunk: bounds the float32 working copy when tables are large (XLM-R: 250k
+# rows).
 _CHUNK_ROWS = 8192
 
-# Smallest scale stored, so an all-constant group (e.g. the zero padding row) does not divide by zero.
+# Smallest scale stored, so an all-constant group (e.g. the zero padding row) does not divide by
+# zero.
 
 
 class QuantizedEmbedding(nn.Module):
@@ -464,8 +466,9 @@ class QuantizedEmbedding(nn.Module):
         group = group_size or embedding_dim
         if embedding_dim % group:
             raise UnsupportedModelError(
-                f"embedding_quantization: group_size {group} does not divide the embedding width {embedding_dim}; "
-                f"choose a divisor of {embedding_dim} (or omit group_size for one scale per row)"
+                f"embedding_quantization: group_size {group} does not divide the embedding width "
+                f"{embedding_dim}; choose a divisor of {embedding_dim} (or omit group_size for one "
+                "scale per row)"
             )
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
@@ -518,7 +521,8 @@ class QuantizedEmbedding(nn.Module):
         values = rows.float().reshape(count, -1, group)
         if self.bits == 8:
             scale = (values.abs().amax(-1) / 127).clamp(min=_MIN_SCALE).to(self.scale.dtype)
-            # Quantize against the scale as stored (possibly bf16), so the stored pair is consistent.
+            # Quantize against the scale as stored (possibly bf16), so the stored pair is
+            # consistent.
             codes = (
                 torch.round(values / scale.float().unsqueeze(-1)).clamp(-127, 127).to(torch.int8)
             )
@@ -616,7 +620,10 @@ class QuantizedEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         group = f", group_size={self.group_size}" if self.group_size else ""
-        return f"{self.num_embeddings}, {self.embedding_dim}, bits={self.bits}{group}, padding_idx={self.padding_idx}"
+        return (
+            f"{self.num_embeddings}, {self.embedding_dim}, bits={self.bits}{group}, "
+            f"padding_idx={self.padding_idx}"
+        )
 
 
 def expected_storage_bytes(

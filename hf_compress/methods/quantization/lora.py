@@ -38,8 +38,8 @@ def _resolve_names(model: nn.Module, names: list[str]) -> list[str]:
             continue  # a head layer loaded into the bare encoder
         else:
             raise CheckpointError(
-                f"compression_config[{LORA_KEY!r}] names {name!r}, which {type(model).__name__} does not have; the "
-                "checkpoint does not match this model class"
+                f"compression_config[{LORA_KEY!r}] names {name!r}, which {type(model).__name__} "
+                "does not have; the checkpoint does not match this model class"
             )
     return resolved
 

@@ -3,8 +3,8 @@
 One recipe type, several methods (`method:`):
 
 - `int8_dynamic`: post-training int8. Every targeted `nn.Linear` becomes an `Int8Linear`
-  (hf_compress/methods/quantization/layers.py): int8 weights with one symmetric scale per output channel,
-  activations quantized per input at run time. The checkpoint stores int8 tensors
+  (hf_compress/methods/quantization/layers.py): int8 weights with one symmetric scale per output
+  channel, activations quantized per input at run time. The checkpoint stores int8 tensors
   (`compression_config["int8_linear"]`, rebuild order 70) and reloads with `from_pretrained`; on
   x86 CPUs it runs an int8 GEMM (fbgemm's, or oneDNN's; which and why: layers.py).
 - `qat_int8`: quantization-aware training (Jacob et al. 2018). At the start of its (training)
@@ -13,8 +13,9 @@ One recipe type, several methods (`method:`):
   end of the stage they are converted to the same `Int8Linear` storage, keeping the learned
   activation ranges.
 - `bnb_8bit`, `bnb_4bit_nf4`, `bnb_4bit_fp4`: bitsandbytes through transformers'
-  `BitsAndBytesConfig` (hf_compress/methods/quantization/bitsandbytes.py). The model is saved and reloaded with the
-  quantization config, so the result is exactly what `from_pretrained` gives back later.
+  `BitsAndBytesConfig` (hf_compress/methods/quantization/bitsandbytes.py). The model is saved and
+  reloaded with the quantization config, so the result is exactly what `from_pretrained` gives back
+  later.
 
 Quantization freezes the weights, so it belongs in the last stage (only LoRA adapters may train
 after a bitsandbytes 4-bit stage: the `lora` modifier). Applied at the end of its stage
@@ -134,12 +135,14 @@ class LoraModifier(Modifier):
                 chosen.append(clean)
         if refused:
             raise UnsupportedModelError(
-                f"lora: {len(refused)} target layer(s) are int8 (int8_dynamic / qat_int8), which cannot carry trainable "
-                f"adapters (e.g. {refused[0]}); use a bnb_4bit_* or bnb_8bit quantization stage before LoRA"
+                f"lora: {len(refused)} target layer(s) are int8 (int8_dynamic / qat_int8), which "
+                f"cannot carry trainable adapters (e.g. {refused[0]}); use a bnb_4bit_* or "
+                "bnb_8bit quantization stage before LoRA"
             )
         if not chosen:
             raise UnsupportedModelError(
-                f"lora: no Linear layer to adapt in {type(model).__name__} (target_modules={list(patterns)}, "
+                f"lora: no Linear layer to adapt in {type(model).__name__} "
+                f"(target_modules={list(patterns)}, "
                 f"train_modules={list(self.config.train_modules)})"
             )
         c = self.config
@@ -156,8 +159,9 @@ class LoraModifier(Modifier):
                 continue
             if any(isinstance(m, (Int8Linear, *_bnb_linear_types())) for m in module.modules()):
                 raise UnsupportedModelError(
-                    f"lora: train_modules names {clean!r}, which is quantized and cannot be trained in full; keep it in "
-                    "full precision with the quantization's skip_modules (the default keeps the classifier)"
+                    f"lora: train_modules names {clean!r}, which is quantized and cannot be "
+                    "trained in full; keep it in full precision with the quantization's "
+                    "skip_modules (the default keeps the classifier)"
                 )
             module.requires_grad_(True)
             trained_in_full.append(clean)
@@ -195,7 +199,8 @@ def _embedding_paths(model: PreTrainedModel, include_position: bool) -> list[str
     names = [name for name, module in base.named_modules() if module is word]
     if not names:
         raise UnsupportedModelError(
-            f"embedding_quantization: cannot find the input embeddings of {type(model).__name__} inside its base model"
+            f"embedding_quantization: cannot find the input embeddings of {type(model).__name__} "
+            "inside its base model"
         )
     paths = [names[0]]
     if include_position:
@@ -242,14 +247,15 @@ class EmbeddingQuantizationModifier(Modifier):
             name = strip_wrapper_prefix(name)
             if prefix and not name.startswith(prefix):
                 raise RecipeError(
-                    f"embedding_quantization: target {name!r} is outside the base model ({model.base_model_prefix}); "
-                    "only embeddings of the encoder can be stored quantized"
+                    f"embedding_quantization: target {name!r} is outside the base model "
+                    f"({model.base_model_prefix}); only embeddings of the encoder can be stored "
+                    "quantized"
                 )
             paths.append(name[len(prefix) :] if prefix else name)
         if not paths:
             raise RecipeError(
-                f"embedding_quantization: targets {list(self.config.targets)} match no nn.Embedding; e.g. "
-                f"`{prefix}embeddings.word_embeddings`"
+                f"embedding_quantization: targets {list(self.config.targets)} match no "
+                f"nn.Embedding; e.g. `{prefix}embeddings.word_embeddings`"
             )
         return paths
 
@@ -267,9 +273,10 @@ class EmbeddingQuantizationModifier(Modifier):
                 continue
             if output is not None and getattr(output, "weight", None) is module.weight:
                 raise UnsupportedModelError(
-                    f"embedding_quantization: {path} is tied to the output layer ({type(model).__name__} predicts "
-                    "tokens with the same matrix); quantizing it would untie them. Use a model with a task head "
-                    "(e.g. ForSequenceClassification) or set `targets` to other embeddings."
+                    f"embedding_quantization: {path} is tied to the output layer "
+                    f"({type(model).__name__} predicts tokens with the same matrix); quantizing it "
+                    "would untie them. Use a model with a task head (e.g. "
+                    "ForSequenceClassification) or set `targets` to other embeddings."
                 )
             quantized = QuantizedEmbedding.from_embedding(
                 module, self.config.bits, self.config.group_size
@@ -280,7 +287,9 @@ class EmbeddingQuantizationModifier(Modifier):
             done[path] = {"bits": self.config.bits, "group_size": self.config.group_size}
         if done:
             existing = dict(
-                (getattr(model.config, "compression_config", None) or {}).get(QUANTIZED_EMBEDDING_KEY, {})
+                (getattr(model.config, "compression_config", None) or {}).get(
+                    QUANTIZED_EMBEDDING_KEY, {}
+                )
             )
             record_structure(model, QUANTIZED_EMBEDDING_KEY, {**existing, **done})
             record_method(model, "embedding_quantization")
@@ -344,8 +353,9 @@ class QuantizationModifier(Modifier):
             return None
         if ctx.stage is not None and not ctx.stage.trains:
             raise HfCompressError(
-                f"quantization: method qat_int8 trains with fake quantization, but stage {ctx.stage.name!r} does not "
-                "train; set its epochs > 0 (or use method int8_dynamic for one-shot quantization)"
+                "quantization: method qat_int8 trains with fake quantization, but stage "
+                f"{ctx.stage.name!r} does not train; set its epochs > 0 (or use method "
+                "int8_dynamic for one-shot quantization)"
             )
         targets = quantizable_linears(model, self.config)
         if not targets:
@@ -366,7 +376,8 @@ class QuantizationModifier(Modifier):
             return model
         if _already_quantized(model):
             raise UnsupportedModelError(
-                "quantization: this model is already quantized with bitsandbytes; int8 quantization applies to float models"
+                "quantization: this model is already quantized with bitsandbytes; int8 "
+                "quantization applies to float models"
             )
         converted = (
             self._convert_qat(model, ctx)
@@ -408,14 +419,15 @@ class QuantizationModifier(Modifier):
     def _fp32_fallback(
         self, model: PreTrainedModel, names: list[str], ctx: StageContext
     ) -> list[str]:
-        """The `fp32_fallback` most sensitive of `names` (sensitivity.py), recorded in the report."""
+        """The `fp32_fallback` most sensitive of `names` (sensitivity.py), recorded in the
+        report."""
         count = self.config.fp32_fallback
         if not count:
             return []
         if count >= len(names):
             raise RecipeError(
-                f"quantization: fp32_fallback={count} would keep all {len(names)} quantizable Linear layers in float; "
-                f"use a number below {len(names)}"
+                f"quantization: fp32_fallback={count} would keep all {len(names)} quantizable "
+                f"Linear layers in float; use a number below {len(names)}"
             )
         batches = calibration_inputs(ctx, self.config.calibration_batches)
         # Measured with the kernel the layers will run, since kernels round inputs differently.
@@ -426,8 +438,8 @@ class QuantizationModifier(Modifier):
         self.report["fp32_fallback"] = {name: scores[name] for name in kept}
         self.report["sensitivity_batches"] = len(batches)
         ctx.notes.append(
-            f"quantization (int8_dynamic): kept in float, as the {count} layer(s) whose int8 version moved the output "
-            f"most on {len(batches)} training batches: {', '.join(kept)}"
+            f"quantization (int8_dynamic): kept in float, as the {count} layer(s) whose int8 "
+            f"version moved the output most on {len(batches)} training batches: {', '.join(kept)}"
         )
         return kept
 
@@ -469,8 +481,8 @@ class QuantizationModifier(Modifier):
             set_submodule(model, name, quantized)
         if unobserved:
             ctx.notes.append(
-                f"quantization (qat_int8): {len(unobserved)} layer(s) saw no training input and use dynamic activation "
-                f"ranges: {', '.join(unobserved)}"
+                f"quantization (qat_int8): {len(unobserved)} layer(s) saw no training input and "
+                f"use dynamic activation ranges: {', '.join(unobserved)}"
             )
         self.report.update(_size_report(converted, before, after))
         return converted
@@ -493,9 +505,10 @@ class QuantizationModifier(Modifier):
 
     def _nothing_to_quantize(self, model: PreTrainedModel) -> str:
         return (
-            f"quantization ({self.config.method}): {type(model).__name__} has no plain nn.Linear layer left to quantize "
-            f"after targets={list(self.config.targets)}, skip_modules={list(self.config.skip_modules)}, "
-            f"ignore={list(self.config.ignore)}; is it already quantized?"
+            f"quantization ({self.config.method}): {type(model).__name__} has no plain nn.Linear "
+            f"layer left to quantize after targets={list(self.config.targets)}, "
+            f"skip_modules={list(self.config.skip_modules)}, ignore={list(self.config.ignore)}; is "
+            "it already quantized?"
         )
 
     # Reporting ----------------------------------------------------------------------------------

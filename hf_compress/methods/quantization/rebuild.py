@@ -61,8 +61,9 @@ def rebuild_quantized_embeddings(model: PreTrainedModel, value: dict[str, Any]) 
             continue
         if not isinstance(current, nn.Embedding):
             raise CheckpointError(
-                f"compression_config[{QUANTIZED_EMBEDDING_KEY!r}] names {name!r}, which is a {type(current).__name__}, not an "
-                "embedding; the checkpoint does not match this model class"
+                f"compression_config[{QUANTIZED_EMBEDDING_KEY!r}] names {name!r}, which is a "
+                f"{type(current).__name__}, not an embedding; the checkpoint does not match this "
+                "model class"
             )
         quantized = QuantizedEmbedding(
             current.num_embeddings,
@@ -95,8 +96,8 @@ def _resolve(model: PreTrainedModel, name: str) -> str | None:
     if prefix and model.base_model is model and not name.startswith(prefix + "."):
         return None  # a head layer (e.g. the classifier) loaded into the bare encoder: unused
     raise CheckpointError(
-        f"compression_config[{INT8_LINEAR_KEY!r}] names {name!r}, which {type(model).__name__} does not have; the "
-        "checkpoint does not match this model class"
+        f"compression_config[{INT8_LINEAR_KEY!r}] names {name!r}, which {type(model).__name__} "
+        "does not have; the checkpoint does not match this model class"
     )
 
 
@@ -113,15 +114,17 @@ def rebuild_int8_linears(model: PreTrainedModel, value: dict[str, Any]) -> None:
         kernel = spec.get("kernel", "auto")
         if kernel not in KERNELS:
             raise CheckpointError(
-                f"compression_config[{INT8_LINEAR_KEY!r}][{saved_name!r}] asks for int8 kernel {kernel!r}, which this "
-                f"version does not know ({', '.join(KERNELS)}); upgrade hf-compress"
+                f"compression_config[{INT8_LINEAR_KEY!r}][{saved_name!r}] asks for int8 kernel "
+                f"{kernel!r}, which this version does not know ({', '.join(KERNELS)}); upgrade "
+                "hf-compress"
             )
         if isinstance(current, Int8Linear):
             continue
         if not isinstance(current, nn.Linear):
             raise CheckpointError(
-                f"compression_config[{INT8_LINEAR_KEY!r}] names {name!r}, a {type(current).__name__}, not a Linear layer; "
-                "the checkpoint does not match this model"
+                f"compression_config[{INT8_LINEAR_KEY!r}] names {name!r}, a "
+                f"{type(current).__name__}, not a Linear layer; the checkpoint does not match this "
+                "model"
             )
         replacement = Int8Linear(
             current.in_features,

@@ -69,7 +69,8 @@ def layer_sensitivity(
     quantize: Callable[[nn.Module], nn.Module],
     ctx: StageContext | None = None,
 ) -> dict[str, float]:
-    """For each layer in `names`: the output divergence when only it is replaced by `quantize(layer)`.
+    """For each layer in `names`: the output divergence when only it is replaced by
+    `quantize(layer)`.
 
     The model is put back as it was (same module objects, same train/eval mode). Scores are
     averaged over processes (`ctx`), so every rank ranks the layers alike.

@@ -38,7 +38,8 @@ class LayerSharingConfig(ModifierConfig):
             for group in self.groups:
                 if len(group) < 2:
                     raise ValueError(
-                        f"group {list(group)} has fewer than two layers; a group shares weights between layers"
+                        f"group {list(group)} has fewer than two layers; a group shares weights "
+                        "between layers"
                     )
                 for index in group:
                     if index < 0:
@@ -47,7 +48,8 @@ class LayerSharingConfig(ModifierConfig):
                         )
                     if index in seen:
                         raise ValueError(
-                            f"layer {index} appears in two groups (or twice in one); groups must not overlap"
+                            f"layer {index} appears in two groups (or twice in one); groups must "
+                            "not overlap"
                         )
                     seen.add(index)
 
@@ -57,5 +59,6 @@ def _check_groups(groups: list[list[int]], num_layers: int, where: str) -> None:
         bad = [i for i in group if i >= num_layers]
         if bad:
             raise RecipeError(
-                f"{where}: layer index {bad[0]} is out of range; this model has {num_layers} layers (0..{num_layers - 1})"
+                f"{where}: layer index {bad[0]} is out of range; this model has {num_layers} "
+                f"layers (0..{num_layers - 1})"
             )

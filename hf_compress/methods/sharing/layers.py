@@ -135,22 +135,24 @@ def _average_into(target: nn.Module, modules: list[nn.Module], group: list[int])
     # of integer storage (cluster indices, int8 weights) means nothing: refuse instead of averaging.
     if any(isinstance(sub, LowRankLinear) for m in modules for sub in m.modules()):
         raise UnsupportedModelError(
-            f"layer_sharing: layers {group} are low-rank factorized, and averaging factors does not average the "
-            "weights; share layers before low_rank, or use init: first"
+            f"layer_sharing: layers {group} are low-rank factorized, and averaging factors does "
+            "not average the weights; share layers before low_rank, or use init: first"
         )
     states = [m.state_dict() for m in modules]
     for name, value in target.state_dict(keep_vars=True).items():
         others = [state.get(name) for state in states]
         if any(o is None or o.shape != value.shape for o in others):
             raise UnsupportedModelError(
-                f"layer_sharing: layers {group} differ in structure at {name!r} (pruned or factorized differently); "
-                "share layers before pruning them, or group layers of the same shape"
+                f"layer_sharing: layers {group} differ in structure at {name!r} (pruned or "
+                "factorized differently); share layers before pruning them, or group layers of the "
+                "same shape"
             )
         if value.is_floating_point():
             with torch.no_grad():
                 value.copy_(torch.stack([o.to(value.dtype) for o in others]).mean(dim=0))
         elif not all(torch.equal(o, value) for o in others):
             raise UnsupportedModelError(
-                f"layer_sharing: layers {group} hold different integer tensors at {name!r} (clustered or quantized "
-                "storage), which cannot be averaged; share layers before clustering / quantizing, or use init: first"
+                f"layer_sharing: layers {group} hold different integer tensors at {name!r} "
+                "(clustered or quantized storage), which cannot be averaged; share layers before "
+                "clustering / quantizing, or use init: first"
             )

@@ -18,11 +18,13 @@ class VocabPruningConfig(ModifierConfig):
     )
     use_full_train_set: bool = option(
         True,
-        help="count tokens over the task's whole training split (false: only the training batches of the run)",
+        help="count tokens over the task's whole training split (false: only the training batches "
+        "of the run)",
     )
     extra_text_files: tuple[str, ...] = option(
         (),
-        help="UTF-8 text files (one text per line) whose tokens are kept too, e.g. expected inference text",
+        help="UTF-8 text files (one text per line) whose tokens are kept too, e.g. expected "
+        "inference text",
     )
     measure_dev: bool = option(
         True,

@@ -33,8 +33,8 @@ def _select_embedding(
         return embedding.select_rows(index, padding_idx)
     if not isinstance(embedding, nn.Embedding):
         raise UnsupportedModelError(
-            f"vocab_pruning: the input embedding is a {type(embedding).__name__}, not an nn.Embedding; apply "
-            "vocab_pruning before techniques that replace the embedding"
+            f"vocab_pruning: the input embedding is a {type(embedding).__name__}, not an "
+            "nn.Embedding; apply vocab_pruning before techniques that replace the embedding"
         )
     weight = embedding.weight
     new = nn.Embedding(
@@ -72,8 +72,8 @@ def prune_embeddings(model: PreTrainedModel, kept_ids: Sequence[int]) -> None:
     rows = embedding.num_embeddings
     if not kept_ids or max(kept_ids) >= rows or min(kept_ids) < 0:
         raise UnsupportedModelError(
-            f"vocab_pruning: the tokenizer produces ids up to {max(kept_ids, default=-1)} but the model has only {rows} "
-            "embedding rows; the tokenizer does not belong to this model"
+            f"vocab_pruning: the tokenizer produces ids up to {max(kept_ids, default=-1)} but the "
+            f"model has only {rows} embedding rows; the tokenizer does not belong to this model"
         )
     old_to_new = {old: new for new, old in enumerate(kept_ids)}
     device = next(iter(list(embedding.buffers()) + list(embedding.parameters()))).device

@@ -1,4 +1,5 @@
-"""`vocab_pruning`: keep only the tokens the task uses; shrink the embedding matrix and the tokenizer.
+"""`vocab_pruning`: keep only the tokens the task uses; shrink the embedding matrix and the
+tokenizer.
 
 A GLUE task uses a small part of a 30k (BERT) or 250k (XLM-R) vocabulary, yet every row of the
 word-embedding matrix is stored. This technique counts the tokens of the task's training text
@@ -7,9 +8,10 @@ keeps those reaching `min_count` plus every special token, and then
 
 - keeps those rows of the word embeddings (and of a tied or untied output layer and its bias,
   for masked-LM heads), re-indexed densely in old-id order, and sets `config.vocab_size`;
-- rewrites the tokenizer the same way (`hf_compress.methods.vocabulary.tokenizer`), so the saved model and
-  tokenizer work unchanged with `AutoTokenizer`, `pipeline` and `from_pretrained`. Tokens no longer
-  kept become the unknown token (WordPiece, Unigram) or smaller kept pieces (byte-level BPE).
+- rewrites the tokenizer the same way (`hf_compress.methods.vocabulary.tokenizer`), so the saved
+  model and tokenizer work unchanged with `AutoTokenizer`, `pipeline` and `from_pretrained`. Tokens
+  no longer kept become the unknown token (WordPiece, Unigram) or smaller kept pieces (byte-level
+  BPE).
 
 The result is a plain model of its family with a smaller vocabulary: it reloads without any
 rebuild step. The new tokenizer is assigned to `ctx.tokenizer`; whoever saves the model must save
@@ -159,8 +161,8 @@ class VocabPruningModifier(Modifier):
         tokenizer = ctx.tokenizer
         if tokenizer is None:
             raise RecipeError(
-                "vocab_pruning needs the model's tokenizer: pass `processing_class=tokenizer` to CompressionTrainer "
-                "or `tokenizer=` to compress()"
+                "vocab_pruning needs the model's tokenizer: pass `processing_class=tokenizer` to "
+                "CompressionTrainer or `tokenizer=` to compress()"
             )
         texts: list[Text] = []
         counts = None
@@ -178,8 +180,8 @@ class VocabPruningModifier(Modifier):
                 )
         elif not self.config.extra_text_files:
             raise DataError(
-                "vocab_pruning has no text to count tokens on: give the trainer a task (or training data), or name "
-                "`extra_text_files`"
+                "vocab_pruning has no text to count tokens on: give the trainer a task (or "
+                "training data), or name `extra_text_files`"
             )
         else:
             source = "extra_text_files only"

@@ -71,7 +71,8 @@ def read_text_files(paths: Iterable[str | Path]) -> Iterator[str]:
         path = Path(path)
         if not path.is_file():
             raise DataError(
-                f"vocab_pruning.extra_text_files: {path} not found (paths are relative to the working directory)"
+                f"vocab_pruning.extra_text_files: {path} not found (paths are relative to the "
+                "working directory)"
             )
         try:
             with open(path, encoding="utf-8") as handle:

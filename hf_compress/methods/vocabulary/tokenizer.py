@@ -88,8 +88,9 @@ def backend_json(tokenizer: Any) -> dict[str, Any]:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise UnsupportedModelError(
-            f"{type(tokenizer).__name__} is not a fast tokenizer (it has no `backend_tokenizer`); vocabulary pruning "
-            "edits the `tokenizers` backend. Load the tokenizer with `AutoTokenizer.from_pretrained(...)` (fast)."
+            f"{type(tokenizer).__name__} is not a fast tokenizer (it has no `backend_tokenizer`); "
+            "vocabulary pruning edits the `tokenizers` backend. Load the tokenizer with "
+            "`AutoTokenizer.from_pretrained(...)` (fast)."
         )
     data = json.loads(backend.to_str())
     model_type = data.get("model", {}).get("type")
@@ -105,7 +106,8 @@ def backend_json(tokenizer: Any) -> dict[str, Any]:
         model["type"] = model_type
     if model_type not in SUPPORTED_MODELS:
         raise UnsupportedModelError(
-            f"vocabulary pruning supports {', '.join(SUPPORTED_MODELS)} tokenizers; this one's model is {model_type!r}"
+            f"vocabulary pruning supports {', '.join(SUPPORTED_MODELS)} tokenizers; this one's "
+            f"model is {model_type!r}"
         )
     return data
 
@@ -124,7 +126,8 @@ def _contains_byte_level(component: Any) -> bool:
 
 
 def is_byte_level(data: dict[str, Any]) -> bool:
-    """Whether the backend works on bytes (GPT-2 / RoBERTa style), seen in its pre-tokenizer or decoder."""
+    """Whether the backend works on bytes (GPT-2 / RoBERTa style), seen in its pre-tokenizer or
+    decoder."""
     return _contains_byte_level(data.get("pre_tokenizer")) or _contains_byte_level(
         data.get("decoder")
     )
@@ -245,8 +248,8 @@ def _prune_model_section(model: dict[str, Any], kept: set[int], old_to_new: dict
             # A Unigram vocabulary is a list (id = position): added tokens with ids between its
             # pieces would leave holes in it.
             raise UnsupportedModelError(
-                "this Unigram tokenizer has added tokens with ids inside its piece vocabulary; vocabulary pruning "
-                "cannot re-index it densely"
+                "this Unigram tokenizer has added tokens with ids inside its piece vocabulary; "
+                "vocabulary pruning cannot re-index it densely"
             )
         model["vocab"] = pieces
         if model.get("unk_id") is not None:
@@ -274,7 +277,8 @@ def _prune_model_section(model: dict[str, Any], kept: set[int], old_to_new: dict
 
 
 def _rebuild_wrapper(tokenizer: Any, backend: Tokenizer, old_to_new: dict[int, int]) -> Any:
-    """The same transformers tokenizer class around the new backend (as `train_new_from_iterator` does)."""
+    """The same transformers tokenizer class around the new backend (as `train_new_from_iterator`
+    does)."""
     kwargs = {k: v for k, v in tokenizer.init_kwargs.items() if k not in _STALE_INIT_KWARGS}
     decoder = kwargs.get("added_tokens_decoder")
     if decoder:
@@ -300,7 +304,8 @@ def _rebuild_wrapper(tokenizer: Any, backend: Tokenizer, old_to_new: dict[int, i
 
 
 def prune_tokenizer(tokenizer: Any, keep_ids: Iterable[int]) -> PrunedTokenizer:
-    """Keeps only `keep_ids` (plus `required_ids` and, for BPE, the merge closure) of a fast tokenizer.
+    """Keeps only `keep_ids` (plus `required_ids` and, for BPE, the merge closure) of a fast
+    tokenizer.
 
     Args:
         tokenizer: a transformers fast tokenizer (WordPiece, WordLevel, BPE or Unigram backend).
