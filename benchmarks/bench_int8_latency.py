@@ -1,7 +1,8 @@
 """CPU latency of int8 inference paths on a MiniLM-sized BERT (random weights, inference only).
 
     python benchmarks/bench_int8_latency.py --threads 2 --batch 32 --seq 128 --runs 5
-    python benchmarks/bench_int8_latency.py --compile      # also torchao int8 + torch.compile (slow to start)
+    # also torchao int8 + torch.compile (slow to start):
+    python benchmarks/bench_int8_latency.py --compile
 
 Variants (eager ones timed round-robin in one process so machine load hits them alike):
 
@@ -58,7 +59,9 @@ def inputs(batch: int, seq: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def ours(model: torch.nn.Module, reduce_range: bool | None = None, backend: str = "auto") -> torch.nn.Module:
+def ours(
+    model: torch.nn.Module, reduce_range: bool | None = None, backend: str = "auto"
+) -> torch.nn.Module:
     import hf_compress  # noqa: F401
     from hf_compress import compress
     from hf_compress.methods.quantization import modifier as quantization  # noqa: F401  (registers `quantization`)
@@ -75,7 +78,9 @@ def ours(model: torch.nn.Module, reduce_range: bool | None = None, backend: str 
 def torch_ao_dynamic(model: torch.nn.Module) -> torch.nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8
+        )
 
 
 def torchao_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -119,7 +124,11 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile variants (about a minute each)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time torch.compile variants (about a minute each)",
+    )
     parser.add_argument("--skip", nargs="*", default=[], help="eager variant names to leave out")
     parser.add_argument("--_compiled", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -135,7 +144,9 @@ def main() -> None:
         "fp32": lambda: base,
         "hf_compress int8": lambda: ours(base),
         "hf_compress int8 (onednn kernel)": lambda: ours(base, backend="onednn"),
-        "hf_compress int8 (onednn, 7-bit inputs)": lambda: ours(base, reduce_range=True, backend="onednn"),
+        "hf_compress int8 (onednn, 7-bit inputs)": lambda: ours(
+            base, reduce_range=True, backend="onednn"
+        ),
         "torch.ao quantize_dynamic": lambda: torch_ao_dynamic(base),
         "torchao int8 eager": lambda: torchao_int8(base),
     }
@@ -153,7 +164,9 @@ def main() -> None:
             "cpu_ms": round(cpu_median, 1),
             "speedup_vs_fp32": round(fp32 / median, 2) if fp32 else None,
             "cpu_speedup_vs_fp32": round(fp32_cpu / cpu_median, 2) if fp32_cpu else None,
-            "max_abs_logit_diff": round(float((logits(models[name], batch) - reference).abs().max()), 5),
+            "max_abs_logit_diff": round(
+                float((logits(models[name], batch) - reference).abs().max()), 5
+            ),
         }
     if args.compile:
         for name in ("torchao int8 + compile", "fp32 + compile"):
@@ -171,7 +184,11 @@ def main() -> None:
                 "--runs",
                 str(args.runs),
             ]
-            out = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            out = (
+                subprocess.run(command, capture_output=True, text=True, check=True)
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             row = json.loads(out)
             row["speedup_vs_fp32"] = round(row["fp32_median_ms_same_process"] / row["median_ms"], 2)
             row["cpu_speedup_vs_fp32"] = round(row["fp32_cpu_ms_same_process"] / row["cpu_ms"], 2)
@@ -181,7 +198,12 @@ def main() -> None:
 
     print(
         json.dumps(
-            {"config": vars(args) | {"model": MINILM}, "environment": environment(), "results": results}, indent=2
+            {
+                "config": vars(args) | {"model": MINILM},
+                "environment": environment(),
+                "results": results,
+            },
+            indent=2,
         )
     )
 

@@ -1,4 +1,5 @@
-"""Export models to ONNX (float32 and ONNX Runtime int8) and measure them beside PyTorch, in one process.
+"""Export models to ONNX (float32 and ONNX Runtime int8) and measure them beside PyTorch, in one
+process.
 
     python benchmarks/benchmark_onnx.py --task sst2 --teacher outputs/teachers/minilm-sst2-full \
         --models bench_out/sst2-h/minilm-sst2-prune-heads-ffn-50 --out bench_out/onnx
@@ -15,18 +16,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hf_compress.checkpoint.export import export_onnx
 from hf_compress.evaluation.bench import bench_models
 from hf_compress.evaluation.tables import format_bench_table
-from hf_compress.checkpoint.export import export_onnx
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="sst2")
-    parser.add_argument("--teacher", required=True, help="the fine-tuned teacher (first row: the baseline)")
+    parser.add_argument(
+        "--teacher", required=True, help="the fine-tuned teacher (first row: the baseline)"
+    )
     parser.add_argument("--models", nargs="*", default=[], help="compressed model directories")
-    parser.add_argument("--out", required=True, help="exports go to <out>/<name>-onnx[-int8]; results to <out>/bench.json")
-    parser.add_argument("--float", action="store_true", help="also measure the float32 exports of --models")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="exports go to <out>/<name>-onnx[-int8]; results to <out>/bench.json",
+    )
+    parser.add_argument(
+        "--float", action="store_true", help="also measure the float32 exports of --models"
+    )
     parser.add_argument("--glue-dir")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--overwrite", action="store_true", help="replace earlier exports in --out")
@@ -36,12 +45,18 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for index, source in enumerate([args.teacher, *args.models]):
         rows.append(source)
-        exports = [("-onnx", None), ("-onnx-int8", "int8")] if index == 0 or args.float else [("-onnx-int8", "int8")]
+        exports = (
+            [("-onnx", None), ("-onnx-int8", "int8")]
+            if index == 0 or args.float
+            else [("-onnx-int8", "int8")]
+        )
         for suffix, quantize in exports:
             target = out / f"{Path(source).name}{suffix}"
             export_onnx(source, target, quantize=quantize, overwrite=args.overwrite)
             rows.append(str(target))
-    results = bench_models(rows, task=args.task, glue_dir=args.glue_dir, runs=args.runs, output=str(out / "bench.json"))
+    results = bench_models(
+        rows, task=args.task, glue_dir=args.glue_dir, runs=args.runs, output=str(out / "bench.json")
+    )
     print(format_bench_table(results))
 
 

@@ -1,7 +1,9 @@
-"""bitsandbytes 8-bit and 4-bit on a CUDA GPU: load, forward, save, reload, SST-2 dev accuracy, latency.
+"""bitsandbytes 8-bit and 4-bit on a CUDA GPU: load, forward, save, reload, SST-2 dev accuracy,
+latency.
 
     python benchmarks/gpu_bnb_check.py outputs/teachers/minilm-sst2 --out gpu_bnb_check.json
-    python benchmarks/gpu_bnb_check.py <model dir> --methods bnb_8bit bnb_4bit_nf4 --glue-dir $HF_COMPRESS_GLUE_DIR
+    python benchmarks/gpu_bnb_check.py <model dir> --methods bnb_8bit bnb_4bit_nf4 \
+        --glue-dir $HF_COMPRESS_GLUE_DIR
 
 For each method (default: fp32 baseline, bnb_8bit, bnb_4bit_nf4, bnb_4bit_fp4, bnb_4bit_nf4 with
 double quantization and bfloat16 compute) it quantizes the fine-tuned model on the GPU through
@@ -31,7 +33,12 @@ def method_entry(method: str) -> dict[str, Any] | None:
     if method == "fp32":
         return None
     if method == "bnb_4bit_nf4_dq_bf16":
-        return {"type": "quantization", "method": "bnb_4bit_nf4", "double_quant": True, "compute_dtype": "bfloat16"}
+        return {
+            "type": "quantization",
+            "method": "bnb_4bit_nf4",
+            "double_quant": True,
+            "compute_dtype": "bfloat16",
+        }
     return {"type": "quantization", "method": method}
 
 
@@ -41,9 +48,13 @@ def check(condition: bool, message: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="fine-tuned SST-2 model directory (e.g. outputs/teachers/minilm-sst2)")
-    parser.add_argument("--methods", nargs="*", default=DEFAULT_METHODS, help=f"subset of {DEFAULT_METHODS}")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "model", help="fine-tuned SST-2 model directory (e.g. outputs/teachers/minilm-sst2)"
+    )
+    parser.add_argument(
+        "--methods", nargs="*", default=DEFAULT_METHODS, help=f"subset of {DEFAULT_METHODS}"
+    )
     parser.add_argument("--glue-dir", help="local GLUE folder (default: $HF_COMPRESS_GLUE_DIR)")
     parser.add_argument("--max-eval-samples", type=int)
     parser.add_argument("--latency-runs", type=int, default=20)
@@ -66,11 +77,11 @@ def main() -> None:
 
     import hf_compress
     from hf_compress import compress
+    from hf_compress.checkpoint.loading import load_for_task, load_tokenizer
     from hf_compress.data.glue_tasks import get_task
     from hf_compress.data.preprocess import load_task_datasets
     from hf_compress.evaluation.evaluate import evaluate_task
     from hf_compress.evaluation.measure import measure_latency, weights_size_bytes
-    from hf_compress.checkpoint.loading import load_for_task, load_tokenizer
     from hf_compress.methods.quantization import modifier as quantization  # noqa: F401  (registers `quantization`)
 
     unknown = [m for m in args.methods if m not in DEFAULT_METHODS]
@@ -89,7 +100,9 @@ def main() -> None:
     )
     base = load_for_task(args.model, task).to(device).eval()
     probe = tokenizer(
-        ["a gripping, beautifully acted film", "a dull and lifeless mess"], return_tensors="pt", padding=True
+        ["a gripping, beautifully acted film", "a dull and lifeless mess"],
+        return_tensors="pt",
+        padding=True,
     )
     probe = {k: v.to(device) for k, v in probe.items()}
     with torch.inference_mode():
@@ -119,13 +132,19 @@ def main() -> None:
             model.save_pretrained(tmp)
             size = weights_size_bytes(tmp)
             with torch.inference_mode():
-                saved = model(**probe).logits.float()  # as saved (some kernels repack on the first forward)
-            reloaded = AutoModelForSequenceClassification.from_pretrained(tmp, device_map={"": device}).eval()
+                saved = model(
+                    **probe
+                ).logits.float()  # as saved (some kernels repack on the first forward)
+            reloaded = AutoModelForSequenceClassification.from_pretrained(
+                tmp, device_map={"": device}
+            ).eval()
             with torch.inference_mode():
                 reload_diff = float((reloaded(**probe).logits.float() - saved).abs().max())
         check(reload_diff <= 1e-3, f"{method}: the reloaded model's logits differ by {reload_diff}")
         metrics = evaluate_task(reloaded, tokenizer, task, dev, progress=False)
-        latency = measure_latency(reloaded, batch_sizes=(1, 32), seq_len=128, runs=args.latency_runs, progress=False)
+        latency = measure_latency(
+            reloaded, batch_sizes=(1, 32), seq_len=128, runs=args.latency_runs, progress=False
+        )
         report["results"][method] = {
             "accuracy": metrics.get("accuracy"),
             "size_bytes": size,

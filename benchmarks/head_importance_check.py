@@ -6,7 +6,8 @@ with the lowest Taylor scores (and once the lowest magnitude scores), and severa
 set of the same size, without any fine-tuning, and compare dev-set metrics. Random sets follow
 the same rule as the scored ones (global ranking, at least one head kept per layer).
 
-    python benchmarks/head_importance_check.py outputs/teacher --task sst2 --glue-dir $HF_COMPRESS_GLUE_DIR
+    python benchmarks/head_importance_check.py outputs/teacher --task sst2 \
+        --glue-dir $HF_COMPRESS_GLUE_DIR
 
 Prints a JSON report (and writes it to `--output` when given).
 """
@@ -42,12 +43,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--glue-dir", default=None, help="local GLUE folder (default: $HF_COMPRESS_GLUE_DIR)"
     )
-    parser.add_argument("--fraction", type=float, default=0.5, help="fraction of all heads to remove")
-    parser.add_argument("--calibration-batches", type=int, default=8, help="training batches for the Taylor scores")
+    parser.add_argument(
+        "--fraction", type=float, default=0.5, help="fraction of all heads to remove"
+    )
+    parser.add_argument(
+        "--calibration-batches", type=int, default=8, help="training batches for the Taylor scores"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--max-eval-samples", type=int, default=None)
-    parser.add_argument("--random-seeds", type=int, default=5, help="how many random head sets to try")
+    parser.add_argument(
+        "--random-seeds", type=int, default=5, help="how many random head sets to try"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output", default=None, help="also write the JSON report here")
     args = parser.parse_args(argv)
@@ -62,7 +69,8 @@ def head_counts(model: Any) -> dict[str, int]:
 
 
 def remove_random_heads(model: Any, fraction: float, seed: int) -> Any:
-    """A copy of `model` with `fraction` of its heads removed at random (at least one kept per layer)."""
+    """A copy of `model` with `fraction` of its heads removed at random (at least one kept per
+    layer)."""
     model = copy.deepcopy(model)
     adapter = get_adapter(model)
     generator = torch.Generator().manual_seed(seed)
@@ -123,7 +131,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             calibration_data=calibration,
         )
         report[f"lowest_{importance}"] = {"metric": metric(pruned), "heads": head_counts(pruned)}
-    randoms = [metric(remove_random_heads(model, args.fraction, args.seed + k)) for k in range(args.random_seeds)]
+    randoms = [
+        metric(remove_random_heads(model, args.fraction, args.seed + k))
+        for k in range(args.random_seeds)
+    ]
     report["random"] = {
         "metrics": randoms,
         "mean": statistics.fmean(randoms),

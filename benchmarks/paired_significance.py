@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_compress.data.glue_tasks import get_task
-from hf_compress.evaluation.compare import compare_models
-from hf_compress.evaluation.compare import sign_test
+from hf_compress.evaluation.compare import compare_models, sign_test
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,18 +45,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     lines = [
-        "| run | method | control | margin (pt) | only method right | only control right | McNemar p |",
+        "| run | method | control | margin (pt) | only method right | only control right "
+        "| McNemar p |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['label']} | {100 * r['accuracy_a']:.2f} | {100 * r['accuracy_b']:.2f} "
-            f"| {100 * (r['accuracy_a'] - r['accuracy_b']):+.2f} | {r['a_only_correct']} | {r['b_only_correct']} "
+            f"| {100 * (r['accuracy_a'] - r['accuracy_b']):+.2f} | {r['a_only_correct']} "
+            f"| {r['b_only_correct']} "
             f"| {r['mcnemar_p']:.3f} |"
         )
     lines.append("")
     lines.append(
-        f"Method ahead in {summary['wins']} of {summary['runs']} runs, behind in {summary['losses']}, "
+        f"Method ahead in {summary['wins']} of {summary['runs']} runs, "
+        f"behind in {summary['losses']}, "
         f"tied in {summary['ties']}: two-sided sign test p = {summary['sign_test_p']:.4f}."
     )
     return "\n".join(lines)
@@ -70,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     for label, method, control in args.pair:
         comparison = compare_models(method, control, task, args.glue_dir, args.max_seq_length)
         rows.append({"label": label, "method": method, "control": control, **comparison.to_dict()})
-        print(f"{label}: {comparison.net_examples:+d} examples, McNemar p = {comparison.mcnemar_p:.3f}", file=sys.stderr)
+        print(
+            f"{label}: {comparison.net_examples:+d} examples, "
+            f"McNemar p = {comparison.mcnemar_p:.3f}",
+            file=sys.stderr,
+        )
     wins = sum(r["net_examples"] > 0 for r in rows)
     losses = sum(r["net_examples"] < 0 for r in rows)
     summary = {
@@ -82,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(markdown(rows, summary))
     if args.output:
-        Path(args.output).write_text(json.dumps({"task": task.name, "runs": rows, "summary": summary}, indent=2) + "\n")
+        Path(args.output).write_text(
+            json.dumps({"task": task.name, "runs": rows, "summary": summary}, indent=2) + "\n"
+        )
     return 0
 
 

@@ -14,11 +14,11 @@ warm-ups, median of `--runs`; the method of `hf-compress bench`):
 
 Latency is measured twice. First each model alone, one after the other (`latency_ms_sequential`,
 the method of `hf-compress bench`). Then, with every model in memory, all of them round-robin
-(`hf_compress.evaluation.measure.round_robin_latency`: run 1 of each model, then run 2 of each, ...) at each
-batch size; that is `latency_ms`, the figure the frontier uses. On a shared 2-core machine the
-load moves between minutes, and a model timed alone can land in a slow or a fast minute (one
-peer's ratio moved 2.2x between two processes here); interleaved, every model sees the same load,
-so their ratios can be compared even when the milliseconds drift.
+(`hf_compress.evaluation.measure.round_robin_latency`: run 1 of each model, then run 2 of each,
+...) at each batch size; that is `latency_ms`, the figure the frontier uses. On a shared 2-core
+machine the load moves between minutes, and a model timed alone can land in a slow or a fast minute
+(one peer's ratio moved 2.2x between two processes here); interleaved, every model sees the same
+load, so their ratios can be compared even when the milliseconds drift.
 
 Bytes on disk: neither peer writes a checkpoint that reloads with `from_pretrained` (quantized
 modules and tensor subclasses are not in transformers' formats), so their size is
@@ -51,13 +51,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_compress.evaluation.bench import bench_models
+from hf_compress.checkpoint.loading import load_checked_tokenizer
 from hf_compress.data.glue_tasks import get_task
 from hf_compress.data.preprocess import load_task_datasets
+from hf_compress.evaluation.bench import bench_models
 from hf_compress.evaluation.evaluate import evaluate_task
-from hf_compress.checkpoint.loading import load_checked_tokenizer
-from hf_compress.evaluation.measure import count_parameters, environment, latency_inputs, latency_summary, measure_latency, round_robin_latency
 from hf_compress.evaluation.load import load_model_for_eval
+from hf_compress.evaluation.measure import (
+    count_parameters,
+    environment,
+    latency_inputs,
+    latency_summary,
+    measure_latency,
+    round_robin_latency,
+)
 
 logger = logging.getLogger("peer_torch_int8")
 
@@ -66,12 +73,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", required=True, help="GLUE task the teacher was fine-tuned on")
     parser.add_argument("--teacher", required=True, help="fine-tuned teacher directory")
-    parser.add_argument("--ours", nargs="*", default=[], help="hf_compress checkpoints to measure beside the peers")
+    parser.add_argument(
+        "--ours", nargs="*", default=[], help="hf_compress checkpoints to measure beside the peers"
+    )
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--glue-dir", help="GLUE folder (default: $HF_COMPRESS_GLUE_DIR)")
-    parser.add_argument("--seq-len", type=int, default=128, help="evaluation and latency sequence length")
+    parser.add_argument(
+        "--seq-len", type=int, default=128, help="evaluation and latency sequence length"
+    )
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--compile", action="store_true", help="also torchao int8 under torch.compile (slow to start)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also torchao int8 under torch.compile (slow to start)",
+    )
     return parser.parse_args(argv)
 
 
@@ -84,7 +99,9 @@ def state_dict_bytes(model: nn.Module) -> int:
 
 def torch_quantize_dynamic(teacher: nn.Module) -> nn.Module:
     # Deprecated in torch 2.10+ (torch.ao.quantization); still the reference eager int8 path.
-    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(teacher), {nn.Linear}, dtype=torch.qint8)
+    return torch.ao.quantization.quantize_dynamic(
+        copy.deepcopy(teacher), {nn.Linear}, dtype=torch.qint8
+    )
 
 
 def torchao_int8(teacher: nn.Module) -> nn.Module:
@@ -108,7 +125,9 @@ PEERS: dict[str, Callable[[nn.Module], nn.Module]] = {
 def installed_version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:  # torchao is optional: its peer row says why it did not run
+    except (
+        importlib.metadata.PackageNotFoundError
+    ):  # torchao is optional: its peer row says why it did not run
         return None
 
 
@@ -126,8 +145,12 @@ def peer_row(
         # Quantized modules hold packed weights that are not nn.Parameters: count the teacher's.
         row["num_parameters"], row["nonzero_parameters"] = count_parameters(teacher)
         start = time.perf_counter()
-        row["latency_ms"] = measure_latency(model, batch_sizes=(1, 32), seq_len=args.seq_len, runs=args.runs)
-        row["latency_wall_time_s"] = time.perf_counter() - start  # includes compilation under --compile
+        row["latency_ms"] = measure_latency(
+            model, batch_sizes=(1, 32), seq_len=args.seq_len, runs=args.runs
+        )
+        row["latency_wall_time_s"] = (
+            time.perf_counter() - start
+        )  # includes compilation under --compile
         row["metrics"] = evaluate(model)
     except Exception as error:  # a peer that fails is reported with its error, not dropped
         logger.exception("%s failed", name)
@@ -157,25 +180,37 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     task = get_task(args.task)
-    measure = {"task": task.name, "glue_dir": args.glue_dir, "seq_len": args.seq_len, "runs": args.runs}
-    # The teacher's and our rows are `hf-compress bench` rows (each checkpoint with its own tokenizer).
+    measure = {
+        "task": task.name,
+        "glue_dir": args.glue_dir,
+        "seq_len": args.seq_len,
+        "runs": args.runs,
+    }
+    # The teacher's and our rows are `hf-compress bench` rows (each checkpoint with its own
+    # tokenizer).
     rows = bench_models([args.teacher], **measure)
     tokenizer = load_checked_tokenizer(args.teacher)
-    _, dev = load_task_datasets(task, tokenizer, args.seq_len, glue_dir=args.glue_dir, with_train=False)
+    _, dev = load_task_datasets(
+        task, tokenizer, args.seq_len, glue_dir=args.glue_dir, with_train=False
+    )
     teacher = load_model_for_eval(args.teacher, task)
     peers = dict(PEERS)
     if args.compile:
         peers["torchao int8 + torch.compile"] = torchao_int8_compiled
     models = {0: teacher}  # row index -> model, for the round-robin timing
     for name, make in peers.items():
-        row, model = peer_row(name, make, teacher, lambda model: evaluate_task(model, tokenizer, task, dev), args)
+        row, model = peer_row(
+            name, make, teacher, lambda model: evaluate_task(model, tokenizer, task, dev), args
+        )
         rows.append(row)
         if model is not None:
             models[len(rows) - 1] = model
     for path in args.ours:
         rows += bench_models([path], **measure)
         models[len(rows) - 1] = load_model_for_eval(path, task).eval()
-    interleaved = interleaved_latency({str(i): m for i, m in models.items()}, (1, 32), args.seq_len, args.runs)
+    interleaved = interleaved_latency(
+        {str(i): m for i, m in models.items()}, (1, 32), args.seq_len, args.runs
+    )
     for index in models:
         rows[index]["latency_ms_sequential"] = rows[index]["latency_ms"]
         rows[index]["latency_ms"] = interleaved[str(index)]
@@ -199,12 +234,17 @@ def main(argv: list[str] | None = None) -> None:
         if "error" in row:
             print(f"{row['model']}: {row['error']}")
             continue
-        metrics = ", ".join(f"{k} {100 * v:.2f}" for k, v in row["metrics"].items() if k != "eval_samples")
+        metrics = ", ".join(
+            f"{k} {100 * v:.2f}" for k, v in row["metrics"].items() if k != "eval_samples"
+        )
         sequential = row.get("latency_ms_sequential", row["latency_ms"])
+        round_robin = row["latency_ms"]
         print(
             f"{row['model']}: {metrics}; {row['size_bytes'] / 1e6:.1f} MB; "
-            f"round-robin bs1 {row['latency_ms']['1']['median']:.1f} ms, bs32 {row['latency_ms']['32']['median']:.1f} ms; "
-            f"alone bs1 {sequential['1']['median']:.1f} ms, bs32 {sequential['32']['median']:.1f} ms"
+            f"round-robin bs1 {round_robin['1']['median']:.1f} ms, "
+            f"bs32 {round_robin['32']['median']:.1f} ms; "
+            f"alone bs1 {sequential['1']['median']:.1f} ms, "
+            f"bs32 {sequential['32']['median']:.1f} ms"
         )
 
 

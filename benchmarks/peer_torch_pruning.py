@@ -15,10 +15,10 @@ The heads and FFN neurons share one pruning ratio, found by bisection so the pru
 `--target-params` parameters (within `--tolerance`). Unlike our recipe (pruning gradually while
 training), torch-pruning prunes in one shot and then fine-tunes.
 
-It runs in its own virtual environment (`$PEER_VENV`, installed as BENCHMARKS.md says: torch 2.13.0, torch-pruning 1.6.1,
-hf_compress installed editable) so a peer's dependencies can never change the project's; it
-imports hf_compress only for the GLUE data (the same seeded 4,000-sentence sample as
-`data.max_train_samples=4000`) and the measurement functions.
+It runs in its own virtual environment (`$PEER_VENV`, installed as BENCHMARKS.md says: torch
+2.13.0, torch-pruning 1.6.1, hf_compress installed editable) so a peer's dependencies can never
+change the project's; it imports hf_compress only for the GLUE data (the same seeded
+4,000-sentence sample as `data.max_train_samples=4000`) and the measurement functions.
 
     $PEER_VENV/bin/python benchmarks/peer_torch_pruning.py \
         --teacher outputs/teachers/minilm-sst2 --target-params 17400000 \
@@ -56,20 +56,48 @@ from hf_compress.data.glue import default_glue_dir
 from hf_compress.data.glue_tasks import get_task
 from hf_compress.data.preprocess import load_task_datasets
 from hf_compress.evaluation.evaluate import evaluate_task
-from hf_compress.evaluation.measure import count_parameters, environment, measure_latency, saved_size_bytes
+from hf_compress.evaluation.measure import (
+    count_parameters,
+    environment,
+    measure_latency,
+    saved_size_bytes,
+)
 
 logger = logging.getLogger("peer_torch_pruning")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", default="outputs/teachers/minilm-sst2", help="fine-tuned BertForSequenceClassification directory")
-    parser.add_argument("--target-params", type=int, default=17_400_000, help="total parameters after pruning")
-    parser.add_argument("--tolerance", type=float, default=0.01, help="allowed relative distance from --target-params")
+    parser.add_argument(
+        "--teacher",
+        default="outputs/teachers/minilm-sst2",
+        help="fine-tuned BertForSequenceClassification directory",
+    )
+    parser.add_argument(
+        "--target-params", type=int, default=17_400_000, help="total parameters after pruning"
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.01,
+        help="allowed relative distance from --target-params",
+    )
     parser.add_argument("--importance", choices=("taylor", "magnitude"), default="taylor")
-    parser.add_argument("--taylor-batches", type=int, default=16, help="training batches whose gradients feed Taylor importance")
-    parser.add_argument("--scope", choices=("global", "local"), default="global",
-                        help="global: rank heads (and FFN neurons) across layers, uneven widths; local: same ratio per layer")
+    parser.add_argument(
+        "--taylor-batches",
+        type=int,
+        default=16,
+        help="training batches whose gradients feed Taylor importance",
+    )
+    parser.add_argument(
+        "--scope",
+        choices=("global", "local"),
+        default="global",
+        help=(
+            "global: rank heads (and FFN neurons) across layers, uneven widths; "
+            "local: same ratio per layer"
+        ),
+    )
     parser.add_argument("--max-train-samples", type=int, default=4000)
     parser.add_argument("--max-eval-samples", type=int, help="default: all 872 SST-2 dev sentences")
     parser.add_argument("--epochs", type=float, default=2.0)
@@ -93,8 +121,11 @@ def attention_modules(model: BertForSequenceClassification) -> list[BertSelfAtte
     return [layer.attention.self for layer in model.bert.encoder.layer]
 
 
-def accumulate_gradients(model: BertForSequenceClassification, train: Any, tokenizer: Any, batches: int, batch_size: int) -> None:
-    """Sums dL/dw over the first `batches` training batches (eval mode: no dropout) for Taylor importance."""
+def accumulate_gradients(
+    model: BertForSequenceClassification, train: Any, tokenizer: Any, batches: int, batch_size: int
+) -> None:
+    """Sums dL/dw over the first `batches` training batches (eval mode: no dropout) for Taylor
+    importance."""
     model.eval()
     model.zero_grad(set_to_none=True)
     loader = DataLoader(train, batch_size=batch_size, collate_fn=DataCollatorWithPadding(tokenizer))
@@ -114,7 +145,11 @@ def copy_with_gradients(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def prune(
-    model: BertForSequenceClassification, example_inputs: dict[str, torch.Tensor], ratio: float, importance: str, scope: str
+    model: BertForSequenceClassification,
+    example_inputs: dict[str, torch.Tensor],
+    ratio: float,
+    importance: str,
+    scope: str,
 ) -> tuple[BertForSequenceClassification, tp.pruner.MetaPruner]:
     """Prunes a copy of `model`: `ratio` of all heads and `ratio` of all FFN neurons."""
     pruned = copy_with_gradients(model)
@@ -123,7 +158,11 @@ def prune(
         for linear in (attention.query, attention.key, attention.value):
             num_heads[linear] = attention.num_attention_heads
     ffn = tuple(layer.intermediate.dense for layer in pruned.bert.encoder.layer)
-    scorer = tp.importance.GroupTaylorImportance() if importance == "taylor" else tp.importance.GroupMagnitudeImportance(p=2)
+    scorer = (
+        tp.importance.GroupTaylorImportance()
+        if importance == "taylor"
+        else tp.importance.GroupMagnitudeImportance(p=2)
+    )
     pruner = tp.pruner.MetaPruner(
         pruned,
         example_inputs,
@@ -159,8 +198,13 @@ def widths(model: BertForSequenceClassification) -> dict[str, list[int]]:
 
 
 def prune_to_target(
-    model: BertForSequenceClassification, example_inputs: dict[str, torch.Tensor], target: int, tolerance: float,
-    importance: str, scope: str, max_steps: int = 30,
+    model: BertForSequenceClassification,
+    example_inputs: dict[str, torch.Tensor],
+    target: int,
+    tolerance: float,
+    importance: str,
+    scope: str,
+    max_steps: int = 30,
 ) -> tuple[BertForSequenceClassification, float, list[dict[str, float]]]:
     """Bisects the pruning ratio until the parameter count is within `tolerance` of `target`."""
     low, high = 0.0, 0.95
@@ -184,21 +228,32 @@ def prune_to_target(
     assert best is not None
     error, ratio, pruned = best
     if abs(error) > tolerance:
-        raise SystemExit(f"no pruning ratio reaches {target} parameters within {tolerance:.1%} (best {error:+.2%} at {ratio:.4f})")
+        raise SystemExit(
+            f"no pruning ratio reaches {target} parameters within {tolerance:.1%} "
+            f"(best {error:+.2%} at {ratio:.4f})"
+        )
     if min(widths(pruned)["heads"]) == 0 or min(widths(pruned)["ffn"]) == 0:
         raise SystemExit(f"global pruning emptied a layer: {widths(pruned)}; try --scope local")
     return pruned, ratio, trials
 
 
-def finetune(model: BertForSequenceClassification, train: Any, tokenizer: Any, args: argparse.Namespace, work: str) -> float:
-    """Plain cross-entropy fine-tuning with the budget and Trainer defaults of hf_compress's runner."""
+def finetune(
+    model: BertForSequenceClassification,
+    train: Any,
+    tokenizer: Any,
+    args: argparse.Namespace,
+    work: str,
+) -> float:
+    """Plain cross-entropy fine-tuning with the budget and Trainer defaults of hf_compress's
+    runner."""
     model.zero_grad(set_to_none=True)  # drop the Taylor gradients
     training_args = TrainingArguments(
         output_dir=work,
         num_train_epochs=args.epochs,
         learning_rate=args.lr,
         per_device_train_batch_size=args.batch_size,
-        warmup_steps=args.warmup_ratio,  # transformers 5: a float below 1 is a fraction of the steps
+        # transformers 5: a float below 1 is a fraction of the steps
+        warmup_steps=args.warmup_ratio,
         seed=args.seed,
         save_strategy="no",
         report_to=[],
@@ -208,7 +263,10 @@ def finetune(model: BertForSequenceClassification, train: Any, tokenizer: Any, a
         use_cpu=not torch.cuda.is_available(),
     )
     trainer = Trainer(
-        model=model, args=training_args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer),
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
     )
     started = time.perf_counter()
@@ -216,14 +274,22 @@ def finetune(model: BertForSequenceClassification, train: Any, tokenizer: Any, a
     return time.perf_counter() - started
 
 
-def save_pruned(model: BertForSequenceClassification, tokenizer: Any, save_dir: Path, example: dict[str, torch.Tensor]) -> dict[str, Any]:
+def save_pruned(
+    model: BertForSequenceClassification,
+    tokenizer: Any,
+    save_dir: Path,
+    example: dict[str, torch.Tensor],
+) -> dict[str, Any]:
     """torch.save of the whole module (the way torch-pruning models are saved), a safetensors state
     dict for the size figure, and whether each reloads."""
     save_dir.mkdir(parents=True, exist_ok=True)
     module_path, weights_path = save_dir / "model.pt", save_dir / "model.safetensors"
     model.eval()
     torch.save(model, module_path)
-    save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(weights_path))
+    save_file(
+        {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()},
+        str(weights_path),
+    )
     tokenizer.save_pretrained(save_dir)
     with torch.inference_mode():
         reference = model(**example).logits
@@ -246,19 +312,28 @@ def save_pruned(model: BertForSequenceClassification, tokenizer: Any, save_dir: 
                 same = torch.allclose(again(**example).logits, reference, atol=1e-5)
             info["from_pretrained"] = {"loads": True, "same_logits": same}
         except Exception as exc:  # the expected outcome: the config cannot express pruned widths
-            info["from_pretrained"] = {"loads": False, "error": f"{type(exc).__name__}: {str(exc)[:1500]}"}
+            info["from_pretrained"] = {
+                "loads": False,
+                "error": f"{type(exc).__name__}: {str(exc)[:1500]}",
+            }
     return info
 
 
-def figures(model: Any, tokenizer: Any, task: Any, dev: Any, args: argparse.Namespace) -> dict[str, Any]:
+def figures(
+    model: Any, tokenizer: Any, task: Any, dev: Any, args: argparse.Namespace
+) -> dict[str, Any]:
     total, nonzero = count_parameters(model)
     return {
         "metrics": evaluate_task(model, tokenizer, task, dev, progress=False),
         "num_parameters": total,
         "nonzero_parameters": nonzero,
         "latency_ms": measure_latency(
-            model, batch_sizes=tuple(args.latency_batch_sizes), seq_len=args.latency_seq_len,
-            warmup=args.latency_warmup, runs=args.latency_runs, progress=False,
+            model,
+            batch_sizes=tuple(args.latency_batch_sizes),
+            seq_len=args.latency_seq_len,
+            warmup=args.latency_warmup,
+            runs=args.latency_runs,
+            progress=False,
         ),
     }
 
@@ -267,7 +342,8 @@ def markdown_row(result: dict[str, Any]) -> str:
     teacher, pruned = result["teacher"], result["pruned"]
     acc_t, acc_p = teacher["metrics"]["accuracy"], pruned["metrics"]["accuracy"]
     cells = [
-        f"torch-pruning {result['torch_pruning_version']} heads+FFN ({result['importance']}, {result['scope']}, ratio {result['prune_ratio']:.3f}), "
+        f"torch-pruning {result['torch_pruning_version']} heads+FFN "
+        f"({result['importance']}, {result['scope']}, ratio {result['prune_ratio']:.3f}), "
         f"{result['training']['epochs']:g} epochs",
         f"{100 * acc_p:.2f}",
         f"{100 * (acc_p - acc_t):+.2f}".replace("-", "−"),
@@ -284,7 +360,11 @@ def markdown_row(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
@@ -294,18 +374,31 @@ def main(argv: list[str] | None = None) -> None:
     glue_dir = args.glue_dir or default_glue_dir()
     tokenizer = AutoTokenizer.from_pretrained(args.teacher)
     teacher = BertForSequenceClassification.from_pretrained(args.teacher)
-    # The same seeded sample as hf_compress's runner with data.max_train_samples (shuffle(seed).select(range(n))).
+    # The same seeded sample as hf_compress's runner with data.max_train_samples
+    # (shuffle(seed).select(range(n))).
     train, dev = load_task_datasets(
-        task, tokenizer, args.max_seq_length, args.max_train_samples, args.max_eval_samples, glue_dir, args.seed
+        task,
+        tokenizer,
+        args.max_seq_length,
+        args.max_train_samples,
+        args.max_eval_samples,
+        glue_dir,
+        args.seed,
     )
-    example = dict(DataCollatorWithPadding(tokenizer)([{k: v for k, v in train[i].items() if k != "labels"} for i in range(2)]))
+    example = dict(
+        DataCollatorWithPadding(tokenizer)(
+            [{k: v for k, v in train[i].items() if k != "labels"} for i in range(2)]
+        )
+    )
 
     # Prune -----------------------------------------------------------------------------------
     prune_started = time.perf_counter()
     scored = copy.deepcopy(teacher)
     if args.importance == "taylor":
         accumulate_gradients(scored, train, tokenizer, args.taylor_batches, args.batch_size)
-    pruned, ratio, trials = prune_to_target(scored, example, args.target_params, args.tolerance, args.importance, args.scope)
+    pruned, ratio, trials = prune_to_target(
+        scored, example, args.target_params, args.tolerance, args.importance, args.scope
+    )
     del scored
     prune_time = time.perf_counter() - prune_started
     layer_widths = widths(pruned)
@@ -325,8 +418,16 @@ def main(argv: list[str] | None = None) -> None:
     # Save and measure ------------------------------------------------------------------------
     saved = save_pruned(pruned, tokenizer, Path(args.save_dir), example)
     logger.info("measuring the teacher and the pruned model")
-    teacher_figures = {"name": "teacher (fp32)", **figures(teacher, tokenizer, task, dev, args), "size_bytes": saved_size_bytes(teacher)}
-    pruned_figures = {"name": "torch-pruning", **figures(pruned, tokenizer, task, dev, args), "size_bytes": saved["safetensors_bytes"]}
+    teacher_figures = {
+        "name": "teacher (fp32)",
+        **figures(teacher, tokenizer, task, dev, args),
+        "size_bytes": saved_size_bytes(teacher),
+    }
+    pruned_figures = {
+        "name": "torch-pruning",
+        **figures(pruned, tokenizer, task, dev, args),
+        "size_bytes": saved["safetensors_bytes"],
+    }
     pruned_figures["widths"] = layer_widths
 
     result: dict[str, Any] = {
@@ -343,12 +444,20 @@ def main(argv: list[str] | None = None) -> None:
         "prune_ratio": ratio,
         "bisection": trials,
         "training": {
-            "max_train_samples": args.max_train_samples, "train_samples": len(train), "epochs": args.epochs, "lr": args.lr,
-            "batch_size": args.batch_size, "max_seq_length": args.max_seq_length, "warmup_ratio": args.warmup_ratio,
-            "seed": args.seed, "glue_dir": str(glue_dir),
+            "max_train_samples": args.max_train_samples,
+            "train_samples": len(train),
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "max_seq_length": args.max_seq_length,
+            "warmup_ratio": args.warmup_ratio,
+            "seed": args.seed,
+            "glue_dir": str(glue_dir),
         },
         "latency_config": {
-            "batch_sizes": args.latency_batch_sizes, "seq_len": args.latency_seq_len, "warmup": args.latency_warmup,
+            "batch_sizes": args.latency_batch_sizes,
+            "seq_len": args.latency_seq_len,
+            "warmup": args.latency_warmup,
             "runs": args.latency_runs,
         },
         "environment": environment(),

@@ -1,4 +1,5 @@
-"""Which of the teacher's layers should a layer-reduced student keep? Their dev metric before training.
+"""Which of the teacher's layers should a layer-reduced student keep? Their dev metric before
+training.
 
 A distillation student (`student: {layers: [...]}`) or a `layer_dropping` model starts from some
 of the fine-tuned teacher's layers. This evaluates the teacher reduced to each candidate set as it
@@ -28,14 +29,22 @@ def parse_layers(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"layers must be comma-separated integers like 0,2,4, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"layers must be comma-separated integers like 0,2,4, got {text!r}"
+        ) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="fine-tuned teacher directory (or Hub id)")
     parser.add_argument("--task", default="sst2", help="GLUE task the model was fine-tuned on")
-    parser.add_argument("--layers", nargs="+", type=parse_layers, required=True, help="candidate layer sets, e.g. 0,2,4 1,3,5")
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        type=parse_layers,
+        required=True,
+        help="candidate layer sets, e.g. 0,2,4 1,3,5",
+    )
     parser.add_argument("--glue-dir", help="GLUE data folder (default: HF_COMPRESS_GLUE_DIR)")
     parser.add_argument("--max-eval-samples", type=int)
     parser.add_argument("--output", help="also write the report here as JSON")
@@ -45,8 +54,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     task = get_task(args.task)
-    teacher, tokenizer, dev = load_with_dev_set(args.model, task, args.glue_dir, max_eval_samples=args.max_eval_samples)
-    report = {"model": args.model, "task": task.name, "teacher": evaluate_task(teacher, tokenizer, task, dev, progress=False)}
+    teacher, tokenizer, dev = load_with_dev_set(
+        args.model, task, args.glue_dir, max_eval_samples=args.max_eval_samples
+    )
+    report = {
+        "model": args.model,
+        "task": task.name,
+        "teacher": evaluate_task(teacher, tokenizer, task, dev, progress=False),
+    }
     report["candidates"] = []
     for layers in args.layers:
         try:

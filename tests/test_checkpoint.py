@@ -12,8 +12,13 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 
 import hf_compress  # noqa: F401
 from hf_compress.architectures.base import get_adapter
+from hf_compress.checkpoint.format import (
+    check_supported,
+    is_compressed,
+    record_method,
+    to_compressed,
+)
 from hf_compress.checkpoint.rebuild import REBUILDERS, register_rebuild
-from hf_compress.checkpoint.format import check_supported, is_compressed, record_method, to_compressed
 from hf_compress.errors import CheckpointError, UnsupportedModelError
 
 register_rebuild("_test_ffn", 40)(rebuild_narrowed_ffn)
@@ -103,45 +108,66 @@ def test_unsupported_architecture_names_the_supported_families():
     model = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
     with pytest.raises(UnsupportedModelError, match="none of the layer layouts hf-compress knows"):
         get_adapter(model)
-    with pytest.raises(UnsupportedModelError, match="cannot be saved in the compressed format; supported encoder families: bert, roberta"):
+    with pytest.raises(
+        UnsupportedModelError,
+        match="cannot be saved in the compressed format; supported encoder families: bert, roberta",
+    ):
         to_compressed(model)
-    with pytest.raises(UnsupportedModelError, match="model type 'gpt2' is not supported by hf-compress; supported"):
+    with pytest.raises(
+        UnsupportedModelError, match="model type 'gpt2' is not supported by hf-compress; supported"
+    ):
         check_supported(model.config)
 
 
-@pytest.mark.parametrize(("config_class", "model_class"), [
-    ("ElectraConfig", "ElectraForSequenceClassification"),
-    ("XLMRobertaConfig", "XLMRobertaForSequenceClassification"),
-])
-def test_encoders_laid_out_like_bert_compress_and_reload_without_new_code(tmp_path, config_class, model_class):
+@pytest.mark.parametrize(
+    ("config_class", "model_class"),
+    [
+        ("ElectraConfig", "ElectraForSequenceClassification"),
+        ("XLMRobertaConfig", "XLMRobertaForSequenceClassification"),
+    ],
+)
+def test_encoders_laid_out_like_bert_compress_and_reload_without_new_code(
+    tmp_path, config_class, model_class
+):
     import transformers
-
-    import hf_compress
 
     torch.manual_seed(0)
     config = getattr(transformers, config_class)(
-        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=70, embedding_size=32,
+        vocab_size=128,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=70,
+        embedding_size=32,
     )
     model = getattr(transformers, model_class)(config).eval()
     assert get_adapter(model).layout == "bert"  # found from the module tree
-    model = hf_compress.compress(model, [
-        {"type": "head_pruning", "count": 3, "importance": "magnitude"},
-        {"type": "ffn_pruning", "sparsity": 0.5, "importance": "magnitude"},
-        {"type": "quantization", "method": "int8_dynamic"},
-    ])
+    model = hf_compress.compress(
+        model,
+        [
+            {"type": "head_pruning", "count": 3, "importance": "magnitude"},
+            {"type": "ffn_pruning", "sparsity": 0.5, "importance": "magnitude"},
+            {"type": "quantization", "method": "int8_dynamic"},
+        ],
+    )
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     assert type(reloaded).__name__ == f"Compressed{model_class}"
     assert sum(get_adapter(reloaded).num_heads(reloaded, i) for i in range(2)) == 8 - 3
-    torch.testing.assert_close(logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0)
+    torch.testing.assert_close(
+        logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0
+    )
 
 
 def test_rebuilders_are_registered_by_techniques():
     assert "_test_ffn" in REBUILDERS
 
 
-@pytest.mark.parametrize(("value", "message"), [("[1, 2]", "must be a mapping"), ('{"version": "1"}', "is not a format version")])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("[1, 2]", "must be a mapping"), ('{"version": "1"}', "is not a format version")],
+)
 def test_malformed_compression_config_is_a_checkpoint_error(tmp_path, value, message):
     narrow_ffn(tiny_model("bert"), {0: 16}).save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())

@@ -1,4 +1,5 @@
-"""Distillation (`distillation`), layer-reduced students (`hf_compress.methods.distillation.student`) and `layer_dropping`."""
+"""Distillation (`distillation`), layer-reduced students
+(`hf_compress.methods.distillation.student`) and `layer_dropping`."""
 
 from __future__ import annotations
 
@@ -17,16 +18,27 @@ from transformers import (
 import hf_compress  # noqa: F401  (registers the compressed format)
 from hf_compress import CompressionTrainer, Recipe, RecipeError, UnsupportedModelError
 from hf_compress.architectures.base import get_adapter
-from hf_compress.methods.modifier import StageContext
 from hf_compress.methods.distillation.config import DistillationConfig
+from hf_compress.methods.distillation.loss import (
+    default_layer_map,
+    hidden_state_loss,
+    soft_target_loss,
+)
 from hf_compress.methods.distillation.modifier import DistillationModifier
-from hf_compress.methods.distillation.loss import default_layer_map, hidden_state_loss, soft_target_loss
+from hf_compress.methods.distillation.student import (
+    keep_layers,
+    layer_origin,
+    make_student,
+    select_layers,
+)
+from hf_compress.methods.modifier import StageContext
 from hf_compress.recipe.recipe import Stage
 from hf_compress.recipe.schema import build
-from hf_compress.methods.distillation.student import keep_layers, layer_origin, make_student, select_layers
 
 
-def deep_model(family: str = "bert", layers: int = 4, seed: int = 0, num_labels: int = 2) -> torch.nn.Module:
+def deep_model(
+    family: str = "bert", layers: int = 4, seed: int = 0, num_labels: int = 2
+) -> torch.nn.Module:
     """A tiny model of `family` with `layers` layers (tiny_model has 2)."""
     template = tiny_model(family, num_labels=num_labels)
     config = copy.deepcopy(template.config)
@@ -35,7 +47,9 @@ def deep_model(family: str = "bert", layers: int = 4, seed: int = 0, num_labels:
     return type(template)(config).eval()
 
 
-def make_modifier(teacher_model, student_model, **keys) -> tuple[DistillationModifier, StageContext]:
+def make_modifier(
+    teacher_model, student_model, **keys
+) -> tuple[DistillationModifier, StageContext]:
     config = build(DistillationConfig, keys, "test")
     modifier = DistillationModifier(config)
     ctx = StageContext(teacher=teacher_model)
@@ -49,7 +63,9 @@ def batch(n: int = 4, seed: int = 3) -> dict[str, torch.Tensor]:
     return inputs
 
 
-def run_stage(model, teacher, modifiers, epochs=1.0, seed=0, lr=1e-3, trainer_kwargs=None, **arg_overrides):
+def run_stage(
+    model, teacher, modifiers, epochs=1.0, seed=0, lr=1e-3, trainer_kwargs=None, **arg_overrides
+):
     recipe = Recipe.from_dict(
         {
             "base_model": "tiny",
@@ -61,7 +77,12 @@ def run_stage(model, teacher, modifiers, epochs=1.0, seed=0, lr=1e-3, trainer_kw
     )
     args = tiny_training_args(learning_rate=lr, seed=seed, **arg_overrides)
     trainer = CompressionTrainer(
-        model=model, args=args, recipe=recipe, teacher=teacher, train_dataset=tiny_dataset(), **(trainer_kwargs or {})
+        model=model,
+        args=args,
+        recipe=recipe,
+        teacher=teacher,
+        train_dataset=tiny_dataset(),
+        **(trainer_kwargs or {}),
     )
     trainer.train()
     return trainer
@@ -80,7 +101,12 @@ def test_soft_target_loss_matches_hand_computation():
         torch.testing.assert_close(got, expected)
     # T^2 scaling: at T=1 the term is the plain KL
     plain = (
-        (torch.softmax(teacher, -1) * (torch.log_softmax(teacher, -1) - torch.log_softmax(student, -1))).sum(-1).mean()
+        (
+            torch.softmax(teacher, -1)
+            * (torch.log_softmax(teacher, -1) - torch.log_softmax(student, -1))
+        )
+        .sum(-1)
+        .mean()
     )
     torch.testing.assert_close(soft_target_loss(student, teacher, 1.0), plain)
     # identical logits give zero
@@ -106,26 +132,34 @@ def test_hidden_state_loss_matches_hand_computation():
                 u, v = s[b, k], t[b, k]
                 cos_terms.append(1 - (u @ v) / (u.norm() * v.norm()))
                 mse_terms.append(((u - v) ** 2).mean())
-    torch.testing.assert_close(hidden_state_loss(s, t, mask, "cosine"), torch.stack(cos_terms).mean())
+    torch.testing.assert_close(
+        hidden_state_loss(s, t, mask, "cosine"), torch.stack(cos_terms).mean()
+    )
     torch.testing.assert_close(hidden_state_loss(s, t, mask, "mse"), torch.stack(mse_terms).mean())
     assert hidden_state_loss(s, s, mask, "cosine").abs() < 1e-6
 
 
 def test_modifier_loss_combines_weighted_terms():
     teacher, student = deep_model(layers=4, seed=0), deep_model(layers=4, seed=1)
-    modifier, ctx = make_modifier(teacher, student, temperature=3.0, alpha_kd=0.7, alpha_ce=0.2, alpha_hidden=0.5)
+    modifier, ctx = make_modifier(
+        teacher, student, temperature=3.0, alpha_kd=0.7, alpha_ce=0.2, alpha_hidden=0.5
+    )
     inputs = batch()
     out = student(**inputs, output_hidden_states=True)
     total = modifier.compute_loss(out.loss, student, inputs, out, ctx)
     with torch.no_grad():
-        t_out = teacher(**{k: v for k, v in inputs.items() if k != "labels"}, output_hidden_states=True)
+        t_out = teacher(
+            **{k: v for k, v in inputs.items() if k != "labels"}, output_hidden_states=True
+        )
     p_t = torch.softmax(t_out.logits / 3.0, -1)
     kd = (p_t * (p_t.log() - torch.log_softmax(out.logits / 3.0, -1))).sum(-1).mean() * 9.0
     # same depth: student layer i imitates teacher layer i
     assert modifier.layer_map == [0, 1, 2, 3]
     hidden = torch.stack(
         [
-            hidden_state_loss(out.hidden_states[i + 1], t_out.hidden_states[i + 1], inputs["attention_mask"])
+            hidden_state_loss(
+                out.hidden_states[i + 1], t_out.hidden_states[i + 1], inputs["attention_mask"]
+            )
             for i in range(4)
         ]
     ).mean()
@@ -133,7 +167,10 @@ def test_modifier_loss_combines_weighted_terms():
 
 
 def test_regression_modifier_uses_mse():
-    teacher, student = deep_model(layers=2, seed=0, num_labels=1), deep_model(layers=2, seed=1, num_labels=1)
+    teacher, student = (
+        deep_model(layers=2, seed=0, num_labels=1),
+        deep_model(layers=2, seed=1, num_labels=1),
+    )
     modifier, ctx = make_modifier(teacher, student, alpha_kd=1.0, alpha_ce=0.0, temperature=5.0)
     inputs = tiny_inputs()
     out = student(**inputs)
@@ -231,18 +268,29 @@ def test_rekey_renames_module_name_entries():
     structure = {
         "version": 1,
         "methods": ["x"],
-        "ranks": {"bert.encoder.layer.1.output.dense": 4, "bert.encoder.layer.2.output.dense": 8, "classifier": 2},
-        "int8_linear": ["bert.encoder.layer.2.intermediate.dense", "bert.encoder.layer.12.output.dense"],
+        "ranks": {
+            "bert.encoder.layer.1.output.dense": 4,
+            "bert.encoder.layer.2.output.dense": 8,
+            "classifier": 2,
+        },
+        "int8_linear": [
+            "bert.encoder.layer.2.intermediate.dense",
+            "bert.encoder.layer.12.output.dense",
+        ],
     }
     got = _rekey_structure(structure, [0, 2, 12], "encoder.layer")
     assert got["ranks"] == {"bert.encoder.layer.1.output.dense": 8, "classifier": 2}
-    assert got["int8_linear"] == ["bert.encoder.layer.1.intermediate.dense", "bert.encoder.layer.2.output.dense"]
+    assert got["int8_linear"] == [
+        "bert.encoder.layer.1.intermediate.dense",
+        "bert.encoder.layer.2.output.dense",
+    ]
     assert got["methods"] == ["x"]
 
 
 # Hidden-state mapping ----------------------------------------------------------------------------
 def test_default_layer_map():
-    # DistilBERT-style student of layers [0, 2, 4] of 6: each imitates the end of the block it replaces
+    # DistilBERT-style student of layers [0, 2, 4] of 6: each imitates the end of the block it
+    # replaces
     assert default_layer_map(3, 6, [0, 2, 4]) == [1, 3, 5]
     assert default_layer_map(2, 4, [1, 3]) == [2, 3]
     assert default_layer_map(2, 4) == [1, 3]  # origin unknown: even blocks
@@ -262,7 +310,11 @@ def test_hidden_mapping_uses_mapped_layers():
     assert modifier.mapped_hidden_loss(shifted, teacher_hidden, None) > 0.1
     # an explicit map overrides the default
     explicit, _ = make_modifier(
-        teacher, copy.deepcopy(teacher), alpha_hidden=1.0, student={"layers": [0, 2]}, layer_map=[0, 2]
+        teacher,
+        copy.deepcopy(teacher),
+        alpha_hidden=1.0,
+        student={"layers": [0, 2]},
+        layer_map=[0, 2],
     )
     assert explicit.layer_map == [0, 2]
     assert explicit.mapped_hidden_loss(shifted, teacher_hidden, None) < 1e-6
@@ -281,7 +333,9 @@ def test_hidden_mapping_with_projection_trains_it():
     torch.manual_seed(0)
     teacher = BertForSequenceClassification(teacher_config).eval()
     student = tiny_model("bert")  # hidden 32, 2 layers
-    modifier, ctx = make_modifier(teacher, copy.deepcopy(student), alpha_hidden=1.0, hidden_loss="mse")
+    modifier, ctx = make_modifier(
+        teacher, copy.deepcopy(student), alpha_hidden=1.0, hidden_loss="mse"
+    )
     assert modifier.layer_map == [1, 3]  # 2 student layers over 4 teacher layers
     assert [tuple(p.weight.shape) for p in modifier.projections] == [(48, 32), (48, 32)]
     assert modifier.trainable_modules() == [modifier.projections]
@@ -297,7 +351,10 @@ def test_hidden_mapping_with_projection_trains_it():
 
     # end to end: the trainer's optimizer holds the projections and they learn
     seen = {}
-    original_finalize, original_setup = DistillationModifier.on_finalize, DistillationModifier._setup_hidden
+    original_finalize, original_setup = (
+        DistillationModifier.on_finalize,
+        DistillationModifier._setup_hidden,
+    )
 
     def setup_spy(self, *args):
         original_setup(self, *args)
@@ -311,12 +368,15 @@ def test_hidden_mapping_with_projection_trains_it():
     try:
         trainer = run_stage(student, teacher, [{"type": "distillation", "alpha_hidden": 1.0}])
     finally:
-        DistillationModifier._setup_hidden, DistillationModifier.on_finalize = original_setup, original_finalize
+        DistillationModifier._setup_hidden, DistillationModifier.on_finalize = (
+            original_setup,
+            original_finalize,
+        )
     assert not torch.equal(seen["after"][0].weight, seen["before"][0].weight)
     assert trainer.model.config.hidden_size == 32
 
 
-# Teacher -------------------------------------------------------------------------------------------
+# Teacher ------------------------------------------------------------------------------------------
 def test_teacher_gets_no_gradient_in_compute_loss():
     teacher, student = deep_model(layers=2, seed=0), deep_model(layers=2, seed=1)
     teacher.requires_grad_(True)  # even if the caller left it trainable
@@ -360,7 +420,7 @@ def test_teacher_weights_do_not_change_during_training():
     assert set(summary["mean_weighted_losses"]) == {"kd", "ce", "hidden"}
 
 
-# Cache ---------------------------------------------------------------------------------------------
+# Cache --------------------------------------------------------------------------------------------
 def test_cache_gives_the_same_loss_and_survives_shuffling_and_padding():
     teacher, student = deep_model(layers=2, seed=0), deep_model(layers=2, seed=1)
     cached, ctx = make_modifier(teacher, student, cache_teacher_logits=True)
@@ -382,8 +442,13 @@ def test_cache_gives_the_same_loss_and_survives_shuffling_and_padding():
     second = cached.compute_loss(out2.loss, student, shuffled, out2, ctx)
     assert cached.summary()["teacher_cache"] == {"hits": 4, "misses": 4}
     # a dataset's own `idx` column, when present, is the key
-    assert DistillationModifier._cache_keys({"idx": torch.tensor([7, 3])}) == [("idx", 7), ("idx", 3)]
-    torch.testing.assert_close(second, plain.compute_loss(out2.loss, student, shuffled, out2, ctx), atol=1e-5, rtol=0)
+    assert DistillationModifier._cache_keys({"idx": torch.tensor([7, 3])}) == [
+        ("idx", 7),
+        ("idx", 3),
+    ]
+    torch.testing.assert_close(
+        second, plain.compute_loss(out2.loss, student, shuffled, out2, ctx), atol=1e-5, rtol=0
+    )
 
 
 def test_cache_trains_the_same_student_as_no_cache():
@@ -391,7 +456,9 @@ def test_cache_trains_the_same_student_as_no_cache():
     results = []
     for cache in (False, True):
         student = deep_model(layers=2, seed=1)
-        trainer = run_stage(student, teacher, [{"type": "distillation", "cache_teacher_logits": cache}], epochs=2)
+        trainer = run_stage(
+            student, teacher, [{"type": "distillation", "cache_teacher_logits": cache}], epochs=2
+        )
         results.append((trainer.model, trainer.stage_summaries[0]["modifiers"][0]))
     (plain, _), (cached, summary) = results
     assert summary["teacher_cache"]["hits"] == 32  # the second epoch came from the cache
@@ -399,7 +466,7 @@ def test_cache_trains_the_same_student_as_no_cache():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=name)
 
 
-# Combined with pruning -------------------------------------------------------------------------------
+# Combined with pruning ----------------------------------------------------------------------------
 def test_distillation_with_pruning_in_the_same_stage():
     pytest.importorskip("hf_compress.methods.pruning.modifier")
     teacher = deep_model(layers=4)
@@ -409,7 +476,13 @@ def test_distillation_with_pruning_in_the_same_stage():
         teacher,
         [
             {"type": "distillation", "alpha_hidden": 1.0, "student": {"num_layers": 2}},
-            {"type": "ffn_pruning", "sparsity": 0.5, "importance": "magnitude", "end": 0.5, "update_every": 1},
+            {
+                "type": "ffn_pruning",
+                "sparsity": 0.5,
+                "importance": "magnitude",
+                "end": 0.5,
+                "update_every": 1,
+            },
         ],
     )
     model = trainer.model.eval()
@@ -446,7 +519,7 @@ def test_layer_dropping_without_teacher():
     assert trainer.stage_summaries[0]["modifiers"][0]["kept_layers"] == [0, 2]
 
 
-# Errors ----------------------------------------------------------------------------------------------
+# Errors -------------------------------------------------------------------------------------------
 def recipe_with(modifier: dict) -> Recipe:
     return Recipe.from_dict(
         {
@@ -552,7 +625,7 @@ def test_missing_teacher_at_runtime_is_explained():
         modifier.on_initialize(deep_model(layers=2), StageContext(stage=Stage(name="s", epochs=1)))
 
 
-# Shipped recipes -------------------------------------------------------------------------------------
+# Shipped recipes ----------------------------------------------------------------------------------
 RECIPES = __import__("pathlib").Path(__file__).resolve().parents[1] / "recipes"
 
 
@@ -585,7 +658,10 @@ def test_evaluation_between_steps_skips_hidden_states():
     inputs = batch()
     out = student(**inputs)  # eval mode, no hidden states: logit terms only
     got = modifier.compute_loss(out.loss, student, inputs, out, ctx)
-    expected = 0.5 * soft_target_loss(out.logits, logits(teacher, tiny_inputs(batch=4, seed=3)), 2.0) + 0.5 * out.loss
+    expected = (
+        0.5 * soft_target_loss(out.logits, logits(teacher, tiny_inputs(batch=4, seed=3)), 2.0)
+        + 0.5 * out.loss
+    )
     torch.testing.assert_close(got, expected)
     student.train()
     with pytest.raises(RuntimeError, match="forward_kwargs"):

@@ -16,10 +16,12 @@ from transformers import AutoModelForSequenceClassification
 
 # Pruning happens once, before training (start == end == 0), from the same weights on 1 and 2
 # processes: gradual pruning would score weights that trained for different step counts.
-STAGE_MODIFIERS = """      - {{type: head_pruning, sparsity: 0.5, importance: {importance}, start: 0.0, end: 0.0}}
-      - {{type: ffn_pruning, sparsity: 0.5, importance: magnitude, start: 0.0, end: 0.0}}
-      - {{type: distillation, temperature: 2.0, alpha_kd: 0.5, alpha_ce: 0.5}}
-"""
+STAGE_MODIFIERS = (
+    "      - {{type: head_pruning, sparsity: 0.5, importance: {importance}, "
+    "start: 0.0, end: 0.0}}\n"
+    "      - {{type: ffn_pruning, sparsity: 0.5, importance: magnitude, start: 0.0, end: 0.0}}\n"
+    "      - {{type: distillation, temperature: 2.0, alpha_kd: 0.5, alpha_ce: 0.5}}\n"
+)
 
 
 def _free_port() -> int:
@@ -30,9 +32,12 @@ def _free_port() -> int:
 
 def _recipe(tmp_path: Path, base: Path, glue_dir: Path, name: str, importance: str) -> Path:
     text = tiny_recipe_text(base, tmp_path / name, glue_dir)
-    text = text.replace("      - {type: _halve_ffn}\n", STAGE_MODIFIERS.format(importance=importance))
+    text = text.replace(
+        "      - {type: _halve_ffn}\n", STAGE_MODIFIERS.format(importance=importance)
+    )
     text = text.replace("max_train_samples: 64", "max_train_samples: 128")
-    # The tiny base itself is the teacher: a fine-tuning on 2 processes would start from other weights.
+    # The tiny base itself is the teacher: a fine-tuning on 2 processes would start from other
+    # weights.
     text = text.replace("teacher: finetuned-base\nfinetune_base: {epochs: 1}", f"teacher: {base}")
     assert "finetune_base" not in text
     path = tmp_path / f"{name}.yaml"
@@ -46,8 +51,19 @@ def _run(recipe: Path, processes: int) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "hf_compress", "run", str(recipe), "--no-latency"]
     else:
         command = [
-            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-            "--main_process_port", str(_free_port()), "-m", "hf_compress", "run", str(recipe), "--no-latency",
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--main_process_port",
+            str(_free_port()),
+            "-m",
+            "hf_compress",
+            "run",
+            str(recipe),
+            "--no-latency",
         ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -62,8 +78,14 @@ def tiny_base(tmp_path_factory):
 def test_one_and_two_processes_prune_the_same_structure(tmp_path, tiny_base, glue_dir):
     one = _run(_recipe(tmp_path, tiny_base, glue_dir, "one", "magnitude"), 1)
     two = _run(_recipe(tmp_path, tiny_base, glue_dir, "two", "magnitude"), 2)
-    configs = [json.loads((tmp_path / n / "config.json").read_text())["compression_config"] for n in ("one", "two")]
-    assert configs[0]["heads"] == configs[1]["heads"] and configs[0]["ffn_width"] == configs[1]["ffn_width"]
+    configs = [
+        json.loads((tmp_path / n / "config.json").read_text())["compression_config"]
+        for n in ("one", "two")
+    ]
+    assert (
+        configs[0]["heads"] == configs[1]["heads"]
+        and configs[0]["ffn_width"] == configs[1]["ffn_width"]
+    )
     assert sum(configs[1]["heads"].values()) == 4  # half of 2 layers x 4 heads
 
     reports = [json.loads((tmp_path / n / "report.json").read_text()) for n in ("one", "two")]
@@ -72,7 +94,10 @@ def test_one_and_two_processes_prune_the_same_structure(tmp_path, tiny_base, glu
     # two processes split the data: each took half the optimizer steps of the single process
     assert "'epoch': '1'" in one.stdout + one.stderr and "'epoch': '1'" in two.stdout + two.stderr
     # only the main process wrote, and the result reloads
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("two")) == ["two", "two.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("two")) == [
+        "two",
+        "two.yaml",
+    ]
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "two").eval()
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=torch.tensor([[2, 100, 200, 3]])).logits).all()
@@ -88,11 +113,15 @@ def test_taylor_scores_agree_across_processes(tmp_path, tiny_base, glue_dir):
 
 def test_int8_fp32_fallback_picks_one_layer_on_two_processes(tmp_path, tiny_base, glue_dir):
     # Each rank measures the layer sensitivities on its own batches and the scores are averaged
-    # (an all-reduce over gloo here, which must accept them); the checkpoint keeps one layer in float.
+    # (an all-reduce over gloo here, which must accept them); the checkpoint keeps one layer in
+    # float.
     text = tiny_recipe_text(tiny_base, tmp_path / "fallback", glue_dir)
     text = text.replace("teacher: finetuned-base\nfinetune_base: {epochs: 1}", "teacher: none")
-    text = text.replace("    epochs: 1\n    modifiers:\n      - {type: _halve_ffn}\n",
-                        "    epochs: 0\n    modifiers:\n      - {type: quantization, method: int8_dynamic, fp32_fallback: 1}\n")
+    text = text.replace(
+        "    epochs: 1\n    modifiers:\n      - {type: _halve_ffn}\n",
+        "    epochs: 0\n    modifiers:\n"
+        "      - {type: quantization, method: int8_dynamic, fp32_fallback: 1}\n",
+    )
     assert "_halve_ffn" not in text and "finetune_base" not in text
     recipe = tmp_path / "fallback.yaml"
     recipe.write_text(text)
@@ -100,6 +129,8 @@ def test_int8_fp32_fallback_picks_one_layer_on_two_processes(tmp_path, tiny_base
     report = json.loads((tmp_path / "fallback" / "report.json").read_text())
     (kept,) = report["stages"][0]["modifiers"][0]["fp32_fallback"]
     config = json.loads((tmp_path / "fallback" / "config.json").read_text())["compression_config"]
-    assert kept not in config["int8_linear"] and len(config["int8_linear"]) == 12  # 2 layers x 6 + pooler - 1
+    assert (
+        kept not in config["int8_linear"] and len(config["int8_linear"]) == 12
+    )  # 2 layers x 6 + pooler - 1
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "fallback").eval()
     assert type(model.get_submodule(kept)) is torch.nn.Linear

@@ -9,7 +9,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_recipe_reference_is_up_to_date():
     current = (REPO / "docs" / "recipes.md").read_text()
-    assert current == recipe_reference(), "run `python -m hf_compress.recipe.docs > docs/recipes.md`"
+    assert current == recipe_reference(), (
+        "run `python -m hf_compress.recipe.docs > docs/recipes.md`"
+    )
 
 
 def test_ci_runs_the_readme_test_command():

@@ -7,7 +7,12 @@ import torch
 from safetensors import safe_open
 from tiny import logits, tiny_dataset, tiny_inputs, tiny_model
 from torch import nn
-from transformers import AutoModelForSequenceClassification, BertConfig, BertForMaskedLM, TrainingArguments
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForMaskedLM,
+    TrainingArguments,
+)
 
 import hf_compress  # noqa: F401  (registers the compressed format)
 from hf_compress import CompressionTrainer, Recipe, compress
@@ -61,10 +66,14 @@ def test_odd_width_packs_and_unpacks():
     quantized = QuantizedEmbedding.from_embedding(embedding, bits=4)
     assert quantized.qweight.shape == (10, 4) and quantized.qweight.dtype == torch.uint8
     step = (embedding.weight.amax(-1) - embedding.weight.amin(-1)) / 15
-    assert ((quantized.dequantize() - embedding.weight).abs() <= step.unsqueeze(-1) / 2 + 1e-6).all()
+    assert (
+        (quantized.dequantize() - embedding.weight).abs() <= step.unsqueeze(-1) / 2 + 1e-6
+    ).all()
 
 
-@pytest.mark.parametrize(("bits", "group_size", "minimum_factor"), [(8, None, 3.95), (4, None, 7.6), (4, 64, 6.4)])
+@pytest.mark.parametrize(
+    ("bits", "group_size", "minimum_factor"), [(8, None, 3.95), (4, None, 7.6), (4, 64, 6.4)]
+)
 def test_storage_factor_at_minilm_width(bits, group_size, minimum_factor):
     embedding = nn.Embedding(256, 384)
     quantized = QuantizedEmbedding.from_embedding(embedding, bits, group_size)
@@ -83,14 +92,22 @@ def test_checkpoint_smaller_by_expected_bytes_and_reloads(bits, group_size, tmp_
     model.save_pretrained(dense_dir)
 
     reference = logits(model, tiny_inputs())
-    model = compress(model, [{"type": "embedding_quantization", "bits": bits, "group_size": group_size}])
+    model = compress(
+        model, [{"type": "embedding_quantization", "bits": bits, "group_size": group_size}]
+    )
     out = logits(model, tiny_inputs())
     assert (out - reference).abs().max() < 0.05  # close to the float model, not identical
     model.save_pretrained(quant_dir)
 
     with safe_open(str(quant_dir / "model.safetensors"), "pt") as handle:
-        stored = {k: handle.get_tensor(k) for k in handle.keys() if k.startswith("bert.embeddings.word_embeddings.")}
-    assert stored["bert.embeddings.word_embeddings.qweight"].dtype == (torch.int8 if bits == 8 else torch.uint8)
+        stored = {
+            k: handle.get_tensor(k)
+            for k in handle.keys()
+            if k.startswith("bert.embeddings.word_embeddings.")
+        }
+    assert stored["bert.embeddings.word_embeddings.qweight"].dtype == (
+        torch.int8 if bits == 8 else torch.uint8
+    )
     stored_bytes = sum(t.numel() * t.element_size() for t in stored.values())
     assert stored_bytes == expected_storage_bytes(rows, dim, bits, group_size)
     saved = weights_size_bytes(dense_dir) - weights_size_bytes(quant_dir)
@@ -109,14 +126,17 @@ def test_checkpoint_smaller_by_expected_bytes_and_reloads(bits, group_size, tmp_
 
 
 def test_position_embeddings_and_targets():
-    model = compress(tiny_model("roberta"), [{"type": "embedding_quantization", "include_position": True}])
+    model = compress(
+        tiny_model("roberta"), [{"type": "embedding_quantization", "include_position": True}]
+    )
     embeddings = model.roberta.embeddings
     assert isinstance(embeddings.word_embeddings, QuantizedEmbedding)
     assert isinstance(embeddings.position_embeddings, QuantizedEmbedding)
     assert isinstance(embeddings.token_type_embeddings, nn.Embedding)
 
     model = compress(
-        tiny_model("bert"), [{"type": "embedding_quantization", "targets": ["embeddings.token_type_embeddings"]}]
+        tiny_model("bert"),
+        [{"type": "embedding_quantization", "targets": ["embeddings.token_type_embeddings"]}],
     )
     assert isinstance(model.bert.embeddings.token_type_embeddings, QuantizedEmbedding)
     assert isinstance(model.bert.embeddings.word_embeddings, nn.Embedding)
@@ -126,7 +146,9 @@ def test_position_embeddings_and_targets():
 
 
 def test_bfloat16_cast_runs():
-    model = compress(tiny_model("distilbert"), [{"type": "embedding_quantization", "bits": 4}]).to(torch.bfloat16)
+    model = compress(tiny_model("distilbert"), [{"type": "embedding_quantization", "bits": 4}]).to(
+        torch.bfloat16
+    )
     assert model.get_input_embeddings().scale.dtype == torch.bfloat16
     assert model.get_input_embeddings().qweight.dtype == torch.uint8
     assert torch.isfinite(logits(model, tiny_inputs()).float()).all()
@@ -139,7 +161,11 @@ def test_later_training_stage_trains_other_weights(tmp_path):
             "task": "sst2",
             "output_dir": "unused",
             "stages": [
-                {"name": "quantize", "epochs": 0, "modifiers": [{"type": "embedding_quantization", "bits": 8}]},
+                {
+                    "name": "quantize",
+                    "epochs": 0,
+                    "modifiers": [{"type": "embedding_quantization", "bits": 8}],
+                },
                 {"name": "train", "epochs": 1, "modifiers": []},
             ],
         }
@@ -155,7 +181,9 @@ def test_later_training_stage_trains_other_weights(tmp_path):
         per_device_train_batch_size=8,
         logging_strategy="no",
     )
-    trainer = CompressionTrainer(model=model, args=args, recipe=recipe, train_dataset=tiny_dataset())
+    trainer = CompressionTrainer(
+        model=model, args=args, recipe=recipe, train_dataset=tiny_dataset()
+    )
 
     def snapshot():
         return (
@@ -174,7 +202,13 @@ def test_later_training_stage_trains_other_weights(tmp_path):
 def test_errors_name_the_problem():
     torch.manual_seed(0)
     mlm = BertForMaskedLM(
-        BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
+        BertConfig(
+            vocab_size=64,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=64,
+        )
     )
     with pytest.raises(UnsupportedModelError, match="tied"):
         compress(mlm, [{"type": "embedding_quantization"}])
@@ -183,4 +217,6 @@ def test_errors_name_the_problem():
     with pytest.raises(RecipeError, match="allowed values: 8, 4"):
         build(EmbeddingQuantizationConfig, {"bits": 3}, "embedding_quantization")
     with pytest.raises(RecipeError, match="match no nn.Embedding"):
-        compress(tiny_model("bert"), [{"type": "embedding_quantization", "targets": ["classifier"]}])
+        compress(
+            tiny_model("bert"), [{"type": "embedding_quantization", "targets": ["classifier"]}]
+        )

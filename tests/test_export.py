@@ -1,5 +1,6 @@
-"""ONNX export (hf_compress/checkpoint/export.py): every technique's output exports and computes the same
-logits in ONNX Runtime; int8 export is smaller; bad input gets clear errors and leaves nothing."""
+"""ONNX export (hf_compress/checkpoint/export.py): every technique's output exports and computes the
+same logits in ONNX Runtime; int8 export is smaller; bad input gets clear errors and leaves
+nothing."""
 
 from __future__ import annotations
 
@@ -13,10 +14,17 @@ from matrix import all_cases, apply_case
 from tiny import logits, tiny_inputs, tiny_model, tiny_tokenizer
 
 import hf_compress  # noqa: F401  (registers the compressed format)
+from hf_compress.checkpoint.export import (
+    EXPORT_MARKER,
+    ONNX_FILE,
+    OnnxSequenceClassifier,
+    export_onnx,
+    float_model_for_export,
+    is_onnx_export,
+)
 from hf_compress.cli import main
 from hf_compress.errors import CheckpointError, HfCompressError, OutputExistsError
 from hf_compress.evaluation.evaluate import model_figures, predict
-from hf_compress.checkpoint.export import EXPORT_MARKER, ONNX_FILE, OnnxSequenceClassifier, export_onnx, float_model_for_export, is_onnx_export
 from hf_compress.evaluation.measure import count_parameters
 
 pytest.importorskip("onnxruntime")
@@ -33,8 +41,13 @@ def _onnx_logits(directory: Path, inputs: dict[str, torch.Tensor]) -> torch.Tens
 
 
 # Every matrix case on BERT (one family keeps the suite short; the families differ only in the
-# layers the techniques replace, which the PyTorch matrix covers), plus the uneven-head cases on all.
-EXPORT_CASES = [pytest.param(case, "bert", id=f"{case.id}-bert") for case in all_cases() if "bert" in case.families]
+# layers the techniques replace, which the PyTorch matrix covers), plus the uneven-head cases on
+# all.
+EXPORT_CASES = [
+    pytest.param(case, "bert", id=f"{case.id}-bert")
+    for case in all_cases()
+    if "bert" in case.families
+]
 EXPORT_CASES += [
     pytest.param(case, family, id=f"{case.id}-{family}")
     for case in all_cases()
@@ -77,14 +90,24 @@ def test_structure_carries_over_and_int8_is_smaller(tmp_path):
     assert info["quantize"] == "int8"
 
     pruned_onnx = OnnxSequenceClassifier(tmp_path / "pruned-onnx")
-    # the graph holds the pruned weights only: as many as the pruned PyTorch model, fewer than the dense one
+    # the graph holds the pruned weights only: as many as the pruned PyTorch model, fewer than the
+    # dense one
     assert count_parameters(pruned_onnx)[0] == pytest.approx(count_parameters(model)[0], rel=0.02)
-    assert count_parameters(pruned_onnx)[0] < count_parameters(OnnxSequenceClassifier(tmp_path / "dense-onnx"))[0]
+    assert (
+        count_parameters(pruned_onnx)[0]
+        < count_parameters(OnnxSequenceClassifier(tmp_path / "dense-onnx"))[0]
+    )
     float_bytes = (tmp_path / "pruned-onnx" / ONNX_FILE).stat().st_size
     int8_bytes = (tmp_path / "pruned-int8" / ONNX_FILE).stat().st_size
     assert int8_bytes < 0.6 * float_bytes
-    assert model_figures(OnnxSequenceClassifier(tmp_path / "pruned-int8"), saved_dir=str(tmp_path / "pruned-int8"),
-                         latency=False)["size_bytes"] == int8_bytes
+    assert (
+        model_figures(
+            OnnxSequenceClassifier(tmp_path / "pruned-int8"),
+            saved_dir=str(tmp_path / "pruned-int8"),
+            latency=False,
+        )["size_bytes"]
+        == int8_bytes
+    )
 
     # int8 stays close to float: same predicted class on most random inputs
     inputs = tiny_inputs(batch=16, length=10, seed=5)
@@ -98,8 +121,12 @@ def test_onnx_model_is_measured_and_evaluated_like_any_model(tmp_path):
     model = tiny_model("bert")
     export_onnx(str(_save(model, tmp_path / "m")), tmp_path / "onnx")
     onnx_model = OnnxSequenceClassifier(tmp_path / "onnx")
-    figures = model_figures(onnx_model, saved_dir=str(tmp_path / "onnx"),
-                            latency_config={"batch_sizes": (1, 2), "seq_len": 16, "runs": 2, "warmup": 1}, progress=False)
+    figures = model_figures(
+        onnx_model,
+        saved_dir=str(tmp_path / "onnx"),
+        latency_config={"batch_sizes": (1, 2), "seq_len": 16, "runs": 2, "warmup": 1},
+        progress=False,
+    )
     assert set(figures["latency_ms"]) == {"1", "2"} and figures["latency_ms"]["2"]["median"] > 0
     tokenizer = tiny_tokenizer()
     encoded = tokenizer(["the movie was good", "bad plot", "very fun story and great actors"])
@@ -115,8 +142,24 @@ def test_cli_export_then_bench_reads_the_export(tmp_path, capsys):
     assert "model.onnx" in capsys.readouterr().out
     assert json.loads((tmp_path / "onnx" / EXPORT_MARKER).read_text())["quantize"] == "int8"
     out = tmp_path / "bench.json"
-    assert main(["bench", str(tmp_path / "onnx"), str(source), "--batch-sizes", "1", "--seq-len", "8", "--runs", "2",
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                str(tmp_path / "onnx"),
+                str(source),
+                "--batch-sizes",
+                "1",
+                "--seq-len",
+                "8",
+                "--runs",
+                "2",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())["results"]
     assert rows[0]["size_bytes"] < rows[1]["size_bytes"]
 

@@ -24,10 +24,10 @@ from safetensors.torch import load_file, save_file
 from tiny import logits, narrow_ffn, rebuild_narrowed_ffn, tiny_inputs, tiny_model, tiny_tokenizer
 
 import hf_compress  # noqa: F401  (registers the compressed format)
+from hf_compress.checkpoint.loading import load_compressed, load_compressed_with_tokenizer
 from hf_compress.checkpoint.rebuild import register_rebuild
 from hf_compress.cli import main
 from hf_compress.errors import CheckpointError, HfCompressError
-from hf_compress.checkpoint.loading import load_compressed, load_compressed_with_tokenizer
 
 SEED = 20261128
 MAX_SECONDS_PER_CASE = 10.0
@@ -69,7 +69,11 @@ def _truncate_at(fraction_or_offset: float | int) -> Callable[[Path], None]:
     def corrupt(d: Path) -> None:
         data = _weights(d).read_bytes()
         header_end = 8 + _header_length(d)
-        offsets = {"header": header_end // 2, "after_header": header_end + 3, "data": (header_end + len(data)) // 2}
+        offsets = {
+            "header": header_end // 2,
+            "after_header": header_end + 3,
+            "data": (header_end + len(data)) // 2,
+        }
         cut = (
             offsets.get(fraction_or_offset, fraction_or_offset)
             if isinstance(fraction_or_offset, str)
@@ -136,10 +140,18 @@ def _weights_of_another_model(d: Path) -> None:
     from transformers import BertConfig, BertForSequenceClassification
 
     config = BertConfig(
-        vocab_size=128, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32
+        vocab_size=128,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
     )
     other = BertForSequenceClassification(config)
-    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, _weights(d), metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous() for k, v in other.state_dict().items()},
+        _weights(d),
+        metadata={"format": "pt"},
+    )
 
 
 class _Payload:
@@ -236,7 +248,10 @@ def _corruptions(kind: str) -> list[tuple[str, Callable[[Path], None]]]:
     cases += [(f"flip_header_byte_{i}", _flip_header_byte(SEED + i)) for i in range(16)]
     cases += [
         ("huge_header_length", _flip_length_prefix),
-        ("safetensors_random_bytes", lambda d: _weights(d).write_bytes(random.Random(SEED).randbytes(4096))),
+        (
+            "safetensors_random_bytes",
+            lambda d: _weights(d).write_bytes(random.Random(SEED).randbytes(4096)),
+        ),
         ("safetensors_is_json_text", _replace_file("model.safetensors", b'{"not": "weights"}')),
         ("delete_safetensors", _delete("model.safetensors")),
         ("safetensors_is_a_directory", _weights_as_directory),
@@ -261,13 +276,22 @@ def _corruptions(kind: str) -> list[tuple[str, Callable[[Path], None]]]:
     cases += [
         ("delete_config", _delete("config.json")),
         ("config_not_json", _replace_file("config.json", b"this is not json")),
-        ("config_truncated_json", lambda d: (d / "config.json").write_text((d / "config.json").read_text()[:40])),
+        (
+            "config_truncated_json",
+            lambda d: (d / "config.json").write_text((d / "config.json").read_text()[:40]),
+        ),
         ("config_latin1_bytes", _replace_file("config.json", b'{"model_type": "bert\xe9"}')),
-        ("config_random_bytes", lambda d: (d / "config.json").write_bytes(random.Random(SEED + 1).randbytes(300))),
+        (
+            "config_random_bytes",
+            lambda d: (d / "config.json").write_bytes(random.Random(SEED + 1).randbytes(300)),
+        ),
         ("config_is_list", _replace_file("config.json", b"[]")),
         ("config_is_null", _replace_file("config.json", b"null")),
         ("config_empty_object", _replace_file("config.json", b"{}")),
-        ("config_is_directory", lambda d: ((d / "config.json").unlink(), (d / "config.json").mkdir())),
+        (
+            "config_is_directory",
+            lambda d: ((d / "config.json").unlink(), (d / "config.json").mkdir()),
+        ),
     ]
     for key in (
         "model_type",
@@ -320,11 +344,16 @@ def _corruptions(kind: str) -> list[tuple[str, Callable[[Path], None]]]:
         cases.append(("config_delete_compression_config", _del_config("compression_config")))
         cases.append(("config_model_type_bert", _set_config("model_type", "bert")))
     for key, value in compression_edits:
-        cases.append((f"compression_config[{key or '*'}]={str(value)[:12]}", _set_compression(key, value)))
+        cases.append(
+            (f"compression_config[{key or '*'}]={str(value)[:12]}", _set_compression(key, value))
+        )
     return cases
 
 
-_TOKENIZER_CASES = [("remove_tokenizer_files", _remove_tokenizer), ("corrupt_tokenizer_json", _corrupt_tokenizer)]
+_TOKENIZER_CASES = [
+    ("remove_tokenizer_files", _remove_tokenizer),
+    ("corrupt_tokenizer_json", _corrupt_tokenizer),
+]
 
 
 # The harness ---------------------------------------------------------------------------------
@@ -333,7 +362,9 @@ def _snapshot(root: Path) -> dict[str, str]:
     out = {}
     for path in sorted(root.parent.glob(f"{root.name}*")):
         for file in [path] if path.is_file() else sorted(path.rglob("*")):
-            out[str(file)] = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else "dir"
+            out[str(file)] = (
+                hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else "dir"
+            )
     return out
 
 
@@ -342,7 +373,9 @@ class _Tally:
         self.tried = self.clean = 0
         self.failures: list[str] = []
 
-    def check(self, label: str, directory: Path, load: Callable[[], Any], capsys, glue_dir: Path) -> None:
+    def check(
+        self, label: str, directory: Path, load: Callable[[], Any], capsys, glue_dir: Path
+    ) -> None:
         """`load()` must raise an HfCompressError with a one-line message; `hf-compress eval` must
         exit 2 with that kind of message; neither may change a file or unpickle anything."""
         self.tried += 1
@@ -356,12 +389,23 @@ class _Tally:
         except HfCompressError as exc:
             if "\n" in str(exc) or str(directory) not in str(exc) and "task_head" not in str(exc):
                 ok = False
-                self.failures.append(f"{label}: message is not one line naming the directory: {str(exc)[:300]!r}")
+                self.failures.append(
+                    f"{label}: message is not one line naming the directory: {str(exc)[:300]!r}"
+                )
         except Exception as exc:  # noqa: BLE001  (the point: nothing else may escape)
             ok = False
             self.failures.append(f"{label}: raw {type(exc).__name__}: {str(exc)[:300]}")
         capsys.readouterr()
-        argv = ["eval", str(directory), "--task", "sst2", "--glue-dir", str(glue_dir), "--max-eval-samples", "8"]
+        argv = [
+            "eval",
+            str(directory),
+            "--task",
+            "sst2",
+            "--glue-dir",
+            str(glue_dir),
+            "--max-eval-samples",
+            "8",
+        ]
         try:
             status = main([*argv, "--batch-size", "8", "--max-seq-length", "16"])
         except BaseException as exc:  # noqa: BLE001  (SystemExit included)
@@ -383,7 +427,9 @@ class _Tally:
         self.clean += ok
 
 
-def _run_corpus(name: str, source: Path, cases, load, tmp_path: Path, capsys, glue_dir: Path) -> _Tally:
+def _run_corpus(
+    name: str, source: Path, cases, load, tmp_path: Path, capsys, glue_dir: Path
+) -> _Tally:
     tally = _Tally()
     for label, corrupt in cases:
         directory = tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}"
@@ -397,7 +443,8 @@ def _run_corpus(name: str, source: Path, cases, load, tmp_path: Path, capsys, gl
 def _report(tally: _Tally, name: str, capsys) -> None:
     with capsys.disabled():
         print(
-            f"\n[{name}] tried {tally.tried} corrupted checkpoints: {tally.clean} failed cleanly, {len(tally.failures)} did not"
+            f"\n[{name}] tried {tally.tried} corrupted checkpoints: {tally.clean} failed cleanly, "
+            f"{len(tally.failures)} did not"
         )
     assert tally.tried > 0
     assert not tally.failures, "\n".join(tally.failures[:30])
@@ -409,9 +456,20 @@ def test_intact_checkpoints_load_and_evaluate(kind, checkpoints, capsys, glue_di
     before = _snapshot(checkpoints[kind])
     model, tokenizer = load_compressed_with_tokenizer(checkpoints[kind])
     original = _compressed_model() if kind == "compressed" else tiny_model("bert")
-    torch.testing.assert_close(logits(model.eval(), tiny_inputs()), logits(original, tiny_inputs()), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        logits(model.eval(), tiny_inputs()), logits(original, tiny_inputs()), atol=1e-6, rtol=0
+    )
     assert tokenizer("good film")["input_ids"]
-    argv = ["eval", str(checkpoints[kind]), "--task", "sst2", "--glue-dir", str(glue_dir), "--max-eval-samples", "8"]
+    argv = [
+        "eval",
+        str(checkpoints[kind]),
+        "--task",
+        "sst2",
+        "--glue-dir",
+        str(glue_dir),
+        "--max-eval-samples",
+        "8",
+    ]
     assert main([*argv, "--batch-size", "8", "--max-seq-length", "16"]) == 0
     assert json.loads(capsys.readouterr().out)["eval_samples"] == 8
     assert _snapshot(checkpoints[kind]) == before
@@ -420,7 +478,9 @@ def test_intact_checkpoints_load_and_evaluate(kind, checkpoints, capsys, glue_di
 @pytest.mark.parametrize("kind", ["plain", "compressed"])
 def test_corrupted_checkpoints_fail_cleanly(kind, checkpoints, tmp_path, capsys, glue_dir):
     cases = _corruptions(kind) + _TOKENIZER_CASES
-    tally = _run_corpus(kind, checkpoints[kind], cases, load_compressed_with_tokenizer, tmp_path, capsys, glue_dir)
+    tally = _run_corpus(
+        kind, checkpoints[kind], cases, load_compressed_with_tokenizer, tmp_path, capsys, glue_dir
+    )
     assert not list(tmp_path.glob("*-PWNED")), "a pickle was unpickled"
     _report(tally, f"{kind} checkpoints", capsys)
 
@@ -437,7 +497,13 @@ def test_missing_and_odd_paths(tmp_path, capsys, glue_dir):
         ("very_long_name", tmp_path / ("n" * 5000)),
     ]:
         _check_path_only(tally, label, path, capsys, glue_dir)
-    tally.check("empty_directory", tmp_path / "empty", lambda: load_compressed(tmp_path / "empty"), capsys, glue_dir)
+    tally.check(
+        "empty_directory",
+        tmp_path / "empty",
+        lambda: load_compressed(tmp_path / "empty"),
+        capsys,
+        glue_dir,
+    )
     _report(tally, "paths", capsys)
 
 
@@ -463,19 +529,25 @@ def _check_path_only(tally: _Tally, label: str, path: Path, capsys, glue_dir: Pa
 
 def test_a_base_checkpoint_without_a_head_still_gets_a_fresh_head(tmp_path):
     # all-MiniLM-L6-v2 is saved as BertModel: load_for_task must keep working for it.
-    from hf_compress.data.glue_tasks import get_task
     from hf_compress.checkpoint.loading import load_for_task
+    from hf_compress.data.glue_tasks import get_task
 
     tiny_model("bert").bert.save_pretrained(tmp_path)
     model = load_for_task(str(tmp_path), get_task("sst2"))
     assert model.num_labels == 2 and logits(model.eval(), tiny_inputs()).shape == (3, 2)
 
 
-def test_compressed_checkpoint_missing_a_tensor_is_not_silently_reinitialised(checkpoints, tmp_path):
-    # Plain from_pretrained re-initialises the missing tensor with a warning; load_compressed refuses.
+def test_compressed_checkpoint_missing_a_tensor_is_not_silently_reinitialised(
+    checkpoints, tmp_path
+):
+    # Plain from_pretrained re-initialises the missing tensor with a warning; load_compressed
+    # refuses.
     shutil.copytree(checkpoints["compressed"], tmp_path / "c")
     _drop_tensor("encoder.layer.1.output.dense.weight")(tmp_path / "c")
-    with pytest.raises(CheckpointError, match=r"1 tensors missing .* bert\.encoder\.layer\.1\.output\.dense\.weight"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"1 tensors missing .* bert\.encoder\.layer\.1\.output\.dense\.weight",
+    ):
         load_compressed(tmp_path / "c")
 
 
@@ -484,10 +556,13 @@ def test_mismatched_compression_config_is_caught_before_allocating(checkpoints, 
     _set_compression("_fuzz_ffn", {"0": 10**8})(tmp_path / "c")
     start = time.perf_counter()
     with pytest.raises(
-        CheckpointError, match=r"intermediate\.dense\.weight is \[10, 32\] in the weights but \[100000000, 32\]"
+        CheckpointError,
+        match=r"intermediate\.dense\.weight is \[10, 32\] in the weights but \[100000000, 32\]",
     ):
         load_compressed(tmp_path / "c")
-    assert time.perf_counter() - start < 5, "the shape check must run on the meta device, before any allocation"
+    assert time.perf_counter() - start < 5, (
+        "the shape check must run on the meta device, before any allocation"
+    )
 
 
 def test_refused_options(checkpoints):
@@ -501,21 +576,27 @@ def test_refused_options(checkpoints):
         load_compressed(checkpoints["compressed"], "auto").__class__.__name__
         == "CompressedBertForSequenceClassification"
     )
-    assert load_compressed(checkpoints["compressed"], "base").__class__.__name__ == "CompressedBertModel"
+    assert (
+        load_compressed(checkpoints["compressed"], "base").__class__.__name__
+        == "CompressedBertModel"
+    )
 
 
 def test_a_head_for_another_label_count_is_an_error_not_a_fresh_head(tmp_path, capsys, glue_dir):
     # An MNLI-style 3-label model evaluated on SST-2 (2 labels): transformers would raise a bare
     # RuntimeError (or, with ignore_mismatched_sizes, silently build a random head).
-    from hf_compress.data.glue_tasks import get_task
     from hf_compress.checkpoint.loading import load_for_task
+    from hf_compress.data.glue_tasks import get_task
 
     _save(tmp_path / "three", tiny_model("bert", num_labels=3))
     with pytest.raises(
-        CheckpointError, match=r"classifier\.weight is \[3, 32\] .* \[2, 32\] .* different number of labels"
+        CheckpointError,
+        match=r"classifier\.weight is \[3, 32\] .* \[2, 32\] .* different number of labels",
     ):
         load_for_task(str(tmp_path / "three"), get_task("sst2"))
-    assert main(["eval", str(tmp_path / "three"), "--task", "sst2", "--glue-dir", str(glue_dir)]) == 2
+    assert (
+        main(["eval", str(tmp_path / "three"), "--task", "sst2", "--glue-dir", str(glue_dir)]) == 2
+    )
     assert "different number of labels" in capsys.readouterr().err
 
 
@@ -523,17 +604,32 @@ def test_a_head_for_another_label_count_is_an_error_not_a_fresh_head(tmp_path, c
     ("corrupt", "message"),
     [
         (_truncate_at("data"), r"model\.safetensors: truncated or corrupt safetensors file"),
-        (_pickle_instead, r"holds only pickle weights \(pytorch_model\.bin\); hf-compress loads safetensors only"),
+        (
+            _pickle_instead,
+            r"holds only pickle weights \(pytorch_model\.bin\); hf-compress loads safetensors only",
+        ),
         (_replace_file("config.json", b"{oops"), r"config\.json: not valid JSON"),
         (_delete("config.json"), r"no config\.json"),
         (
             _remove_tokenizer,
-            r"no tokenizer files \(expected tokenizer_config\.json and one of tokenizer\.json, vocab\.txt",
+            r"no tokenizer files \(expected tokenizer_config\.json "
+            r"and one of tokenizer\.json, vocab\.txt",
         ),
         (_set_compression("", "garbage"), r"compression_config must be a mapping, got str"),
-        (_set_compression("_fuzz_ffn", {"0": 12}), r"is \[10, 32\] in the weights but \[12, 32\] in the config"),
+        (
+            _set_compression("_fuzz_ffn", {"0": 12}),
+            r"is \[10, 32\] in the weights but \[12, 32\] in the config",
+        ),
     ],
-    ids=["truncated", "pickle", "config_not_json", "no_config", "no_tokenizer", "compression_not_mapping", "ffn_width"],
+    ids=[
+        "truncated",
+        "pickle",
+        "config_not_json",
+        "no_config",
+        "no_tokenizer",
+        "compression_not_mapping",
+        "ffn_width",
+    ],
 )
 def test_each_kind_of_damage_gets_its_own_message(corrupt, message, checkpoints, tmp_path):
     shutil.copytree(checkpoints["compressed"], tmp_path / "c")

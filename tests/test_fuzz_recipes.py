@@ -27,9 +27,9 @@ import yaml
 from hf_compress import Recipe, RecipeError, register_modifier
 from hf_compress.methods.modifier import Modifier
 from hf_compress.recipe.fields import ModifierConfig
-from hf_compress.recipe.yaml_io import MAX_RECIPE_BYTES
 from hf_compress.recipe.registry import MODIFIERS, registered_modifier_types
 from hf_compress.recipe.schema import option, show_value
+from hf_compress.recipe.yaml_io import MAX_RECIPE_BYTES
 
 SEED = 20261127
 DICT_MUTATIONS = 260
@@ -74,7 +74,12 @@ class _Probe(Modifier):
 
 # Base recipes --------------------------------------------------------------------------------
 def _minimal() -> dict[str, Any]:
-    return {"base_model": "org/model", "task": "sst2", "output_dir": "out", "stages": [{"name": "only"}]}
+    return {
+        "base_model": "org/model",
+        "task": "sst2",
+        "output_dir": "out",
+        "stages": [{"name": "only"}],
+    }
 
 
 def _full() -> dict[str, Any]:
@@ -99,8 +104,18 @@ def _full() -> dict[str, Any]:
         "base_model": "sentence-transformers/all-MiniLM-L6-v2",
         "task": "mrpc",
         "teacher": "finetuned-base",
-        "finetune_base": {"epochs": 1, "learning_rate": 3e-5, "max_train_samples": 100, "cache_dir": "cache"},
-        "data": {"max_train_samples": 200, "max_eval_samples": 50, "max_seq_length": 64, "glue_dir": "glue"},
+        "finetune_base": {
+            "epochs": 1,
+            "learning_rate": 3e-5,
+            "max_train_samples": 100,
+            "cache_dir": "cache",
+        },
+        "data": {
+            "max_train_samples": 200,
+            "max_eval_samples": 50,
+            "max_seq_length": 64,
+            "glue_dir": "glue",
+        },
         "training": {"learning_rate": 5e-5, "per_device_train_batch_size": 8, "weight_decay": 0.01},
         "stages": [
             {"name": "probe", "epochs": 1, "modifiers": [probe], "training": {"warmup_steps": 2}},
@@ -129,7 +144,9 @@ def _technique_recipes(types: list[str]) -> list[dict[str, Any]]:
         for epochs in (1, 0):
             data = {
                 **_TECHNIQUE_BASE,
-                "stages": [{"name": f"s_{type_name}", "epochs": epochs, "modifiers": [{"type": type_name}]}],
+                "stages": [
+                    {"name": f"s_{type_name}", "epochs": epochs, "modifiers": [{"type": type_name}]}
+                ],
             }
             try:
                 Recipe.from_dict(copy.deepcopy(data), source="probe")
@@ -165,16 +182,31 @@ def _deep_dict(depth: int) -> dict:
 
 def _nasty_values(rng: random.Random) -> list[Any]:
     return [
-        "", "x", " ", "ü日本語🙂\u202e", "\x00\x07\x1b", "a" * 100_000, "None", "null", "1e-5", "${HF_TOKEN}",
-        0, 1, -1, 7, -(10**30), 10**30, 10**400, 10**5000, 2**63,
+        "", "x", " ", "ü日本語🙂\u202e", "\x00\x07\x1b", "a" * 100_000, "None", "null", "1e-5",
+        "${HF_TOKEN}", 0, 1, -1, 7, -(10**30), 10**30, 10**400, 10**5000, 2**63,
         0.5, -0.0, 1e308, 5e-324, -1e-9, float("nan"), float("inf"), -float("inf"),
         True, False, None,
         [], {}, [None], [[]], [1, "a", None], {"k": "v"}, {1: 2}, {None: None}, (1, 2),
-        b"\xff\xfe", {1, 2}, object(), complex(1, 2), _deep_list(rng.choice((40, 3000))), _deep_dict(3000),
+        b"\xff\xfe", {1, 2}, object(), complex(1, 2), _deep_list(rng.choice((40, 3000))),
+        _deep_dict(3000),
     ]  # fmt: skip
 
 
-_UNKNOWN_KEYS = ["unknown", "", " ", "Type", "ÿ", "__class__", "__init__", "x" * 10_000, 0, None, True, 1.5, (1, 2)]
+_UNKNOWN_KEYS = [
+    "unknown",
+    "",
+    " ",
+    "Type",
+    "ÿ",
+    "__class__",
+    "__init__",
+    "x" * 10_000,
+    0,
+    None,
+    True,
+    1.5,
+    (1, 2),
+]
 
 
 def _nodes(data: Any, path: tuple = ()) -> list[tuple]:
@@ -237,15 +269,24 @@ def _mutate(data: Any, rng: random.Random, types: list[str]) -> tuple[Any, str]:
         key = rng.choice(_UNKNOWN_KEYS)
         _get(data, path)[key] = rng.choice(_nasty_values(rng)[:20])
         return data, f"add key {key!r:.20} at {path}"
-    if op == "stages" and isinstance(data, dict) and isinstance(data.get("stages"), list) and data["stages"]:
+    if (
+        op == "stages"
+        and isinstance(data, dict)
+        and isinstance(data.get("stages"), list)
+        and data["stages"]
+    ):
         stages = data["stages"]
-        how = rng.choice(["reverse", "shuffle", "duplicate", "empty", "drop_modifiers", "swap_modifiers"])
+        how = rng.choice(
+            ["reverse", "shuffle", "duplicate", "empty", "drop_modifiers", "swap_modifiers"]
+        )
         if how == "reverse":
             stages.reverse()
         elif how == "shuffle":
             rng.shuffle(stages)
         elif how == "duplicate":
-            stages.append(rng.choice(stages))  # the same object twice: no deepcopy of planted deep lists
+            stages.append(
+                rng.choice(stages)
+            )  # the same object twice: no deepcopy of planted deep lists
         elif how == "empty":
             stages.clear()
         else:
@@ -261,12 +302,16 @@ def _mutate(data: Any, rng: random.Random, types: list[str]) -> tuple[Any, str]:
         entries = [p for p in containers if "type" in _get(data, p)]
         if entries:
             path = rng.choice(entries)
-            new = rng.choice([*types, "not_a_technique", "", 3, None, ["head_pruning"], {"a": 1}, "HEAD_PRUNING"])
+            new = rng.choice(
+                [*types, "not_a_technique", "", 3, None, ["head_pruning"], {"a": 1}, "HEAD_PRUNING"]
+            )
             _get(data, path)["type"] = new
             return data, f"type {new!r} at {path}"
     if op == "boundary":
         entries = [
-            p for p in containers if isinstance(_get(data, p).get("type"), str) and _get(data, p)["type"] in MODIFIERS
+            p
+            for p in containers
+            if isinstance(_get(data, p).get("type"), str) and _get(data, p)["type"] in MODIFIERS
         ]
         if entries:
             path = rng.choice(entries)
@@ -306,7 +351,11 @@ def _mutate_text(text: str, rng: random.Random) -> str:
         i = rng.randrange(len(text) + 1)
         op = rng.choice(["insert", "delete", "dup_line", "indent"])
         if op == "insert":
-            text = text[:i] + "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 5))) + text[i:]
+            text = (
+                text[:i]
+                + "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 5)))
+                + text[i:]
+            )
         elif op == "delete":
             text = text[:i] + text[i + rng.randint(1, 20) :]
         else:
@@ -358,7 +407,12 @@ def _hostile_texts(valid: str) -> list[tuple[str, str]]:
         ("inf", valid.replace("epochs: 1", "epochs: .inf", 1)),
         ("negative", valid.replace("max_seq_length: 64", "max_seq_length: -64")),
         ("sexagesimal", valid.replace("seed: 7", "seed: 1:30")),
-        ("hex_octal", valid.replace("seed: 7", "seed: 0x1F").replace("max_seq_length: 64", "max_seq_length: 0o777")),
+        (
+            "hex_octal",
+            valid.replace("seed: 7", "seed: 0x1F").replace(
+                "max_seq_length: 64", "max_seq_length: 0o777"
+            ),
+        ),
         ("duplicate_keys", valid + "task: sst2\ntask: cola\n"),
         ("multiple_documents", valid + "---\n" + valid),
         ("empty", ""),
@@ -399,7 +453,9 @@ class _Tally:
         self.failures: list[str] = []
         self.slowest = (0.0, "")
 
-    def attempt(self, label: str, names: tuple[str, ...], fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    def attempt(
+        self, label: str, names: tuple[str, ...], fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> None:
         """Runs `fn(*args, **kwargs)` as one case; records a failure for raw exceptions, messages
         that do not name any of `names` (the source), non-Recipe results and slow parses."""
         self.tried += 1
@@ -430,16 +486,22 @@ class _Tally:
         try:
             again = Recipe.from_string(recipe.to_yaml(), source="round-trip")
         except Exception as exc:  # noqa: BLE001
-            self.failures.append(f"{label}: a valid recipe did not round-trip: {type(exc).__name__}: {str(exc)[:200]}")
+            self.failures.append(
+                f"{label}: a valid recipe did not round-trip: "
+                f"{type(exc).__name__}: {str(exc)[:200]}"
+            )
             return
         before, after = _comparable(recipe.to_dict()), _comparable(again.to_dict())
         if before != after:
             changed = sorted(k for k in before if before.get(k) != after.get(k))
-            self.failures.append(f"{label}: round trip changed {changed}: {str(before)[:300]} -> {str(after)[:300]}")
+            self.failures.append(
+                f"{label}: round trip changed {changed}: {str(before)[:300]} -> {str(after)[:300]}"
+            )
 
     def report(self, name: str) -> str:
         return (
-            f"\n[{name}] tried {self.tried} bad or mutated inputs: {self.valid} still valid recipes, "
+            f"\n[{name}] tried {self.tried} bad or mutated inputs: "
+            f"{self.valid} still valid recipes, "
             f"{self.clean} clean RecipeErrors, {len(self.failures)} failures; "
             f"slowest case {self.slowest[0]:.2f} s ({self.slowest[1]})"
         )
@@ -466,8 +528,8 @@ def _dump(data: Any) -> str | None:
 def _assert_all_clean(tally: _Tally, name: str) -> None:
     print(tally.report(name))
     assert tally.tried > 0
-    assert not tally.failures, f"{len(tally.failures)} of {tally.tried} cases escaped:\n" + "\n".join(
-        tally.failures[:30]
+    assert not tally.failures, (
+        f"{len(tally.failures)} of {tally.tried} cases escaped:\n" + "\n".join(tally.failures[:30])
     )
 
 
@@ -490,7 +552,9 @@ def test_mutated_recipes_end_in_a_recipe_or_a_clear_error(tmp_path):
         text = _dump(data)
         if text is not None and i % 2 == 0:
             text_source = f"fuzz-text-{i}"
-            tally.attempt(label + " as YAML", (text_source,), Recipe.from_string, text, source=text_source)
+            tally.attempt(
+                label + " as YAML", (text_source,), Recipe.from_string, text, source=text_source
+            )
         if text is not None and i % 10 == 0:
             path = tmp_path / f"fuzz-{i}.yaml"
             path.write_text(text, encoding="utf-8")
@@ -509,7 +573,9 @@ def test_mutated_yaml_text_ends_in_a_recipe_or_a_clear_error():
         source = f"fuzz-chars-{i}"
         tally.attempt(f"chars-{i}", (source,), Recipe.from_string, text, source=source)
     for name, text in _hostile_texts(yaml.safe_dump(_full(), sort_keys=False)):
-        tally.attempt(name, (f"hostile-{name}",), Recipe.from_string, text, source=f"hostile-{name}")
+        tally.attempt(
+            name, (f"hostile-{name}",), Recipe.from_string, text, source=f"hostile-{name}"
+        )
     _assert_all_clean(tally, "YAML text")
 
 
@@ -517,7 +583,11 @@ def test_mutated_yaml_text_ends_in_a_recipe_or_a_clear_error():
     ("name", "text", "message"),
     [
         ("billion_laughs", _billion_laughs(), "aliases"),
-        ("python_tag", "base_model: !!python/object/apply:os.system ['echo pwned']\n", "not valid YAML"),
+        (
+            "python_tag",
+            "base_model: !!python/object/apply:os.system ['echo pwned']\n",
+            "not valid YAML",
+        ),
         ("deep_nesting", "[" * 5000 + "]" * 5000, "nested deeper than"),
         ("huge_int", "seed: " + "9" * 5000 + "\n", "cannot be read"),
         ("over_limit", "a: " + "x" * (MAX_RECIPE_BYTES + 10), "longer than"),
@@ -542,7 +612,10 @@ def test_bad_bytes_and_odd_paths(tmp_path):
         ("over_limit", b"a: 1\n" + b"#" * MAX_RECIPE_BYTES),
         ("big_valid_prefix", valid + b"# " + b"x" * (MAX_RECIPE_BYTES - len(valid) - 10) + b"\n"),
     ]
-    files += [(f"random_{i}", rng.randbytes(rng.choice((1, 16, 256, 4096)))) for i in range(RANDOM_BYTE_FILES)]
+    files += [
+        (f"random_{i}", rng.randbytes(rng.choice((1, 16, 256, 4096))))
+        for i in range(RANDOM_BYTE_FILES)
+    ]
     tally = _Tally()
     for name, data in files:
         path = tmp_path / f"{name}.yaml"
@@ -563,9 +636,10 @@ def test_fuzzed_overrides_end_in_a_recipe_or_a_clear_error():
     rng = random.Random(SEED + 3)
     base = _full()
     keys = [
-        "seed", "task", "training.learning_rate", "stages.0.epochs", "stages.9.epochs", "stages.x.epochs",
-        "stages.0.modifiers.0.sparsity", "stages.0.modifiers.0.type", "data", "data.max_seq_length.deeper",
-        "", ".", "..", "a..b", "stages.-1.name", "push_to_hub.repo_id", "new.key.path", "stages.0.name.x",
+        "seed", "task", "training.learning_rate", "stages.0.epochs", "stages.9.epochs",
+        "stages.x.epochs", "stages.0.modifiers.0.sparsity", "stages.0.modifiers.0.type", "data",
+        "data.max_seq_length.deeper", "", ".", "..", "a..b", "stages.-1.name",
+        "push_to_hub.repo_id", "new.key.path", "stages.0.name.x",
     ]  # fmt: skip
     values = [
         "3e-5",
@@ -583,15 +657,26 @@ def test_fuzzed_overrides_end_in_a_recipe_or_a_clear_error():
     ]
     tally = _Tally()
     for _ in range(OVERRIDE_CASES):
-        item = rng.choice([f"{rng.choice(keys)}={rng.choice(values)}", rng.choice(keys), "=" + rng.choice(values)])
-        tally.attempt(f"--set {item[:60]!r}", ("--set", "ov"), Recipe.from_dict, base, source="ov", overrides=[item])
+        item = rng.choice(
+            [f"{rng.choice(keys)}={rng.choice(values)}", rng.choice(keys), "=" + rng.choice(values)]
+        )
+        tally.attempt(
+            f"--set {item[:60]!r}",
+            ("--set", "ov"),
+            Recipe.from_dict,
+            base,
+            source="ov",
+            overrides=[item],
+        )
     _assert_all_clean(tally, "--set overrides")
 
 
 def test_wrong_training_argument_types_are_caught_before_any_model_loads():
     data = _minimal()
     data["training"] = {"learning_rate": "fast"}
-    with pytest.raises(RecipeError, match=r"training\.learning_rate: expected a number, got 'fast'"):
+    with pytest.raises(
+        RecipeError, match=r"training\.learning_rate: expected a number, got 'fast'"
+    ):
         Recipe.from_dict(data, source="lr.yaml")
     data["training"] = {"per_device_train_batch_size": [32]}
     with pytest.raises(RecipeError, match="per_device_train_batch_size: expected an integer"):

@@ -7,12 +7,20 @@ import math
 import numpy as np
 import pytest
 
-from hf_compress.data.glue_tasks import GLUE_TASKS, get_task
 from hf_compress.data.glue import load_task_split
-from hf_compress.errors import DataError
+from hf_compress.data.glue_tasks import GLUE_TASKS, get_task
 from hf_compress.data.metrics import glue_metrics
+from hf_compress.errors import DataError
 
-DEV_ROWS = {"sst2": 872, "cola": 1043, "mrpc": 408, "stsb": 1500, "rte": 277, "wnli": 71, "qnli": 5463}
+DEV_ROWS = {
+    "sst2": 872,
+    "cola": 1043,
+    "mrpc": 408,
+    "stsb": 1500,
+    "rte": 277,
+    "wnli": 71,
+    "qnli": 5463,
+}
 
 
 @pytest.mark.parametrize(("task", "rows"), DEV_ROWS.items())
@@ -69,7 +77,10 @@ def test_unknown_task():
 def test_all_nine_tasks_are_described():
     assert set(GLUE_TASKS) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"}
     assert GLUE_TASKS["stsb"].is_regression and GLUE_TASKS["stsb"].num_labels == 1
-    assert GLUE_TASKS["mnli"].num_labels == 3 and GLUE_TASKS["mnli"].dev_splits == ("dev_matched", "dev_mismatched")
+    assert GLUE_TASKS["mnli"].num_labels == 3 and GLUE_TASKS["mnli"].dev_splits == (
+        "dev_matched",
+        "dev_mismatched",
+    )
 
 
 def test_metrics_against_hand_computed_values():

@@ -49,7 +49,8 @@ CLIENT = textwrap.dedent(
     out = work / "out"
 
     def digest(directory):
-        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
+        files = [p for p in sorted(directory.iterdir()) if p.is_file()]
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
     model = write_sample_output(out)
     before = digest(out)
@@ -65,7 +66,9 @@ CLIENT = textwrap.dedent(
     results["pipeline"] = classifier("the movie was good")
 
     results["repush_url"] = push_to_hub(out, "user/tiny-compressed")
-    results["branch_url"] = push_to_hub(out, "user/tiny-compressed", revision="experiment", commit_message="on a branch")
+    results["branch_url"] = push_to_hub(
+        out, "user/tiny-compressed", revision="experiment", commit_message="on a branch"
+    )
 
     try:
         push_to_hub(out, "user/broken")
@@ -74,18 +77,23 @@ CLIENT = textwrap.dedent(
         results["failed_push_error"] = str(exc)
     results["intact_after_failure"] = digest(out) == before
 
-    recipe = Recipe.from_dict({"base_model": "tiny", "task": "sst2", "output_dir": str(work / "trainer"),
+    recipe = Recipe.from_dict({"base_model": "tiny", "task": "sst2",
+                               "output_dir": str(work / "trainer"),
                                "stages": [{"name": "one-shot", "epochs": 0, "modifiers": []}]})
     student = tiny_model("bert", seed=3)
     args = TrainingArguments(output_dir=str(work / "trainer"), report_to=[], use_cpu=True)
-    trainer = CompressionTrainer(model=student, args=args, recipe=recipe, processing_class=tiny_tokenizer())
+    trainer = CompressionTrainer(
+        model=student, args=args, recipe=recipe, processing_class=tiny_tokenizer()
+    )
     trainer.train()
-    if "push_to_hub" in CompressionTrainer.__dict__:  # the trainer's own method, once it delegates to hf_compress.hub
+    # the trainer's own method, once it delegates to hf_compress.hub
+    if "push_to_hub" in CompressionTrainer.__dict__:
         results["trainer_url"] = trainer.push_to_hub(repo_id="user/from-trainer")
     else:
         results["trainer_url"] = push_trainer_output(trainer, "user/from-trainer")
     reloaded = AutoModelForSequenceClassification.from_pretrained("user/from-trainer")
-    results["trainer_logit_diff"] = (logits(student, inputs) - logits(reloaded, inputs)).abs().max().item()
+    trainer_diff = (logits(student, inputs) - logits(reloaded, inputs)).abs().max()
+    results["trainer_logit_diff"] = trainer_diff.item()
 
     (work / "results.json").write_text(json.dumps(results))
     """
@@ -93,7 +101,11 @@ CLIENT = textwrap.dedent(
 
 
 def _digest(directory: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.iterdir())
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +115,12 @@ def round_trip(tmp_path_factory):
     script.write_text(CLIENT)
     with HubServer(token=TOKEN) as server:
         server.fail_commit["user/broken"] = 500
-        env = {**os.environ, **server.env(TOKEN), "HF_HOME": str(work / "hf_home"), "TOKENIZERS_PARALLELISM": "false"}
+        env = {
+            **os.environ,
+            **server.env(TOKEN),
+            "HF_HOME": str(work / "hf_home"),
+            "TOKENIZERS_PARALLELISM": "false",
+        }
         proc = subprocess.run(
             [sys.executable, str(script), str(TESTS), str(work)],
             cwd=REPO_ROOT,
@@ -141,7 +158,9 @@ def test_push_uploads_the_complete_output_in_one_commit(round_trip):
     assert ("PUT", f"/lfs-upload/{weights.sha256}") in server.requests
     assert weights.content == (work / "out" / "model.safetensors").read_bytes()
     config = json.loads(files["config.json"])
-    assert config["model_type"] == "compressed_bert" and config["compression_config"]["test_hub_ffn_width"] == {"0": 40}
+    assert config["model_type"] == "compressed_bert" and config["compression_config"][
+        "test_hub_ffn_width"
+    ] == {"0": 40}
     assert results["intact_after_push"]
     assert server.unhandled == []
 
@@ -172,7 +191,9 @@ def test_repeated_push_is_safe_and_makes_no_new_commit(round_trip):
     head = server.repos[REPO].branches["main"]
     assert results["repush_url"].endswith(head)
     assert results["url"].endswith(head)
-    assert server.requests.count(("POST", "/api/repos/create")) >= 3  # create_repo(exist_ok) each time, 409 ignored
+    assert (
+        server.requests.count(("POST", "/api/repos/create")) >= 3
+    )  # create_repo(exist_ok) each time, 409 ignored
 
 
 def test_push_to_a_revision_creates_the_branch(round_trip):
@@ -251,7 +272,12 @@ def test_incomplete_output_names_everything_missing(tmp_path):
 def test_missing_shard_and_bad_report_are_reported(sample_output):
     weights = sample_output / "model.safetensors"
     weights.rename(sample_output / "model-00001-of-00002.safetensors")
-    index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    index = {
+        "weight_map": {
+            "a": "model-00001-of-00002.safetensors",
+            "b": "model-00002-of-00002.safetensors",
+        }
+    }
     (sample_output / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(HfCompressError, match="model-00002-of-00002.safetensors"):
         output_files(sample_output)

@@ -14,9 +14,28 @@ def _script():
 def test_each_setting_is_evaluated_and_names_the_layers_kept_in_float(tmp_path, glue_dir):
     teacher = make_tiny_base(tmp_path / "teacher")
     out = tmp_path / "fallback.json"
-    _script().main(["--task", "rte", "--teacher", str(teacher), "--fallback", "0", "1", "--embeddings",
-                    "--calibration-samples", "16", "--batch-size", "8", "--seq-len", "32",
-                    "--glue-dir", str(glue_dir), "--out", str(out)])
+    _script().main(
+        [
+            "--task",
+            "rte",
+            "--teacher",
+            str(teacher),
+            "--fallback",
+            "0",
+            "1",
+            "--embeddings",
+            "--calibration-samples",
+            "16",
+            "--batch-size",
+            "8",
+            "--seq-len",
+            "32",
+            "--glue-dir",
+            str(glue_dir),
+            "--out",
+            str(out),
+        ]
+    )
     rows = json.loads(out.read_text())["results"]
     assert [row["setting"] for row in rows] == [
         "teacher (fp32)",
@@ -27,4 +46,6 @@ def test_each_setting_is_evaluated_and_names_the_layers_kept_in_float(tmp_path, 
     ]
     assert all(row["eval_samples"] == 277 and 0 <= row["accuracy"] <= 1 for row in rows)
     assert rows[1]["kept_in_float"] == rows[3]["kept_in_float"] == []
-    assert len(rows[2]["kept_in_float"]) == 1 and rows[2]["kept_in_float"] == rows[4]["kept_in_float"]
+    assert (
+        len(rows[2]["kept_in_float"]) == 1 and rows[2]["kept_in_float"] == rows[4]["kept_in_float"]
+    )

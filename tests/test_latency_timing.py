@@ -1,5 +1,5 @@
-"""hf_compress.evaluation.measure's timing helpers: the summary of per-run times, and round-robin timing
-(every model run once per round, so machine load hits them alike)."""
+"""hf_compress.evaluation.measure's timing helpers: the summary of per-run times, and round-robin
+timing (every model run once per round, so machine load hits them alike)."""
 
 import torch
 from torch import nn
@@ -27,7 +27,11 @@ def test_round_robin_interleaves_the_models_run_by_run_in_inference_mode():
     calls: list[tuple[str, bool]] = []
     models = {name: _Recorder(name, calls) for name in ("a", "b", "c")}
     times = round_robin_latency(models, {"input_ids": torch.ones(2, 3)}, runs=3, warmup=1)
-    assert [name for name, _ in calls] == ["a", "b", "c"] * 4  # one warm-up round, then 3 timed rounds
+    assert [name for name, _ in calls] == [
+        "a",
+        "b",
+        "c",
+    ] * 4  # one warm-up round, then 3 timed rounds
     assert all(inference for _, inference in calls)
     assert set(times) == {"a", "b", "c"}
     for wall, cpu in times.values():

@@ -122,13 +122,20 @@ def test_parts_respect_the_layering():
         for part, banned in FORBIDDEN.items():
             if module == f"hf_compress.{part}" or module.startswith(f"hf_compress.{part}."):
                 for target in imported:
-                    if any(target == f"hf_compress.{b}" or target.startswith(f"hf_compress.{b}.") for b in banned):
+                    if any(
+                        target == f"hf_compress.{b}" or target.startswith(f"hf_compress.{b}.")
+                        for b in banned
+                    ):
                         broken[module].append(target)
     assert dict(broken) == {}
 
 
 def test_files_stay_small():
-    long = {str(p.relative_to(REPO)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 800}
+    long = {
+        str(p.relative_to(REPO)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 800
+    }
     assert long == {}
 
 
@@ -139,25 +146,39 @@ def test_every_technique_folder_has_the_same_shape(folder):
     config = ast.parse((folder / "config.py").read_text())
     imported = {n.module or "" for n in ast.walk(config) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(config) if isinstance(n, ast.Import) for a in n.names}
-    assert not any(m == "torch" or m.startswith("torch.") for m in imported), "config.py stays torch-free"
+    assert not any(m == "torch" or m.startswith("torch.") for m in imported), (
+        "config.py stays torch-free"
+    )
     if (folder / "rebuild.py").is_file():
         assert "@register_rebuild(" in (folder / "rebuild.py").read_text()
     if (folder / "layers.py").is_file():
         # every storage layer (a module class with saved tensors) gives its float equivalent
         tree = ast.parse((folder / "layers.py").read_text())
         for node in tree.body:
-            if isinstance(node, ast.ClassDef) and any("Module" in ast.unparse(b) or "Linear" in ast.unparse(b) for b in node.bases):
+            if isinstance(node, ast.ClassDef) and any(
+                "Module" in ast.unparse(b) or "Linear" in ast.unparse(b) for b in node.bases
+            ):
                 methods = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
-                containers = {"SharedLayerList", "EmptyAttention", "LowRankLinear", "FactorizedEmbedding"}
+                containers = {
+                    "SharedLayerList",
+                    "EmptyAttention",
+                    "LowRankLinear",
+                    "FactorizedEmbedding",
+                }
                 if node.name not in containers:
-                    assert "to_float" in methods, f"{folder.name}/layers.py: {node.name} has no to_float()"
+                    assert "to_float" in methods, (
+                        f"{folder.name}/layers.py: {node.name} has no to_float()"
+                    )
 
 
 def test_the_repository_speaks_of_the_project_only():
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     pattern = re.compile(
         r"\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth|thirteenth"
-        r"|fourteenth|fifteenth|\d+(st|nd|rd|th)) session\b|\bthis" r" session\b|\bissue \d+|\(issue \d",
+        r"|fourteenth|fifteenth|\d+(st|nd|rd|th)) session\b|\bthis"
+        r" session\b|\bissue \d+|\(issue \d",
         re.IGNORECASE,
     )
     hits = []
@@ -165,7 +186,9 @@ def test_the_repository_speaks_of_the_project_only():
         path = REPO / name
         if path.suffix in {".png", ".safetensors"} or not path.is_file():
             continue
-        for number, line in enumerate(path.read_text(encoding="utf-8", errors="ignore").splitlines(), 1):
+        for number, line in enumerate(
+            path.read_text(encoding="utf-8", errors="ignore").splitlines(), 1
+        ):
             if pattern.search(line):
                 hits.append(f"{name}:{number}: {line.strip()[:80]}")
     assert hits == []
@@ -178,6 +201,10 @@ def test_every_checkpoint_family_is_laid_out_as_a_known_architecture_map(family)
     from hf_compress.architectures import get_adapter
 
     config = CONFIG_MAPPING[family](
-        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
     )
     assert get_adapter(config).layout in ("bert", "distilbert")

@@ -17,7 +17,12 @@ import hf_compress
 from hf_compress import RecipeError, UnsupportedModelError, compress
 from hf_compress.evaluation.measure import count_parameters
 from hf_compress.methods.low_rank.layers import FactorizedEmbedding, LowRankLinear
-from hf_compress.methods.low_rank.svd import choose_rank, factorize_linear, saves_parameters, svd_factors
+from hf_compress.methods.low_rank.svd import (
+    choose_rank,
+    factorize_linear,
+    saves_parameters,
+    svd_factors,
+)
 
 
 def _linear(out_features: int = 24, in_features: int = 16, seed: int = 0) -> nn.Linear:
@@ -28,7 +33,10 @@ def _linear(out_features: int = 24, in_features: int = 16, seed: int = 0) -> nn.
 def _batches(n: int = 4):
     data = tiny_dataset(n=8 * n)
     return [
-        {key: torch.tensor(data[i : i + 8][key]) for key in ("input_ids", "attention_mask", "labels")}
+        {
+            key: torch.tensor(data[i : i + 8][key])
+            for key in ("input_ids", "attention_mask", "labels")
+        }
         for i in range(0, 8 * n, 8)
     ]
 
@@ -41,7 +49,8 @@ def test_full_rank_factors_reproduce_the_layer_and_error_falls_with_rank():
     torch.testing.assert_close(full(x), linear(x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(full.weight, linear.weight, atol=1e-5, rtol=1e-5)
     errors = [
-        torch.linalg.norm(factorize_linear(linear, r, u, s, vh).weight - linear.weight).item() for r in range(1, 17)
+        torch.linalg.norm(factorize_linear(linear, r, u, s, vh).weight - linear.weight).item()
+        for r in range(1, 17)
     ]
     assert all(a > b for a, b in zip(errors, errors[1:])), errors
     assert errors[-1] < 1e-4
@@ -97,13 +106,17 @@ def test_fisher_modifier_uses_gradients_and_differs_from_plain_svd():
     model = tiny_model("bert")
     plain = compress(copy.deepcopy(model), [{"type": "low_rank", "rank": 4}])
     fisher = compress(
-        copy.deepcopy(model), [{"type": "low_rank", "rank": 4, "fisher": True}], calibration_data=_batches()
+        copy.deepcopy(model),
+        [{"type": "low_rank", "rank": 4, "fisher": True}],
+        calibration_data=_batches(),
     )
     name = "bert.encoder.layer.0.intermediate.dense"
     a, b = plain.get_submodule(name), fisher.get_submodule(name)
     assert isinstance(a, LowRankLinear) and isinstance(b, LowRankLinear)
     assert not torch.allclose(a.weight, b.weight, atol=1e-4)
-    assert plain.config.compression_config["low_rank"] == fisher.config.compression_config["low_rank"]
+    assert (
+        plain.config.compression_config["low_rank"] == fisher.config.compression_config["low_rank"]
+    )
 
 
 def test_fisher_without_data_is_a_clear_error():
@@ -114,12 +127,15 @@ def test_fisher_without_data_is_a_clear_error():
 def test_default_targets_are_encoder_linears_and_useless_ranks_stay_dense():
     model = tiny_model("bert")
     dense_total, _ = count_parameters(model)
-    # rank 20: 20 * (32 + 32) >= 32 * 32, so attention stays dense; 20 * (32 + 64) < 32 * 64 for the FFN.
+    # rank 20: 20 * (32 + 32) >= 32 * 32, so attention stays dense; 20 * (32 + 64) < 32 * 64 for the
+    # FFN.
     assert not saves_parameters(20, 32, 32) and saves_parameters(20, 32, 64)
     compress(model, [{"type": "low_rank", "rank": 20}])
     ranks = model.config.compression_config["low_rank"]
     assert set(ranks) == {
-        f"bert.encoder.layer.{i}.{p}" for i in range(2) for p in ("intermediate.dense", "output.dense")
+        f"bert.encoder.layer.{i}.{p}"
+        for i in range(2)
+        for p in ("intermediate.dense", "output.dense")
     }
     assert isinstance(model.bert.encoder.layer[0].attention.self.query, nn.Linear)
     assert type(model.bert.pooler.dense) is nn.Linear and type(model.classifier) is nn.Linear
@@ -153,7 +169,9 @@ def test_embedding_factorization_is_the_truncated_svd():
     factorized = model.bert.embeddings.word_embeddings
     assert isinstance(factorized, FactorizedEmbedding)
     s = torch.linalg.svdvals(table)
-    assert torch.linalg.norm(factorized.weight - table).item() == pytest.approx(s[16:].norm().item(), rel=1e-3)
+    assert torch.linalg.norm(factorized.weight - table).item() == pytest.approx(
+        s[16:].norm().item(), rel=1e-3
+    )
     ids = torch.tensor([[1, 5, 9]])
     torch.testing.assert_close(factorized(ids), factorized.weight[ids], atol=1e-6, rtol=0)
     # the Linears were not touched when no rank key is given
@@ -167,7 +185,13 @@ def test_embedding_factorization_that_saves_nothing_is_refused():
 
 
 def test_embedding_factorization_refuses_tied_lm_heads():
-    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+    )
     with pytest.raises(UnsupportedModelError, match="tied"):
         compress(BertForMaskedLM(config), [{"type": "low_rank", "factorize_embeddings": 8}])
 
@@ -179,7 +203,10 @@ def test_factorizing_twice_leaves_existing_factors_alone():
     compress(model, [{"type": "low_rank", "rank": 4, "targets": ["bert.pooler.dense"]}])
     ranks = model.config.compression_config["low_rank"]
     assert ranks == {**first, "bert.pooler.dense": 4}
-    assert not any(isinstance(m, LowRankLinear) for m in model.bert.encoder.layer[0].intermediate.dense.children())
+    assert not any(
+        isinstance(m, LowRankLinear)
+        for m in model.bert.encoder.layer[0].intermediate.dense.children()
+    )
 
 
 @pytest.mark.parametrize(
@@ -218,6 +245,13 @@ def test_recipe_removes_half_of_minilm_encoder_linear_parameters():
         before = sum(i * o for i, o in shapes)
         after = 0
         for i, o in shapes:
-            r = choose_rank(torch.ones(min(i, o)), i, o, spec.config.rank, spec.config.rank_ratio, spec.config.energy)
+            r = choose_rank(
+                torch.ones(min(i, o)),
+                i,
+                o,
+                spec.config.rank,
+                spec.config.rank_ratio,
+                spec.config.energy,
+            )
             after += r * (i + o) if saves_parameters(r, i, o) else i * o
         assert after <= 0.5 * before, (name, after / before)

@@ -14,7 +14,11 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 import hf_compress  # noqa: F401  (registers the compressed format)
 from hf_compress.evaluation.measure import count_parameters, saved_size_bytes
 
-PARAMS = [pytest.param(case, family, id=f"{case.id}-{family}") for case in all_cases() for family in case.families]
+PARAMS = [
+    pytest.param(case, family, id=f"{case.id}-{family}")
+    for case in all_cases()
+    for family in case.families
+]
 
 
 @pytest.mark.parametrize(("case", "family"), PARAMS)

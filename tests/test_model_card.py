@@ -1,4 +1,5 @@
-"""Model cards: metadata the Hub accepts, GLUE results in the model-index, a body that explains the run."""
+"""Model cards: metadata the Hub accepts, GLUE results in the model-index, a body that explains the
+run."""
 
 from __future__ import annotations
 
@@ -28,9 +29,15 @@ def test_metadata_parses_and_carries_the_hub_fields(card):
     assert data["library_name"] == "transformers"
     assert data["pipeline_tag"] == "text-classification"
     assert data["license"] == "apache-2.0"  # MiniLM's license, known though the report had none
-    assert {"hf-compress", "pruned", "structured-pruning", "distilled", "quantized", "int8", "sst2"} <= set(
-        data["tags"]
-    )
+    assert {
+        "hf-compress",
+        "pruned",
+        "structured-pruning",
+        "distilled",
+        "quantized",
+        "int8",
+        "sst2",
+    } <= set(data["tags"])
     assert card_metadata_errors(str(card)) == []
 
 
@@ -107,7 +114,9 @@ def test_relation_is_finetune_without_quantization_and_license_comes_from_the_re
 def test_local_base_model_is_left_out_of_the_metadata():
     report = sample_report()
     report["base_model"] = "/opt/models/all-MiniLM-L6-v2"
-    recipe = SAMPLE_RECIPE.replace("sentence-transformers/all-MiniLM-L6-v2", "/opt/models/all-MiniLM-L6-v2")
+    recipe = SAMPLE_RECIPE.replace(
+        "sentence-transformers/all-MiniLM-L6-v2", "/opt/models/all-MiniLM-L6-v2"
+    )
     card = build_model_card(report, recipe)
     data = card.data.to_dict()
     assert "base_model" not in data and "base_model_relation" not in data
@@ -136,7 +145,8 @@ def test_secrets_in_the_recipe_are_redacted():
 
 
 def test_no_token_in_card_even_when_one_is_set(monkeypatch):
-    # The card is built from the report and recipe only; a token in the environment must never reach it.
+    # The card is built from the report and recipe only; a token in the environment must never
+    # reach it.
     token = "hf_environmentToken987"
     monkeypatch.setenv("HF_TOKEN", token)
     report = sample_report()
@@ -154,7 +164,9 @@ def test_write_model_card_round_trips_through_modelcard_load(tmp_path):
 
 
 def test_describe_modifier_handles_unknown_types_and_long_values():
-    line = describe_modifier({"type": "new_trick", "widths": list(range(20)), "ratio": 0.123456, "targets": None})
+    line = describe_modifier(
+        {"type": "new_trick", "widths": list(range(20)), "ratio": 0.123456, "targets": None}
+    )
     assert line.startswith("new trick (`new_trick`): ")
     assert "ratio: 0.1235" in line and ", ...]" in line and "targets" not in line
 
@@ -169,11 +181,15 @@ def test_bad_inputs_are_clear_errors():
 def test_validator_rejects_what_the_hub_rejects():
     # The offline validator must not accept everything, or the checks above would be empty.
     good = str(build_model_card(sample_report(), SAMPLE_RECIPE))
-    assert card_metadata_errors(good.replace("base_model_relation: quantized", "base_model_relation: pruned"))
+    assert card_metadata_errors(
+        good.replace("base_model_relation: quantized", "base_model_relation: pruned")
+    )
     assert card_metadata_errors(
         good.replace("base_model: sentence-transformers/all-MiniLM-L6-v2", "base_model: /local/dir")
     )
-    broken_index = good.replace("    metrics:\n    - type: accuracy", "    metric:\n    - type: accuracy")
+    broken_index = good.replace(
+        "    metrics:\n    - type: accuracy", "    metric:\n    - type: accuracy"
+    )
     assert card_metadata_errors(broken_index)
 
 
@@ -185,4 +201,7 @@ def test_every_registered_technique_is_named_and_tagged_in_cards():
             continue
         assert cls.description and cls.hub_tags, f"{name} has no model-card description or Hub tags"
         assert describe_modifier({"type": name}).startswith(f"{cls.description} (`{name}`)")
-    assert describe_modifier({"type": "lora", "r": 8}) == "LoRA adapters trained on the quantized model (`lora`): r: 8"
+    assert (
+        describe_modifier({"type": "lora", "r": 8})
+        == "LoRA adapters trained on the quantized model (`lora`): r: 8"
+    )

@@ -20,7 +20,10 @@ CHECKPOINTS = sorted(p for p in FIXTURES.iterdir() if (p / "config.json").is_fil
 
 
 def test_fixtures_are_present():
-    assert [p.name for p in CHECKPOINTS] == ["bert-pruned-lowrank-int8", "roberta-shared-sparse-clustered"]
+    assert [p.name for p in CHECKPOINTS] == [
+        "bert-pruned-lowrank-int8",
+        "roberta-shared-sparse-clustered",
+    ]
 
 
 @pytest.mark.parametrize("directory", CHECKPOINTS, ids=lambda p: p.name)

@@ -43,7 +43,12 @@ def test_summary_counts_wins_losses_and_ties(tmp_path, monkeypatch, capsys):
 def test_a_real_pair_of_models(tmp_path, glue_dir, capsys):
     script = load_script("paired_significance")
     base = make_tiny_base(tmp_path / "base")
-    assert script.main(["--task", "sst2", "--glue-dir", str(glue_dir), "--pair", "same", str(base), str(base)]) == 0
+    assert (
+        script.main(
+            ["--task", "sst2", "--glue-dir", str(glue_dir), "--pair", "same", str(base), str(base)]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "| same |" in table and "tied in 1" in table and "p = 1.0000" in table
 

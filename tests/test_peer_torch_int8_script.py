@@ -1,5 +1,6 @@
-"""benchmarks/peer_torch_int8.py: the teacher, PyTorch's int8 peers and our checkpoints measured in one
-process into the `hf-compress bench --output` layout; a peer that cannot run is recorded, not fatal."""
+"""benchmarks/peer_torch_int8.py: the teacher, PyTorch's int8 peers and our checkpoints measured in
+one process into the `hf-compress bench --output` layout; a peer that cannot run is recorded, not
+fatal."""
 
 import importlib.util
 import json
@@ -16,14 +17,36 @@ def _script():
 def test_peers_and_ours_are_measured_against_the_teacher(tmp_path, glue_dir):
     teacher = make_tiny_base(tmp_path / "teacher")
     out = tmp_path / "peers.json"
-    _script().main(["--task", "rte", "--teacher", str(teacher), "--ours", str(teacher), "--out", str(out),
-                    "--glue-dir", str(glue_dir), "--seq-len", "32", "--runs", "2"])
+    _script().main(
+        [
+            "--task",
+            "rte",
+            "--teacher",
+            str(teacher),
+            "--ours",
+            str(teacher),
+            "--out",
+            str(out),
+            "--glue-dir",
+            str(glue_dir),
+            "--seq-len",
+            "32",
+            "--runs",
+            "2",
+        ]
+    )
     data = json.loads(out.read_text())
     base, torch_int8, torchao_int8, ours = data["results"]
-    assert base["model"] == str(teacher) and "peer" not in base and base["metrics"]["eval_samples"] == 277
+    assert (
+        base["model"] == str(teacher)
+        and "peer" not in base
+        and base["metrics"]["eval_samples"] == 277
+    )
     assert torch_int8["peer"] and torch_int8["model"] == "torch quantize_dynamic int8"
     assert torch_int8["size_bytes"] < base["size_bytes"]  # int8 Linear weights really stored
-    assert set(torch_int8["latency_ms"]) == {"1", "32"} and 0 <= torch_int8["metrics"]["accuracy"] <= 1
+    assert (
+        set(torch_int8["latency_ms"]) == {"1", "32"} and 0 <= torch_int8["metrics"]["accuracy"] <= 1
+    )
     assert torchao_int8["peer"]
     if importlib.util.find_spec("torchao") is None:  # not a project dependency: reported, not fatal
         assert "torchao" in torchao_int8["error"] and "metrics" not in torchao_int8
@@ -54,11 +77,29 @@ def test_a_peer_that_cannot_run_is_recorded_with_its_error(tmp_path, glue_dir, m
     monkeypatch.setattr(script.importlib.metadata, "version", version)
     teacher = make_tiny_base(tmp_path / "teacher")
     out = tmp_path / "peers.json"
-    script.main(["--task", "rte", "--teacher", str(teacher), "--out", str(out), "--glue-dir", str(glue_dir),
-                 "--seq-len", "32", "--runs", "1"])
+    script.main(
+        [
+            "--task",
+            "rte",
+            "--teacher",
+            str(teacher),
+            "--out",
+            str(out),
+            "--glue-dir",
+            str(glue_dir),
+            "--seq-len",
+            "32",
+            "--runs",
+            "1",
+        ]
+    )
     data = json.loads(out.read_text())
     assert data["versions"]["torchao"] is None
     base, torch_int8, torchao_int8 = data["results"]
     assert "metrics" in torch_int8 and "error" not in torch_int8
-    assert torchao_int8["peer"] and "torchao" in torchao_int8["error"] and "latency_ms" not in torchao_int8
+    assert (
+        torchao_int8["peer"]
+        and "torchao" in torchao_int8["error"]
+        and "latency_ms" not in torchao_int8
+    )
     assert "latency_ms_sequential" in torch_int8 and "latency_ms_sequential" not in torchao_int8

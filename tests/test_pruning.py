@@ -26,16 +26,16 @@ from hf_compress import CompressionTrainer, Recipe, RecipeError, UnsupportedMode
 from hf_compress.architectures.base import get_adapter
 from hf_compress.evaluation.measure import count_parameters, saved_size_bytes
 from hf_compress.methods.modifier import StageContext, cubic_schedule
-from hf_compress.methods.pruning.layers import EmptyAttention
 from hf_compress.methods.pruning.importance import choose_units
-from hf_compress.methods.pruning.layers import SparseLinear, pack_mask, unpack_mask
+from hf_compress.methods.pruning.layers import EmptyAttention, SparseLinear, pack_mask, unpack_mask
 
 REPO = Path(__file__).resolve().parents[1]
 HIDDEN, HEADS, HEAD_SIZE, FFN, LAYERS = 32, 4, 8, 64, 2
 
 
 def batches(n: int = 32, size: int = 8):
-    """A calibration loader over the tiny data set (a callable, like `StageContext.train_dataloader`)."""
+    """A calibration loader over the tiny data set (a callable, like
+    `StageContext.train_dataloader`)."""
     data = tiny_dataset(n)
 
     def loader():
@@ -102,7 +102,9 @@ def test_heads_physically_removed_and_reload(family):
             assert mods[name].weight.shape == (n * HEAD_SIZE, HIDDEN)
         assert mods["attention_output"].weight.shape == (HIDDEN, n * HEAD_SIZE)
     # each head: q/k/v rows (3 x (32 x 8 + 8)) and 8 output columns (32 x 8)
-    assert count_parameters(model)[0] == total_before - 3 * (3 * (HIDDEN * HEAD_SIZE + HEAD_SIZE) + HIDDEN * HEAD_SIZE)
+    assert count_parameters(model)[0] == total_before - 3 * (
+        3 * (HIDDEN * HEAD_SIZE + HEAD_SIZE) + HIDDEN * HEAD_SIZE
+    )
     assert model.config.compression_config["heads"] == {str(i): n for i, n in enumerate(heads)}
     inputs = tiny_inputs()
     reloaded = reload(model)
@@ -115,10 +117,14 @@ def test_heads_physically_removed_and_reload(family):
 def test_planted_dead_head_is_removed_first(family, importance):
     model = tiny_model(family)
     plant_dead_head(model, layer=1, head=2)
-    kept_value_rows = layer_modules(model, 1)["value"].weight[[*range(0, 16), *range(24, 32)]].detach().clone()
+    kept_value_rows = (
+        layer_modules(model, 1)["value"].weight[[*range(0, 16), *range(24, 32)]].detach().clone()
+    )
     before = logits(model, tiny_inputs())
     model = compress(
-        model, [{"type": "head_pruning", "count": 1, "importance": importance}], calibration_data=batches()
+        model,
+        [{"type": "head_pruning", "count": 1, "importance": importance}],
+        calibration_data=batches(),
     )
     adapter = get_adapter(model)
     assert [adapter.num_heads(model, i) for i in range(LAYERS)] == [HEADS, HEADS - 1]
@@ -133,29 +139,43 @@ def test_taylor_score_of_a_dead_head_is_zero():
     stage = recipe_stage([{"type": "head_pruning", "count": 1}])
     modifier = stage.modifiers[0].build()
     modifier.layers, modifier.units_before = [0, 1], {0: HEADS, 1: HEADS}
-    scores = modifier._taylor_on_calibration(model, StageContext(stage=stage, train_dataloader=batches()))
+    scores = modifier._taylor_on_calibration(
+        model, StageContext(stage=stage, train_dataloader=batches())
+    )
     assert scores[0][1] == 0 and (scores[0][[0, 2, 3]] > 0).all() and (scores[1] > 0).all()
-    assert all(p.grad is None for p in model.parameters())  # scoring leaves the training grads alone
+    assert all(
+        p.grad is None for p in model.parameters()
+    )  # scoring leaves the training grads alone
 
 
 def test_head_scope_layer_and_min_keep():
     model = compress(
-        tiny_model("bert"), [{"type": "head_pruning", "count": 2, "scope": "layer", "importance": "magnitude"}]
+        tiny_model("bert"),
+        [{"type": "head_pruning", "count": 2, "scope": "layer", "importance": "magnitude"}],
     )
     assert model.config.compression_config["heads"] == {"0": 2, "1": 2}
-    model = compress(tiny_model("bert"), [{"type": "head_pruning", "sparsity": 0.99, "importance": "magnitude"}])
-    assert model.config.compression_config["heads"] == {"0": 1, "1": 1}  # at least one head per layer
+    model = compress(
+        tiny_model("bert"), [{"type": "head_pruning", "sparsity": 0.99, "importance": "magnitude"}]
+    )
+    assert model.config.compression_config["heads"] == {
+        "0": 1,
+        "1": 1,
+    }  # at least one head per layer
     with pytest.raises(RecipeError, match="count 7"):
-        compress(tiny_model("bert"), [{"type": "head_pruning", "count": 7, "importance": "magnitude"}])
+        compress(
+            tiny_model("bert"), [{"type": "head_pruning", "count": 7, "importance": "magnitude"}]
+        )
     with pytest.raises(RecipeError, match="layer 0"):
         compress(
-            tiny_model("bert"), [{"type": "head_pruning", "count": 4, "scope": "layer", "importance": "magnitude"}]
+            tiny_model("bert"),
+            [{"type": "head_pruning", "count": 4, "scope": "layer", "importance": "magnitude"}],
         )
 
 
 def test_head_targets_select_layers():
     model = compress(
-        tiny_model("bert"), [{"type": "head_pruning", "count": 3, "importance": "magnitude", "targets": ["layer.1"]}]
+        tiny_model("bert"),
+        [{"type": "head_pruning", "count": 3, "importance": "magnitude", "targets": ["layer.1"]}],
     )
     assert model.config.compression_config["heads"] == {"0": HEADS, "1": 1}
 
@@ -167,10 +187,23 @@ def test_allow_empty_layers_removes_a_whole_attention_block(family):
         plant_dead_head(model, layer=0, head=head)
     inputs = tiny_inputs()
     before = logits(model, inputs)
-    kept_one = compress(copy.deepcopy(model), [{"type": "head_pruning", "count": 4, "importance": "magnitude"}])
-    assert kept_one.config.compression_config["heads"] == {"0": 1, "1": HEADS - 1}  # one kept, one more elsewhere
+    kept_one = compress(
+        copy.deepcopy(model), [{"type": "head_pruning", "count": 4, "importance": "magnitude"}]
+    )
+    assert kept_one.config.compression_config["heads"] == {
+        "0": 1,
+        "1": HEADS - 1,
+    }  # one kept, one more elsewhere
     model = compress(
-        model, [{"type": "head_pruning", "count": 4, "importance": "magnitude", "allow_empty_layers": True}]
+        model,
+        [
+            {
+                "type": "head_pruning",
+                "count": 4,
+                "importance": "magnitude",
+                "allow_empty_layers": True,
+            }
+        ],
     )
     adapter = get_adapter(model)
     assert model.config.compression_config["heads"] == {"0": 0, "1": HEADS}
@@ -181,7 +214,7 @@ def test_allow_empty_layers_removes_a_whole_attention_block(family):
     torch.testing.assert_close(logits(reloaded, inputs), before, atol=1e-5, rtol=0)
 
 
-# Structured pruning: FFN ----------------------------------------------------------------------------
+# Structured pruning: FFN --------------------------------------------------------------------------
 @pytest.mark.parametrize("family", FAMILIES)
 def test_ffn_neurons_removed_planted_first_and_reload(family):
     model = tiny_model(family)
@@ -191,15 +224,28 @@ def test_ffn_neurons_removed_planted_first_and_reload(family):
     before = logits(model, inputs)
     model = compress(model, [{"type": "ffn_pruning", "count": 1}], calibration_data=batches())
     mods = layer_modules(model, 0)
-    assert mods["ffn_in"].weight.shape == (FFN - 1, HIDDEN) and mods["ffn_out"].weight.shape == (HIDDEN, FFN - 1)
+    assert mods["ffn_in"].weight.shape == (FFN - 1, HIDDEN) and mods["ffn_out"].weight.shape == (
+        HIDDEN,
+        FFN - 1,
+    )
     assert layer_modules(model, 1)["ffn_in"].out_features == FFN
     assert count_parameters(model)[0] == total_before - (2 * HIDDEN + 1)
-    torch.testing.assert_close(logits(model, inputs), before, atol=1e-5, rtol=0)  # only the dead neuron went
+    torch.testing.assert_close(
+        logits(model, inputs), before, atol=1e-5, rtol=0
+    )  # only the dead neuron went
 
-    model = compress(model, [{"type": "ffn_pruning", "sparsity": 0.5, "scope": "layer", "importance": "magnitude"}])
-    assert model.config.compression_config["ffn_width"] == {"0": 31, "1": 32}  # half of 63 rounds up
+    model = compress(
+        model,
+        [{"type": "ffn_pruning", "sparsity": 0.5, "scope": "layer", "importance": "magnitude"}],
+    )
+    assert model.config.compression_config["ffn_width"] == {
+        "0": 31,
+        "1": 32,
+    }  # half of 63 rounds up
     assert model.config.compression_config["methods"] == ["ffn_pruning"]
-    torch.testing.assert_close(logits(reload(model), inputs), logits(model, inputs), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        logits(reload(model), inputs), logits(model, inputs), atol=1e-5, rtol=0
+    )
 
 
 def test_choose_units_global_normalized_and_monotone():
@@ -208,7 +254,11 @@ def test_choose_units_global_normalized_and_monotone():
     raw = choose_units(scores, alive, 2, min_keep=1)
     assert raw[0].tolist() == [False, False, True] and raw[1].all()
     normalized = choose_units(scores, alive, 2, min_keep=1, normalize=True)
-    assert normalized[0].tolist() == [False, True, True] and normalized[1].tolist() == [False, True, True]
+    assert normalized[0].tolist() == [False, True, True] and normalized[1].tolist() == [
+        False,
+        True,
+        True,
+    ]
     grown = choose_units({0: torch.tensor([9.0, 0.0, 0.0]), 1: scores[1]}, raw, 3, min_keep=1)
     assert grown[0].tolist() == [False, False, True]  # pruned units are never revived
     assert grown[1].tolist() == [False, True, True]
@@ -237,14 +287,23 @@ def _train_steps(model, modifier, ctx, steps: int, on_step=None, weight_decay: f
 @pytest.mark.parametrize("importance", ["taylor", "magnitude"])
 def test_gradual_head_pruning_follows_the_cubic_schedule(importance):
     model = tiny_model("distilbert", attention_dropout=0.0, dropout=0.0)
-    entry = {"type": "head_pruning", "count": 4, "importance": importance, "start": 0.2, "end": 0.6, "update_every": 1}
+    entry = {
+        "type": "head_pruning",
+        "count": 4,
+        "importance": importance,
+        "start": 0.2,
+        "end": 0.6,
+        "update_every": 1,
+    }
     stage = recipe_stage([entry], epochs=1)
     modifier = stage.modifiers[0].build()
     ctx = StageContext(stage=stage, train_dataloader=batches(), total_steps=20)
     modifier.on_initialize(model, ctx)
     assert get_adapter(model).num_heads(model, 0) == HEADS  # masked while training, not removed yet
     seen = {}
-    _train_steps(model, modifier, ctx, 20, on_step=lambda s: seen.setdefault(s, modifier._pruned_now()))
+    _train_steps(
+        model, modifier, ctx, 20, on_step=lambda s: seen.setdefault(s, modifier._pruned_now())
+    )
     expected = {s: int(cubic_schedule(s / 20, 0.2, 0.6, 1.0) * 4 + 0.5) for s in range(1, 21)}
     assert seen == expected
     assert seen[4] == 0 and 0 < seen[5] < 4 and seen[12] == 4
@@ -264,7 +323,13 @@ def test_gradual_ffn_pruning_in_the_trainer_reaches_its_target():
     model = tiny_model("bert")
     entries = [
         {"type": "ffn_pruning", "sparsity": 0.25, "scope": "layer", "end": 0.5, "update_every": 1},
-        {"type": "head_pruning", "sparsity": 0.5, "importance": "magnitude", "end": 0.5, "update_every": 2},
+        {
+            "type": "head_pruning",
+            "sparsity": 0.5,
+            "importance": "magnitude",
+            "end": 0.5,
+            "update_every": 2,
+        },
     ]
     recipe = Recipe.from_dict(
         {
@@ -275,7 +340,9 @@ def test_gradual_ffn_pruning_in_the_trainer_reaches_its_target():
         }
     )
     args = tiny_training_args()
-    trainer = CompressionTrainer(model=model, args=args, recipe=recipe, train_dataset=tiny_dataset())
+    trainer = CompressionTrainer(
+        model=model, args=args, recipe=recipe, train_dataset=tiny_dataset()
+    )
     trainer.train()
     ffn, heads = trainer.stage_summaries[0]["modifiers"]
     assert ffn["neurons_after"] == {"0": 48, "1": 48} and heads["removed"] == 4
@@ -286,7 +353,9 @@ def test_gradual_ffn_pruning_in_the_trainer_reaches_its_target():
     assert trainer.model.config.compression_config["ffn_width"] == {"0": 48, "1": 48}
     inputs = tiny_inputs()
     model = trainer.model.eval()
-    torch.testing.assert_close(logits(reload(model), inputs), logits(model, inputs), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        logits(reload(model), inputs), logits(model, inputs), atol=1e-5, rtol=0
+    )
 
 
 # Unstructured magnitude pruning -----------------------------------------------------------------
@@ -328,7 +397,9 @@ def test_magnitude_pruning_oneshot_sparse_checkpoint(family):
 
 
 def test_magnitude_pruning_global_scope_and_bf16_reload():
-    model = compress(tiny_model("bert"), [{"type": "magnitude_pruning", "sparsity": 0.7, "scope": "global"}])
+    model = compress(
+        tiny_model("bert"), [{"type": "magnitude_pruning", "sparsity": 0.7, "scope": "global"}]
+    )
     sparse = [m for m in model.modules() if isinstance(m, SparseLinear)]
     total = sum(m.in_features * m.out_features for m in sparse)
     assert sum(m.nnz for m in sparse) == total - int(0.7 * total + 0.5)
@@ -338,12 +409,20 @@ def test_magnitude_pruning_global_scope_and_bf16_reload():
         half = AutoModelForSequenceClassification.from_pretrained(tmp, dtype=torch.bfloat16).eval()
     module = next(m for m in half.modules() if isinstance(m, SparseLinear))
     assert module.values.dtype == torch.bfloat16 and module.mask_packed.dtype == torch.uint8
-    torch.testing.assert_close(logits(half, tiny_inputs()).float(), logits(model, tiny_inputs()), atol=0.05, rtol=0)
+    torch.testing.assert_close(
+        logits(half, tiny_inputs()).float(), logits(model, tiny_inputs()), atol=0.05, rtol=0
+    )
 
 
 def test_magnitude_masks_survive_optimizer_steps_and_follow_the_schedule():
     model = tiny_model("roberta")
-    entry = {"type": "magnitude_pruning", "sparsity": 0.9, "start": 0.0, "end": 0.5, "update_every": 2}
+    entry = {
+        "type": "magnitude_pruning",
+        "sparsity": 0.9,
+        "start": 0.0,
+        "end": 0.5,
+        "update_every": 2,
+    }
     stage = recipe_stage([entry], epochs=1)
     modifier = stage.modifiers[0].build()
     ctx = StageContext(stage=stage, total_steps=12)
@@ -354,7 +433,9 @@ def test_magnitude_masks_survive_optimizer_steps_and_follow_the_schedule():
 
     def check(step):
         for name, linear in first.items():
-            assert (linear.weight[modifier.pruned[name]] == 0).all(), f"pruned weights moved at step {step}"
+            assert (linear.weight[modifier.pruned[name]] == 0).all(), (
+                f"pruned weights moved at step {step}"
+            )
         updated = step % 2 == 0 or step / 12 >= 0.5
         if updated:
             # every layer sits exactly at the schedule's sparsity at the update steps
@@ -364,7 +445,9 @@ def test_magnitude_masks_survive_optimizer_steps_and_follow_the_schedule():
 
     _train_steps(model, modifier, ctx, 12, on_step=check, weight_decay=0.5)
     assert modifier.current == pytest.approx(0.9, abs=0.01)
-    assert any(not torch.equal(start[n], m.weight) for n, m in first.items())  # the kept weights trained
+    assert any(
+        not torch.equal(start[n], m.weight) for n, m in first.items()
+    )  # the kept weights trained
     modifier.on_finalize(model, ctx)
     summary = modifier.summary()
     assert set(summary["layer_sparsity"]) == set(first)
@@ -386,15 +469,21 @@ def test_magnitude_pruning_continues_from_an_earlier_stage():
         if isinstance(module, SparseLinear):
             assert module.sparsity == pytest.approx(0.75, abs=0.01)
             assert not (module.mask() & ~first[name]).any()  # pruned weights stay pruned
-    torch.testing.assert_close(logits(reload(model), tiny_inputs()), logits(model, tiny_inputs()), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        logits(reload(model), tiny_inputs()), logits(model, tiny_inputs()), atol=1e-5, rtol=0
+    )
 
 
 def test_structured_then_magnitude_pruning_reload():
-    model = compress(tiny_model("bert"), [{"type": "head_pruning", "count": 2, "importance": "magnitude"}])
+    model = compress(
+        tiny_model("bert"), [{"type": "head_pruning", "count": 2, "importance": "magnitude"}]
+    )
     model = compress(model, [{"type": "ffn_pruning", "sparsity": 0.5, "importance": "magnitude"}])
     model = compress(model, [{"type": "magnitude_pruning", "sparsity": 0.6}])
     assert set(model.config.compression_config) >= {"heads", "ffn_width", "sparse_linear"}
-    torch.testing.assert_close(logits(reload(model), tiny_inputs()), logits(model, tiny_inputs()), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        logits(reload(model), tiny_inputs()), logits(model, tiny_inputs()), atol=1e-5, rtol=0
+    )
     with pytest.raises(UnsupportedModelError, match="before magnitude pruning"):
         compress(model, [{"type": "head_pruning", "count": 1, "importance": "magnitude"}])
 
@@ -421,10 +510,16 @@ def test_bad_configs_are_recipe_errors(entry, message):
 
 def test_runtime_misuse_is_a_clear_error():
     with pytest.raises(RecipeError, match="taylor"):
-        compress(tiny_model("bert"), [{"type": "head_pruning", "sparsity": 0.5}])  # no calibration data
+        compress(
+            tiny_model("bert"), [{"type": "head_pruning", "sparsity": 0.5}]
+        )  # no calibration data
     with pytest.raises(RecipeError, match="labels"):
         unlabeled = [{"input_ids": tiny_inputs()["input_ids"]}]
-        compress(tiny_model("bert"), [{"type": "ffn_pruning", "sparsity": 0.5}], calibration_data=unlabeled)
+        compress(
+            tiny_model("bert"),
+            [{"type": "ffn_pruning", "sparsity": 0.5}],
+            calibration_data=unlabeled,
+        )
     with pytest.raises(RecipeError, match="share a stage"):
         compress(
             tiny_model("bert"),
@@ -435,7 +530,7 @@ def test_runtime_misuse_is_a_clear_error():
         )
 
 
-# Recipes and the head importance script ------------------------------------------------------------
+# Recipes and the head importance script -----------------------------------------------------------
 @pytest.mark.parametrize(
     "name",
     [
@@ -465,7 +560,9 @@ def test_shipped_one_shot_pruning_recipe_prunes_then_fine_tunes():
 def test_head_importance_script_runs_on_a_tiny_model(tmp_path):
     glue = tmp_path / "glue" / "SST-2"
     glue.mkdir(parents=True)
-    rows = ["sentence\tlabel"] + [f"the movie was {'great' if i % 2 else 'awful'} and fun\t{i % 2}" for i in range(24)]
+    rows = ["sentence\tlabel"] + [
+        f"the movie was {'great' if i % 2 else 'awful'} and fun\t{i % 2}" for i in range(24)
+    ]
     for split in ("train", "dev"):
         (glue / f"{split}.tsv").write_text("\n".join(rows) + "\n")
     model_dir = tmp_path / "model"

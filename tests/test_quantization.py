@@ -25,16 +25,19 @@ from transformers import (
 
 import hf_compress  # noqa: F401  (registers the compressed format)
 from hf_compress import CompressionTrainer, Recipe, compress
-from hf_compress.methods.quantization import kernels
 from hf_compress.errors import HfCompressError, RecipeError, UnsupportedModelError
 from hf_compress.methods.modifier import StageContext
-from hf_compress.methods.quantization.config import LoraConfig
+from hf_compress.methods.quantization import kernels
 from hf_compress.methods.quantization.bitsandbytes import require_bitsandbytes
-from hf_compress.methods.quantization.sensitivity import layer_sensitivity, most_sensitive
-from hf_compress.methods.quantization.config import METHODS, QuantizationConfig
-from hf_compress.methods.quantization.modifier import QuantizationModifier
+from hf_compress.methods.quantization.config import METHODS, LoraConfig, QuantizationConfig
+from hf_compress.methods.quantization.kernels import (
+    fbgemm_available,
+    onednn_available,
+    quantize_weight_per_channel,
+)
 from hf_compress.methods.quantization.layers import Int8Linear, QATLinear
-from hf_compress.methods.quantization.kernels import fbgemm_available, onednn_available, quantize_weight_per_channel
+from hf_compress.methods.quantization.modifier import QuantizationModifier
+from hf_compress.methods.quantization.sensitivity import layer_sensitivity, most_sensitive
 from hf_compress.recipe.recipe import Stage
 from hf_compress.recipe.schema import build
 
@@ -100,7 +103,9 @@ def test_int8_linear_kernels_match_the_integer_reference(reduce_range):
     torch.testing.assert_close(layer(x), reference, atol=1e-5, rtol=1e-5)
     layer.backend = "fbgemm"  # measures the input range on its own grid: as close to float
     assert layer(x).shape == (5, 7, 40)
-    assert (layer(x) - float_out).abs().max() < (0.03 if not reduce_range else 0.06) * float_out.abs().max()
+    assert (layer(x) - float_out).abs().max() < (
+        0.03 if not reduce_range else 0.06
+    ) * float_out.abs().max()
 
 
 def test_int8_linear_picks_fbgemm_for_dynamic_and_onednn_for_static_inputs(monkeypatch):
@@ -111,7 +116,9 @@ def test_int8_linear_picks_fbgemm_for_dynamic_and_onednn_for_static_inputs(monke
     assert Int8Linear.from_linear(nn.Linear(8, 8)).resolved_backend(cpu) == "fbgemm"
     assert Int8Linear(8, 8, static_activations=True).resolved_backend(cpu) == "onednn"
     assert Int8Linear(8, 8).resolved_backend(torch.device("meta")) == "dequant"
-    monkeypatch.setenv("HF_COMPRESS_INT8_BACKEND", "onednn")  # the override, e.g. for batch throughput on AMX
+    monkeypatch.setenv(
+        "HF_COMPRESS_INT8_BACKEND", "onednn"
+    )  # the override, e.g. for batch throughput on AMX
     assert Int8Linear.from_linear(nn.Linear(8, 8)).resolved_backend(cpu) == "onednn"
 
 
@@ -123,15 +130,21 @@ def test_a_layers_saved_kernel_preference_is_followed_where_it_can_run(monkeypat
 
     def chosen(kernel: str, static: bool = False) -> str:
         qparams = (0.05, 128) if static else None
-        return Int8Linear.from_linear(nn.Linear(8, 8), input_qparams=qparams, kernel=kernel).resolved_backend(cpu)
+        return Int8Linear.from_linear(
+            nn.Linear(8, 8), input_qparams=qparams, kernel=kernel
+        ).resolved_backend(cpu)
 
     assert (chosen("auto"), chosen("fbgemm"), chosen("onednn")) == ("fbgemm", "fbgemm", "onednn")
-    assert chosen("fbgemm", static=True) == "onednn"  # a fixed (QAT) input range needs oneDNN's kernel
+    assert (
+        chosen("fbgemm", static=True) == "onednn"
+    )  # a fixed (QAT) input range needs oneDNN's kernel
     monkeypatch.setattr(kernels, "cpu_has_amx_int8", lambda: True)
     assert chosen("onednn_on_amx") == "onednn"
     monkeypatch.setattr(kernels, "cpu_has_amx_int8", lambda: False)
     assert chosen("onednn_on_amx") == "fbgemm"
-    monkeypatch.setenv("HF_COMPRESS_INT8_BACKEND", "fbgemm")  # the environment overrides the checkpoint
+    monkeypatch.setenv(
+        "HF_COMPRESS_INT8_BACKEND", "fbgemm"
+    )  # the environment overrides the checkpoint
     assert chosen("onednn") == "fbgemm"
     with pytest.raises(ValueError, match="onednn_on_amx"):
         Int8Linear.from_linear(nn.Linear(8, 8), kernel="amx")
@@ -143,14 +156,18 @@ def test_the_kernel_preference_is_saved_per_layer_and_reloaded(monkeypatch):
     assert {m.kernel for m in model.modules() if isinstance(m, Int8Linear)} == {"onednn"}
     reloaded, directory = reload(model)
     saved = json.loads((directory / "config.json").read_text())["compression_config"]["int8_linear"]
-    assert saved and all(spec == {"activations": "dynamic", "kernel": "onednn"} for spec in saved.values())
+    assert saved and all(
+        spec == {"activations": "dynamic", "kernel": "onednn"} for spec in saved.values()
+    )
     layers = [m for m in reloaded.modules() if isinstance(m, Int8Linear)]
     assert len(layers) == len(saved) and {m.kernel for m in layers} == {"onednn"}
     inputs = tiny_inputs()
     torch.testing.assert_close(logits(reloaded, inputs), logits(model, inputs), atol=0, rtol=0)
     # Without a preference the checkpoint records none (and stays what earlier versions wrote).
     _, plain = reload(quantize(tiny_model("bert"), method="int8_dynamic"))
-    specs = json.loads((plain / "config.json").read_text())["compression_config"]["int8_linear"].values()
+    specs = json.loads((plain / "config.json").read_text())["compression_config"][
+        "int8_linear"
+    ].values()
     assert all(spec == {"activations": "dynamic"} for spec in specs)
 
 
@@ -205,7 +222,10 @@ def test_int8_linear_falls_back_to_onednn_when_fbgemm_cannot_pack(monkeypatch):
 
 def test_int8_linear_shares_the_quantized_input_only_while_it_is_unchanged():
     torch.manual_seed(0)
-    first, second = Int8Linear.from_linear(nn.Linear(16, 8)), Int8Linear.from_linear(nn.Linear(16, 8))
+    first, second = (
+        Int8Linear.from_linear(nn.Linear(16, 8)),
+        Int8Linear.from_linear(nn.Linear(16, 8)),
+    )
     x = torch.randn(4, 16)
     expected = second(x.clone())
     first(x)
@@ -240,13 +260,18 @@ def test_int8_dynamic_is_close_saves_int8_and_reloads_identically(family):
 
     reloaded, directory = reload(model)
     torch.testing.assert_close(logits(reloaded, inputs), out, atol=0, rtol=0)
-    assert sum(isinstance(m, Int8Linear) for m in reloaded.modules()) == len(linears)  # no inflation to fp32
+    assert sum(isinstance(m, Int8Linear) for m in reloaded.modules()) == len(
+        linears
+    )  # no inflation to fp32
     dtypes = tensor_dtypes(directory)
     int8_weights = [k for k, v in dtypes.items() if v == "I8"]
     assert len(int8_weights) == len(linears)
     assert all(dtypes[k.replace(".weight", ".weight_scale")] == "F32" for k in int8_weights)
     config = json.loads((directory / "config.json").read_text())
-    assert config["model_type"] == f"compressed_{family}" and "int8_dynamic" in config["compression_config"]["methods"]
+    assert (
+        config["model_type"] == f"compressed_{family}"
+        and "int8_dynamic" in config["compression_config"]["methods"]
+    )
 
 
 def test_int8_linear_weights_are_four_times_smaller_on_disk():
@@ -255,7 +280,10 @@ def test_int8_linear_weights_are_four_times_smaller_on_disk():
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         dense.save_pretrained(a)
         model.save_pretrained(b)
-        with safe_open(f"{a}/model.safetensors", "pt") as fa, safe_open(f"{b}/model.safetensors", "pt") as fb:
+        with (
+            safe_open(f"{a}/model.safetensors", "pt") as fa,
+            safe_open(f"{b}/model.safetensors", "pt") as fb,
+        ):
             names = [n for n, m in model.named_modules() if isinstance(m, Int8Linear)]
             before = sum(fa.get_tensor(f"{n}.weight").nbytes for n in names)
             after = sum(fb.get_tensor(f"{n}.weight").nbytes for n in names)
@@ -273,7 +301,10 @@ def test_int8_dynamic_reloads_into_the_bare_encoder():
         isinstance(m, Int8Linear) for m in model.bert.modules()
     )
     torch.testing.assert_close(
-        encoder(**tiny_inputs()).last_hidden_state, model.bert(**tiny_inputs()).last_hidden_state, atol=0, rtol=0
+        encoder(**tiny_inputs()).last_hidden_state,
+        model.bert(**tiny_inputs()).last_hidden_state,
+        atol=0,
+        rtol=0,
     )
 
 
@@ -285,14 +316,19 @@ def test_int8_checkpoint_loads_in_bfloat16_and_stays_int8():
     layer = half.bert.encoder.layer[0].attention.self.query
     assert isinstance(layer, Int8Linear) and layer.weight.dtype == torch.int8
     out = logits(half, tiny_inputs())
-    assert out.dtype == torch.bfloat16 and (out.float() - logits(model, tiny_inputs())).abs().max() < 0.05
+    assert (
+        out.dtype == torch.bfloat16
+        and (out.float() - logits(model, tiny_inputs())).abs().max() < 0.05
+    )
 
 
 def test_include_embeddings_stores_the_word_embeddings_as_int8():
     plain = quantize(tiny_model("bert"), method="int8_dynamic")
     model = quantize(tiny_model("bert"), method="int8_dynamic", include_embeddings=True)
     reloaded, directory = reload(model)
-    torch.testing.assert_close(logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0)
+    torch.testing.assert_close(
+        logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0
+    )
     assert tensor_dtypes(directory)["bert.embeddings.word_embeddings.qweight"] == "I8"
     from hf_compress.evaluation.measure import saved_size_bytes
 
@@ -300,7 +336,9 @@ def test_include_embeddings_stores_the_word_embeddings_as_int8():
 
 
 def test_skip_modules_keep_layers_and_their_children_in_float():
-    model = quantize(tiny_model("roberta"), method="int8_dynamic", skip_modules=["classifier", "layer.0"])
+    model = quantize(
+        tiny_model("roberta"), method="int8_dynamic", skip_modules=["classifier", "layer.0"]
+    )
     kept = [n for n, m in model.named_modules() if type(m) is nn.Linear]
     assert "classifier.dense" in kept and "classifier.out_proj" in kept
     assert any(n.startswith("roberta.encoder.layer.0.") for n in kept)
@@ -312,15 +350,26 @@ def test_summary_reports_sizes():
     modifier.on_finalize(wide_model(), StageContext())
     summary = modifier.summary()
     assert summary["method"] == "int8_dynamic" and summary["quantized_layers"] == 13
-    assert summary["linear_compression_factor"] > 3.5  # 64 wide: scales and biases weigh; 3.9x at 384
+    assert (
+        summary["linear_compression_factor"] > 3.5
+    )  # 64 wide: scales and biases weigh; 3.9x at 384
 
 
 # fp32_fallback --------------------------------------------------------------------------------
 # (norm before the layer, the layer) per family: the planted layer is made int8-hostile below.
 PLANT = {
-    "bert": ("bert.encoder.layer.0.attention.output.LayerNorm", "bert.encoder.layer.0.intermediate.dense"),
-    "roberta": ("roberta.encoder.layer.0.attention.output.LayerNorm", "roberta.encoder.layer.0.intermediate.dense"),
-    "distilbert": ("distilbert.transformer.layer.0.sa_layer_norm", "distilbert.transformer.layer.0.ffn.lin1"),
+    "bert": (
+        "bert.encoder.layer.0.attention.output.LayerNorm",
+        "bert.encoder.layer.0.intermediate.dense",
+    ),
+    "roberta": (
+        "roberta.encoder.layer.0.attention.output.LayerNorm",
+        "roberta.encoder.layer.0.intermediate.dense",
+    ),
+    "distilbert": (
+        "distilbert.transformer.layer.0.sa_layer_norm",
+        "distilbert.transformer.layer.0.ffn.lin1",
+    ),
 }
 
 
@@ -346,7 +395,9 @@ def planted_model(family: str, num_labels: int = 2) -> tuple[nn.Module, str]:
 
 def calibration(count: int = 4, labels: bool = True) -> list[dict[str, torch.Tensor]]:
     data = tiny_dataset()
-    batches = [{k: torch.tensor(v) for k, v in data[i * 8 : (i + 1) * 8].items()} for i in range(count)]
+    batches = [
+        {k: torch.tensor(v) for k, v in data[i * 8 : (i + 1) * 8].items()} for i in range(count)
+    ]
     return batches if labels else [{k: v for k, v in b.items() if k != "labels"} for b in batches]
 
 
@@ -361,21 +412,29 @@ def test_fp32_fallback_keeps_the_planted_layer_in_float_and_reloads(family):
     # The heads' own dense layers stay float, as the classifier does, so the encoder is compared.
     heads = ("classifier", "pooler", "pre_classifier")
     plain = quantize(copy.deepcopy(dense), method="int8_dynamic", skip_modules=list(heads))
-    modifier = QuantizationModifier(QuantizationConfig(method="int8_dynamic", fp32_fallback=1, skip_modules=heads))
+    modifier = QuantizationModifier(
+        QuantizationConfig(method="int8_dynamic", fp32_fallback=1, skip_modules=heads)
+    )
     ctx = StageContext(train_dataloader=lambda: iter(calibration()))
     model = modifier.on_finalize(copy.deepcopy(dense), ctx)
     assert [n for n in float_linears(model) if not any(h in n for h in heads)] == [planted]
     assert list(modifier.summary()["fp32_fallback"]) == [planted] and planted in ctx.notes[0]
+
     # Keeping the planted layer in float removes most of int8's error (over the calibration set).
     def error(quantized):
-        return sum((logits(quantized, b) - logits(dense, b)).abs().mean() for b in calibration(4, labels=False))
+        return sum(
+            (logits(quantized, b) - logits(dense, b)).abs().mean()
+            for b in calibration(4, labels=False)
+        )
 
     assert error(model) < error(plain) / 3
     reloaded, directory = reload(model)
     torch.testing.assert_close(logits(reloaded, inputs), logits(model, inputs), atol=0, rtol=0)
     assert float_linears(reloaded) == float_linears(model)
     saved = json.loads((directory / "config.json").read_text())["compression_config"]["int8_linear"]
-    assert planted not in saved and len(saved) == sum(isinstance(m, Int8Linear) for m in model.modules())
+    assert planted not in saved and len(saved) == sum(
+        isinstance(m, Int8Linear) for m in model.modules()
+    )
 
 
 @pytest.mark.parametrize("num_labels", [2, 1])
@@ -401,12 +460,18 @@ def test_fp32_fallback_without_training_data_or_with_too_many_layers_is_a_clear_
     with pytest.raises(RecipeError, match="needs training batches.*fp32_fallback: 0"):
         quantize(tiny_model("bert"), method="int8_dynamic", fp32_fallback=1)
     with pytest.raises(RecipeError, match="found no training batches"):
-        compress(tiny_model("bert"), [{"type": "quantization", "method": "int8_dynamic", "fp32_fallback": 1}],
-                 calibration_data=[])
+        compress(
+            tiny_model("bert"),
+            [{"type": "quantization", "method": "int8_dynamic", "fp32_fallback": 1}],
+            calibration_data=[],
+        )
     count = len(float_linears(tiny_model("bert")))
     with pytest.raises(RecipeError, match=f"fp32_fallback={count} would keep all {count}"):
-        compress(tiny_model("bert"), [{"type": "quantization", "method": "int8_dynamic", "fp32_fallback": count}],
-                 calibration_data=calibration())
+        compress(
+            tiny_model("bert"),
+            [{"type": "quantization", "method": "int8_dynamic", "fp32_fallback": count}],
+            calibration_data=calibration(),
+        )
 
 
 # qat_int8 ------------------------------------------------------------------------------------
@@ -432,7 +497,9 @@ def test_qat_fake_quant_forward_equals_the_converted_int8_forward(family):
     assert layers
     before = layers[0].weight.detach().clone()
     _train_steps(model)
-    assert not torch.equal(before, layers[0].weight)  # straight-through gradients reach the float weights
+    assert not torch.equal(
+        before, layers[0].weight
+    )  # straight-through gradients reach the float weights
     assert all(bool(m.observed) and m.act_max > m.act_min for m in layers)
     fake_quantized = logits(model, tiny_inputs())
 
@@ -458,11 +525,17 @@ def test_qat_converts_layers_another_modifier_replaced_with_their_learned_range(
     with torch.no_grad():
         narrow.weight.copy_(old.weight[:, :48])
         narrow.bias.copy_(old.bias)
-    model.bert.encoder.layer[0].intermediate.dense = model.bert.encoder.layer[0].intermediate.dense.to_float()
+    model.bert.encoder.layer[0].intermediate.dense = model.bert.encoder.layer[
+        0
+    ].intermediate.dense.to_float()
     model.bert.encoder.layer[0].output.dense = narrow
     modifier.on_finalize(model, ctx)
     converted = model.bert.encoder.layer[0].output.dense
-    assert isinstance(converted, Int8Linear) and converted.static_activations and converted.in_features == 48
+    assert (
+        isinstance(converted, Int8Linear)
+        and converted.static_activations
+        and converted.in_features == 48
+    )
     assert float(converted.input_scale) == old.input_qparams()[0]
     assert not any(type(m) is nn.Linear for n, m in model.named_modules() if "classifier" not in n)
 
@@ -475,8 +548,12 @@ def test_qat_fake_quantization_rounds_weights_and_inputs():
     layer(x)
     layer.eval()
     codes, scale = quantize_weight_per_channel(layer.weight)
-    torch.testing.assert_close(layer.fake_quantized_weight(), codes.float() * scale[:, None], atol=1e-6, rtol=0)
-    assert not torch.allclose(layer(x), nn.functional.linear(x, layer.weight, layer.bias), atol=1e-6)
+    torch.testing.assert_close(
+        layer.fake_quantized_weight(), codes.float() * scale[:, None], atol=1e-6, rtol=0
+    )
+    assert not torch.allclose(
+        layer(x), nn.functional.linear(x, layer.weight, layer.bias), atol=1e-6
+    )
     # the gradient is straight-through: the same as the float layer's inside the range
     x.requires_grad_(True)
     layer(x).sum().backward()
@@ -488,7 +565,9 @@ def test_qat_needs_a_training_stage():
     assert not QuantizationConfig(method="int8_dynamic").requires_training
     modifier = QuantizationModifier(QuantizationConfig(method="qat_int8"))
     with pytest.raises(HfCompressError, match="epochs > 0"):
-        modifier.on_initialize(tiny_model("bert"), StageContext(stage=Stage(name="one-shot", epochs=0)))
+        modifier.on_initialize(
+            tiny_model("bert"), StageContext(stage=Stage(name="one-shot", epochs=0))
+        )
 
 
 def test_qat_trains_through_the_compression_trainer():
@@ -497,12 +576,23 @@ def test_qat_trains_through_the_compression_trainer():
             "base_model": "tiny",
             "task": "sst2",
             "output_dir": "unused",
-            "stages": [{"name": "qat", "epochs": 1, "modifiers": [{"type": "quantization", "method": "qat_int8"}]}],
+            "stages": [
+                {
+                    "name": "qat",
+                    "epochs": 1,
+                    "modifiers": [{"type": "quantization", "method": "qat_int8"}],
+                }
+            ],
         }
     )
-    trainer = CompressionTrainer(model=tiny_model("bert"), args=_args(), recipe=recipe, train_dataset=tiny_dataset())
+    trainer = CompressionTrainer(
+        model=tiny_model("bert"), args=_args(), recipe=recipe, train_dataset=tiny_dataset()
+    )
     trainer.train()
-    assert sum(isinstance(m, Int8Linear) and m.static_activations for m in trainer.model.modules()) == 13
+    assert (
+        sum(isinstance(m, Int8Linear) and m.static_activations for m in trainer.model.modules())
+        == 13
+    )
     assert trainer.model.config.compression_config["methods"] == ["qat_int8"]
 
 
@@ -516,9 +606,13 @@ def test_bnb_8bit_saves_and_reloads_with_the_same_outputs():
 
     assert sum(isinstance(m, bnb.nn.Linear8bitLt) for m in model.modules()) == 13
     reloaded, directory = reload(model)
-    torch.testing.assert_close(logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0)
+    torch.testing.assert_close(
+        logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0
+    )
     config = json.loads((directory / "config.json").read_text())
-    assert config["quantization_config"]["load_in_8bit"] and config["model_type"] == "compressed_bert"
+    assert (
+        config["quantization_config"]["load_in_8bit"] and config["model_type"] == "compressed_bert"
+    )
 
 
 @pytest.mark.parametrize("method", ["bnb_4bit_nf4", "bnb_4bit_fp4"])
@@ -538,9 +632,14 @@ def test_bnb_4bit_skips_unfit_layers_is_close_and_reloads(method):
     reloaded, directory = reload(model)
     # bitsandbytes 0.50 repacks CPU 4-bit weights when saving after a forward: compare with the
     # in-memory model as saved, which is what from_pretrained must give back
-    torch.testing.assert_close(logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0)
+    torch.testing.assert_close(
+        logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0
+    )
     assert (
-        json.loads((directory / "config.json").read_text())["quantization_config"]["bnb_4bit_quant_type"] == method[-3:]
+        json.loads((directory / "config.json").read_text())["quantization_config"][
+            "bnb_4bit_quant_type"
+        ]
+        == method[-3:]
     )
     assert modifier.summary()["linear_compression_factor"] > 5
 
@@ -548,33 +647,47 @@ def test_bnb_4bit_skips_unfit_layers_is_close_and_reloads(method):
 def test_bnb_4bit_checkpoint_is_smaller_than_8bit():
     from hf_compress.evaluation.measure import saved_size_bytes
 
-    four_bit, eight_bit = (saved_size_bytes(quantize(wide_model(), method=m)) for m in ("bnb_4bit_nf4", "bnb_8bit"))
+    four_bit, eight_bit = (
+        saved_size_bytes(quantize(wide_model(), method=m)) for m in ("bnb_4bit_nf4", "bnb_8bit")
+    )
     assert four_bit < eight_bit < saved_size_bytes(wide_model())
 
 
 def test_double_quant_and_compute_dtype_reach_bitsandbytes():
     import bitsandbytes as bnb
 
-    model = quantize(wide_model(), method="bnb_4bit_nf4", double_quant=True, compute_dtype="bfloat16").eval()
+    model = quantize(
+        wide_model(), method="bnb_4bit_nf4", double_quant=True, compute_dtype="bfloat16"
+    ).eval()
     layer = next(m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
     assert layer.compute_dtype == torch.bfloat16 and layer.weight.quant_state.nested
     reloaded, directory = reload(model)
     config = json.loads((directory / "config.json").read_text())["quantization_config"]
     assert config["bnb_4bit_use_double_quant"] and config["bnb_4bit_compute_dtype"] == "bfloat16"
-    torch.testing.assert_close(logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0)
+    torch.testing.assert_close(
+        logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0
+    )
 
 
 def test_bnb_on_top_of_a_compressed_structure():
     # embedding_quantization makes a compressed_bert with its own rebuilt structure
     model = compress(
         wide_model(),
-        [{"type": "embedding_quantization", "bits": 8}, {"type": "quantization", "method": "bnb_4bit_nf4"}],
+        [
+            {"type": "embedding_quantization", "bits": 8},
+            {"type": "quantization", "method": "bnb_4bit_nf4"},
+        ],
     ).eval()
     out = logits(model, tiny_inputs())
     reloaded, directory = reload(model)
     config = json.loads((directory / "config.json").read_text())
-    assert "embedding_quant" in config["compression_config"] and config["quantization_config"]["load_in_4bit"]
-    torch.testing.assert_close(logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0)
+    assert (
+        "embedding_quant" in config["compression_config"]
+        and config["quantization_config"]["load_in_4bit"]
+    )
+    torch.testing.assert_close(
+        logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0
+    )
     assert (logits(reloaded, tiny_inputs()) - out).abs().max() < 1e-2
 
 
@@ -598,7 +711,9 @@ def test_bnb_refuses_an_unsupported_device_and_double_quantization():
 def test_missing_bitsandbytes_is_a_clear_error(monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a)
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a),
     )
     with pytest.raises(RecipeError, match="pip install bitsandbytes"):
         build(QuantizationConfig, {"method": "bnb_4bit_nf4"}, "stages[0].modifiers[0]")
@@ -630,12 +745,22 @@ def test_lora_on_4bit_trains_and_reloads_with_one_from_pretrained():
             "task": "sst2",
             "output_dir": "unused",
             "stages": [
-                {"name": "quantize", "epochs": 0, "modifiers": [{"type": "quantization", "method": "bnb_4bit_nf4"}]},
-                {"name": "recover", "epochs": 2, "modifiers": [{"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0}]},
+                {
+                    "name": "quantize",
+                    "epochs": 0,
+                    "modifiers": [{"type": "quantization", "method": "bnb_4bit_nf4"}],
+                },
+                {
+                    "name": "recover",
+                    "epochs": 2,
+                    "modifiers": [{"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0}],
+                },
             ],
         }
     )
-    trainer = CompressionTrainer(model=wide_model(), args=_args(), recipe=recipe, train_dataset=tiny_dataset())
+    trainer = CompressionTrainer(
+        model=wide_model(), args=_args(), recipe=recipe, train_dataset=tiny_dataset()
+    )
     trainer.run_stage(recipe.stages[0], 0)
     loss_before = _dataset_loss(trainer.model)
     trainer.run_stage(recipe.stages[1], 1)
@@ -650,8 +775,12 @@ def test_lora_on_4bit_trains_and_reloads_with_one_from_pretrained():
     reloaded, directory = reload(model)
     assert sum(isinstance(m, LoraLayer) for m in reloaded.modules()) == 13
     assert sum(isinstance(m, bnb.nn.Linear4bit) for m in reloaded.modules()) == 13
-    torch.testing.assert_close(logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0)
-    assert [p.name for p in directory.iterdir() if p.suffix == ".safetensors"] == ["model.safetensors"]
+    torch.testing.assert_close(
+        logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0
+    )
+    assert [p.name for p in directory.iterdir() if p.suffix == ".safetensors"] == [
+        "model.safetensors"
+    ]
     assert json.loads((directory / "config.json").read_text())["compression_config"]["methods"] == [
         "bnb_4bit_nf4",
         "lora",
@@ -660,14 +789,21 @@ def test_lora_on_4bit_trains_and_reloads_with_one_from_pretrained():
 
 def test_lora_refuses_int8_layers():
     recipe_stages = [
-        {"name": "q", "epochs": 0, "modifiers": [{"type": "quantization", "method": "int8_dynamic"}]},
+        {
+            "name": "q",
+            "epochs": 0,
+            "modifiers": [{"type": "quantization", "method": "int8_dynamic"}],
+        },
         {"name": "l", "epochs": 1, "modifiers": [{"type": "lora"}]},
     ]
-    recipe = Recipe.from_dict({"base_model": "t", "task": "sst2", "output_dir": "o", "stages": recipe_stages})
-    trainer = CompressionTrainer(model=tiny_model("bert"), args=_args(), recipe=recipe, train_dataset=tiny_dataset())
+    recipe = Recipe.from_dict(
+        {"base_model": "t", "task": "sst2", "output_dir": "o", "stages": recipe_stages}
+    )
+    trainer = CompressionTrainer(
+        model=tiny_model("bert"), args=_args(), recipe=recipe, train_dataset=tiny_dataset()
+    )
     with pytest.raises(UnsupportedModelError, match="int8"):
         trainer.train()
-
 
 
 def test_compression_trainer_takes_a_bnb_model_its_lora_stage_prepares():
@@ -679,8 +815,16 @@ def test_compression_trainer_takes_a_bnb_model_its_lora_stage_prepares():
             "task": "sst2",
             "output_dir": "unused",
             "stages": [
-                {"name": "quantize", "epochs": 0, "modifiers": [{"type": "quantization", "method": "bnb_4bit_nf4"}]},
-                {"name": "recover", "epochs": 1, "modifiers": [{"type": "lora", "r": 4, "dropout": 0.0}]},
+                {
+                    "name": "quantize",
+                    "epochs": 0,
+                    "modifiers": [{"type": "quantization", "method": "bnb_4bit_nf4"}],
+                },
+                {
+                    "name": "recover",
+                    "epochs": 1,
+                    "modifiers": [{"type": "lora", "r": 4, "dropout": 0.0}],
+                },
             ],
         }
     )
@@ -721,7 +865,9 @@ def test_a_reloaded_bnb_checkpoint_saves_again(method, tmp_path):
         assert (second / name).is_file()
     assert tensor_dtypes(second) == tensor_dtypes(first)
     reloaded = AutoModelForSequenceClassification.from_pretrained(second).eval()
-    torch.testing.assert_close(logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0)
+    torch.testing.assert_close(
+        logits(reloaded, tiny_inputs()), logits(model, tiny_inputs()), atol=0, rtol=0
+    )
 
 
 # Recipes and validation -------------------------------------------------------------------
@@ -732,7 +878,9 @@ def test_method_typo_lists_the_valid_methods():
                 "base_model": "t",
                 "task": "sst2",
                 "output_dir": "o",
-                "stages": [{"name": "q", "modifiers": [{"type": "quantization", "method": "int8_dynamc"}]}],
+                "stages": [
+                    {"name": "q", "modifiers": [{"type": "quantization", "method": "int8_dynamc"}]}
+                ],
             }
         )
     assert all(method in str(error.value) for method in METHODS)
@@ -747,7 +895,10 @@ def test_method_typo_lists_the_valid_methods():
         ({"method": "int8_dynamic", "ema_decay": 0.9}, "ema_decay"),
         ({"method": "bnb_4bit_nf4", "compute_dtype": "int4"}, "float32, bfloat16, float16"),
         ({"method": "qat_int8", "fp32_fallback": 1}, "fp32_fallback applies to int8_dynamic only"),
-        ({"method": "int8_dynamic", "calibration_batches": 4}, "calibration_batches applies with fp32_fallback"),
+        (
+            {"method": "int8_dynamic", "calibration_batches": 4},
+            "calibration_batches applies with fp32_fallback",
+        ),
         ({"method": "int8_dynamic", "fp32_fallback": -1}, "fp32_fallback"),
     ],
 )
@@ -763,17 +914,36 @@ def test_lora_config_rejects_two_target_keys():
 
 def test_only_lora_may_train_after_quantization():
     base = {"base_model": "t", "task": "sst2", "output_dir": "o"}
-    quantize_stage = {"name": "q", "epochs": 0, "modifiers": [{"type": "quantization", "method": "bnb_4bit_nf4"}]}
-    Recipe.from_dict({**base, "stages": [quantize_stage, {"name": "l", "epochs": 1, "modifiers": [{"type": "lora"}]}]})
+    quantize_stage = {
+        "name": "q",
+        "epochs": 0,
+        "modifiers": [{"type": "quantization", "method": "bnb_4bit_nf4"}],
+    }
+    Recipe.from_dict(
+        {
+            **base,
+            "stages": [quantize_stage, {"name": "l", "epochs": 1, "modifiers": [{"type": "lora"}]}],
+        }
+    )
     with pytest.raises(RecipeError, match="froze the weights"):
-        Recipe.from_dict({**base, "stages": [quantize_stage, {"name": "ft", "epochs": 1, "modifiers": []}]})
+        Recipe.from_dict(
+            {**base, "stages": [quantize_stage, {"name": "ft", "epochs": 1, "modifiers": []}]}
+        )
     with pytest.raises(RecipeError, match="epochs > 0"):
         Recipe.from_dict(
-            {**base, "stages": [quantize_stage, {"name": "l", "epochs": 0, "modifiers": [{"type": "lora"}]}]}
+            {
+                **base,
+                "stages": [
+                    quantize_stage,
+                    {"name": "l", "epochs": 0, "modifiers": [{"type": "lora"}]},
+                ],
+            }
         )
 
 
-@pytest.mark.parametrize("name", ["minilm-sst2-int8", "minilm-sst2-qat-int8", "minilm-sst2-nf4-lora"])
+@pytest.mark.parametrize(
+    "name", ["minilm-sst2-int8", "minilm-sst2-qat-int8", "minilm-sst2-nf4-lora"]
+)
 def test_shipped_recipes_validate(name):
     recipe = Recipe.from_yaml(REPO / "recipes" / f"{name}.yaml")
     types = [m.type for stage in recipe.stages for m in stage.modifiers]
@@ -786,7 +956,9 @@ def test_gpu_check_script_fails_clearly_without_cuda(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present; the script would run for real")
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu_bnb_check.py"), str(tmp_path)], capture_output=True, text=True
+        [sys.executable, str(REPO / "benchmarks" / "gpu_bnb_check.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "CUDA" in result.stderr
@@ -821,10 +993,19 @@ def test_run_recipe_nf4_then_lora_writes_one_reloadable_checkpoint(tmp_path, glu
         {
             "base_model": str(base),
             "task": "sst2",
-            "data": {"max_train_samples": 32, "max_eval_samples": 16, "max_seq_length": 32, "glue_dir": str(glue_dir)},
+            "data": {
+                "max_train_samples": 32,
+                "max_eval_samples": 16,
+                "max_seq_length": 32,
+                "glue_dir": str(glue_dir),
+            },
             "training": {"per_device_train_batch_size": 16, "learning_rate": 1.0e-3},
             "stages": [
-                {"name": "nf4", "epochs": 0, "modifiers": [{"type": "quantization", "method": "bnb_4bit_nf4"}]},
+                {
+                    "name": "nf4",
+                    "epochs": 0,
+                    "modifiers": [{"type": "quantization", "method": "bnb_4bit_nf4"}],
+                },
                 {"name": "lora", "epochs": 1, "modifiers": [{"type": "lora", "r": 4}]},
             ],
             "output_dir": str(output),
@@ -838,4 +1019,6 @@ def test_run_recipe_nf4_then_lora_writes_one_reloadable_checkpoint(tmp_path, glu
     batch = tokenizer(["a gripping , funny film", "dull"], padding=True, return_tensors="pt")
     reloaded = AutoModelForSequenceClassification.from_pretrained(output).eval()
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(**batch).logits, result.model.eval()(**batch).logits, atol=0, rtol=0)
+        torch.testing.assert_close(
+            reloaded(**batch).logits, result.model.eval()(**batch).logits, atol=0, rtol=0
+        )

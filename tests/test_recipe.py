@@ -91,23 +91,75 @@ def test_from_yaml_file(tmp_path):
     [
         ("task: sst2", "task: sst3", "task: got 'sst3'; allowed values: cola, sst2"),
         ("  - name: tune\n", "  - name: tune\n    bogus: 1\n", "stages[0]: unknown key 'bogus'"),
-        ("{type: _test_scale, factor: 0.5}", "{type: _test_scale, factor: 1.5}", "stages[0].modifiers[0].factor: 1.5 is out of range; allowed: (0, 1]"),
-        ("{type: _test_scale, factor: 0.5}", "{type: _test_scale, factor: 0}", "factor: 0.0 is out of range"),
-        ("{type: _test_scale, factor: 0.5}", "{type: _test_scale, factor: high}", "factor: expected a number, got 'high'"),
-        ("{type: _test_scale, factor: 0.5}", "{type: _test_scale, mode: c}", "mode: got 'c'; allowed values: a, b"),
-        ("{type: _test_scale, factor: 0.5}", "{type: _test_scale, layers: [1, x]}", "layers: expected list of int | null"),
-        ("{type: _test_scale, factor: 0.5}", "{type: _test_scael}", "unknown modifier '_test_scael'; allowed values:"),
-        ("{type: _test_scale, factor: 0.5}", "{type: _test_scale, start: 0.8, end: 0.2}", "start (0.8) must not be after end (0.2)"),
+        (
+            "{type: _test_scale, factor: 0.5}",
+            "{type: _test_scale, factor: 1.5}",
+            "stages[0].modifiers[0].factor: 1.5 is out of range; allowed: (0, 1]",
+        ),
+        (
+            "{type: _test_scale, factor: 0.5}",
+            "{type: _test_scale, factor: 0}",
+            "factor: 0.0 is out of range",
+        ),
+        (
+            "{type: _test_scale, factor: 0.5}",
+            "{type: _test_scale, factor: high}",
+            "factor: expected a number, got 'high'",
+        ),
+        (
+            "{type: _test_scale, factor: 0.5}",
+            "{type: _test_scale, mode: c}",
+            "mode: got 'c'; allowed values: a, b",
+        ),
+        (
+            "{type: _test_scale, factor: 0.5}",
+            "{type: _test_scale, layers: [1, x]}",
+            "layers: expected list of int | null",
+        ),
+        (
+            "{type: _test_scale, factor: 0.5}",
+            "{type: _test_scael}",
+            "unknown modifier '_test_scael'; allowed values:",
+        ),
+        (
+            "{type: _test_scale, factor: 0.5}",
+            "{type: _test_scale, start: 0.8, end: 0.2}",
+            "start (0.8) must not be after end (0.2)",
+        ),
         ("epochs: 2", "epochs: -1", "stages[0].epochs: -1.0 is out of range"),
         ("epochs: 2", "epochs: two", "stages[0].epochs: expected a number"),
-        ("learning_rate: 5.0e-5", "learning_rat: 5.0e-5", "training.learning_rat: not a transformers.TrainingArguments field"),
-        ("learning_rate: 5.0e-5", "num_train_epochs: 3", "training.num_train_epochs: set by the recipe itself"),
-        ("max_seq_length: 64", "max_seq_length: 100000", "data.max_seq_length: 100000 is out of range"),
+        (
+            "learning_rate: 5.0e-5",
+            "learning_rat: 5.0e-5",
+            "training.learning_rat: not a transformers.TrainingArguments field",
+        ),
+        (
+            "learning_rate: 5.0e-5",
+            "num_train_epochs: 3",
+            "training.num_train_epochs: set by the recipe itself",
+        ),
+        (
+            "max_seq_length: 64",
+            "max_seq_length: 100000",
+            "data.max_seq_length: 100000 is out of range",
+        ),
         ("output_dir: outputs/x", "", "output_dir: required key is missing"),
         ("teacher: finetuned-base\nfinetune_base: {epochs: 1}", "teacher: none", "needs a teacher"),
-        ("finetune_base: {epochs: 1}", "finetune_base: {epochs: 0}", "finetune_base.epochs: 0.0 is out of range"),
-        ("teacher: finetuned-base\nfinetune_base: {epochs: 1}", "teacher: finetuned-base", "needs a `finetune_base"),
-        ("  - name: freeze\n    epochs: 0", "  - name: tune\n    epochs: 0", "stage name 'tune' is used twice"),
+        (
+            "finetune_base: {epochs: 1}",
+            "finetune_base: {epochs: 0}",
+            "finetune_base.epochs: 0.0 is out of range",
+        ),
+        (
+            "teacher: finetuned-base\nfinetune_base: {epochs: 1}",
+            "teacher: finetuned-base",
+            "needs a `finetune_base",
+        ),
+        (
+            "  - name: freeze\n    epochs: 0",
+            "  - name: tune\n    epochs: 0",
+            "stage name 'tune' is used twice",
+        ),
     ],
 )
 def test_validation_errors_name_file_key_and_allowed_values(old, new, message):
@@ -119,8 +171,13 @@ def test_validation_errors_name_file_key_and_allowed_values(old, new, message):
 
 
 def test_training_after_a_freezing_modifier_is_rejected():
-    text = GOOD.replace("output_dir:", "  - name: more\n    epochs: 1\n    modifiers: []\noutput_dir:")
-    with pytest.raises(RecipeError, match=r"stages\[2\].*trains .* after stages\[1\]\.modifiers\[0\] \(_test_freeze\) froze"):
+    text = GOOD.replace(
+        "output_dir:", "  - name: more\n    epochs: 1\n    modifiers: []\noutput_dir:"
+    )
+    with pytest.raises(
+        RecipeError,
+        match=r"stages\[2\].*trains .* after stages\[1\]\.modifiers\[0\] \(_test_freeze\) froze",
+    ):
         recipe_from(text)
 
 
@@ -137,7 +194,10 @@ def test_modifier_needing_training_in_one_shot_stage_is_rejected():
 
 
 def test_overrides_set_nested_keys_and_list_items():
-    recipe = recipe_from(GOOD, overrides=["training.learning_rate=3e-5", "stages.0.epochs=3", "data.max_eval_samples=100"])
+    recipe = recipe_from(
+        GOOD,
+        overrides=["training.learning_rate=3e-5", "stages.0.epochs=3", "data.max_eval_samples=100"],
+    )
     assert recipe.training["learning_rate"] == 3e-5
     assert recipe.stages[0].epochs == 3
     assert recipe.data.max_eval_samples == 100
@@ -193,23 +253,34 @@ def test_shipped_small_glue_task_recipes(task):
     int8 = Recipe.from_yaml(root / f"minilm-{task}-int8.yaml")
     quickstart = Recipe.from_yaml(root / "quickstart.yaml")
     assert best.task == int8.task == task
-    assert [[m.type for m in s.modifiers] for s in best.stages] == [[m.type for m in s.modifiers] for s in quickstart.stages]
+    assert [[m.type for m in s.modifiers] for s in best.stages] == [
+        [m.type for m in s.modifiers] for s in quickstart.stages
+    ]
     assert [[m.type for m in s.modifiers] for s in int8.stages] == [["quantization"]]
     # small data sets: all of it, several epochs, room for both sentences of a pair
-    assert best.data.max_train_samples is None and best.finetune_base.epochs >= 3 and best.stages[0].epochs >= 3
+    assert (
+        best.data.max_train_samples is None
+        and best.finetune_base.epochs >= 3
+        and best.stages[0].epochs >= 3
+    )
     assert best.data.max_seq_length == (128 if len(get_task(task).text_fields) == 2 else 64)
     assert best.training["per_device_train_batch_size"] in (16, 32)
     # the same fine-tuning, so both recipes start from (and compare against) one cached teacher
     for key in ("base_model", "teacher", "finetune_base", "data", "training", "seed"):
         assert getattr(best, key) == getattr(int8, key), key
     assert best.finetune_base.cache_dir == f"outputs/minilm-{task}-finetuned-base"
-    assert {best.output_dir, int8.output_dir} == {f"outputs/minilm-{task}-prune-distill-int8", f"outputs/minilm-{task}-int8"}
+    assert {best.output_dir, int8.output_dir} == {
+        f"outputs/minilm-{task}-prune-distill-int8",
+        f"outputs/minilm-{task}-int8",
+    }
     if task == "mrpc":  # the QAT and fallback recipes start from the same cached teacher
         qat = Recipe.from_yaml(root / "minilm-mrpc-qat-int8-distill.yaml")
         fallback = Recipe.from_yaml(root / "minilm-mrpc-int8-emb-fp32-fallback.yaml")
         for key in ("base_model", "teacher", "finetune_base", "data", "training", "seed"):
             assert getattr(best, key) == getattr(qat, key) == getattr(fallback, key), key
-        assert [[m.type for m in s.modifiers] for s in qat.stages] == [["quantization", "distillation"]]
+        assert [[m.type for m in s.modifiers] for s in qat.stages] == [
+            ["quantization", "distillation"]
+        ]
         (entry,) = fallback.stages[0].modifiers
         assert entry.config.fp32_fallback == 4 and entry.config.include_embeddings is True
     if task == "rte":  # shares the teacher of the RTE distillation pair too
@@ -223,10 +294,19 @@ def test_distillation_after_vocabulary_pruning_is_rejected():
     class _Vocab(Modifier):
         changes_vocabulary = True
 
-    same_stage = GOOD.replace("- {type: _test_needs_teacher}", "- {type: _test_needs_teacher}\n      - {type: _test_vocab}")
+    same_stage = GOOD.replace(
+        "- {type: _test_needs_teacher}",
+        "- {type: _test_needs_teacher}\n      - {type: _test_vocab}",
+    )
     recipe_from(same_stage)  # pruning at the end of the distillation stage is fine
-    later = GOOD.replace("name: tune", "name: vocab\n    epochs: 0\n    modifiers: [{type: _test_vocab}]\n  - name: tune")
-    with pytest.raises(RecipeError, match=r"old vocabulary, but stages\[0\]\.modifiers\[0\] \(_test_vocab\) renumbered"):
+    later = GOOD.replace(
+        "name: tune",
+        "name: vocab\n    epochs: 0\n    modifiers: [{type: _test_vocab}]\n  - name: tune",
+    )
+    with pytest.raises(
+        RecipeError,
+        match=r"old vocabulary, but stages\[0\]\.modifiers\[0\] \(_test_vocab\) renumbered",
+    ):
         recipe_from(later)
 
 
@@ -237,7 +317,9 @@ def test_sst2_combination_with_fallback_differs_from_the_combination_only_by_the
     plain = Recipe.from_yaml(root / "minilm-sst2-prune-int8-full-data.yaml").to_dict()
     fallback = Recipe.from_yaml(root / "minilm-sst2-prune-int8-fallback-full-data.yaml").to_dict()
     assert fallback["stages"][2]["modifiers"][0]["fp32_fallback"] == 1
-    fallback["stages"][2]["modifiers"][0]["fp32_fallback"] = plain["stages"][2]["modifiers"][0].get("fp32_fallback", 0)
+    fallback["stages"][2]["modifiers"][0]["fp32_fallback"] = plain["stages"][2]["modifiers"][0].get(
+        "fp32_fallback", 0
+    )
     assert fallback["output_dir"] == "outputs/minilm-sst2-prune-int8-fallback-full-data"
     fallback["output_dir"] = plain["output_dir"]
     assert fallback == plain

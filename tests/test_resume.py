@@ -1,4 +1,5 @@
-"""A real run killed with SIGKILL mid-stage resumes with `--resume` and ends like an uninterrupted run."""
+"""A real run killed with SIGKILL mid-stage resumes with `--resume` and ends like an uninterrupted
+run."""
 
 from __future__ import annotations
 
@@ -23,11 +24,24 @@ STAGE = """  - name: count
 
 
 def _command(recipe: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "hf_compress", "--plugin", "pipeline_fixtures", "run", str(recipe), "--no-latency", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "hf_compress",
+        "--plugin",
+        "pipeline_fixtures",
+        "run",
+        str(recipe),
+        "--no-latency",
+        *extra,
+    ]
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": f"{REPO / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{REPO / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +52,16 @@ def tiny_base(tmp_path_factory):
 def test_killed_run_resumes_from_last_checkpoint(tmp_path, tiny_base, glue_dir):
     output = tmp_path / "out"
     text = tiny_recipe_text(tiny_base, output, glue_dir, extra_stage=STAGE)
-    text = text.replace("max_train_samples: 64", "max_train_samples: 320").replace("logging_steps: 1", "logging_steps: 5, save_steps: 8")
+    text = text.replace("max_train_samples: 64", "max_train_samples: 320").replace(
+        "logging_steps: 1", "logging_steps: 5, save_steps: 8"
+    )
     recipe = tmp_path / "r.yaml"
     recipe.write_text(text)
     work = tmp_path / "out.work"
 
-    process = subprocess.Popen(_command(recipe), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _command(recipe), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     checkpoint = work / "stages" / "stage-1" / "checkpoint-16"
     while not (checkpoint / "hf_compress_modifiers.json").is_file():
@@ -57,9 +75,14 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, tiny_base, glue_dir):
     progress = json.loads((work / "progress.json").read_text())
     assert progress["completed_stages"] == 1  # stage 0 finished, stage 1 was interrupted
 
-    resumed = subprocess.run(_command(recipe, "--resume"), env=_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        _command(recipe, "--resume"), env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming after stage 0" in resumed.stderr and "resuming stage 1 (count) from" in resumed.stderr
+    assert (
+        "resuming after stage 0" in resumed.stderr
+        and "resuming stage 1 (count) from" in resumed.stderr
+    )
     report = json.loads((output / "report.json").read_text())
     # 320 examples / batch 16 = 20 steps an epoch, 2 epochs: the restored counter ends at 40
     assert report["stages"][1]["modifiers"][0] == {"type": "_count_steps", "steps": 40}
@@ -69,7 +92,9 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, tiny_base, glue_dir):
     assert not work.exists()
 
 
-def test_stale_staging_directories_are_cleaned_and_other_recipes_are_not_resumed(tmp_path, tiny_base, glue_dir):
+def test_stale_staging_directories_are_cleaned_and_other_recipes_are_not_resumed(
+    tmp_path, tiny_base, glue_dir
+):
     from hf_compress import Recipe
     from hf_compress.errors import HfCompressError
     from hf_compress.training.runner import run_recipe
@@ -80,7 +105,9 @@ def test_stale_staging_directories_are_cleaned_and_other_recipes_are_not_resumed
     (stale / "config.json").write_text("{}")
     work = tmp_path / "out.work"
     work.mkdir()
-    (work / "progress.json").write_text(json.dumps({"fingerprint": "another-recipe", "completed_stages": 1}))
+    (work / "progress.json").write_text(
+        json.dumps({"fingerprint": "another-recipe", "completed_stages": 1})
+    )
     recipe = Recipe.from_string(tiny_recipe_text(tiny_base, output, glue_dir), source="t.yaml")
     with pytest.raises(HfCompressError, match="different recipe"):
         run_recipe(recipe, resume=True, latency=False, progress=False)
@@ -100,12 +127,29 @@ def _nf4_lora_recipe(base: Path, output: Path, glue_dir: Path):
         {
             "base_model": str(base),
             "task": "sst2",
-            "data": {"max_train_samples": 64, "max_eval_samples": 16, "max_seq_length": 32, "glue_dir": str(glue_dir)},
+            "data": {
+                "max_train_samples": 64,
+                "max_eval_samples": 16,
+                "max_seq_length": 32,
+                "glue_dir": str(glue_dir),
+            },
             # 64 examples / batch 16 = 4 steps an epoch; a checkpoint every 2 steps
-            "training": {"per_device_train_batch_size": 16, "learning_rate": 1.0e-3, "save_steps": 2},
+            "training": {
+                "per_device_train_batch_size": 16,
+                "learning_rate": 1.0e-3,
+                "save_steps": 2,
+            },
             "stages": [
-                {"name": "nf4", "epochs": 0, "modifiers": [{"type": "quantization", "method": "bnb_4bit_nf4"}]},
-                {"name": "lora", "epochs": 2, "modifiers": [{"type": "lora", "r": 4, "dropout": 0.0}]},
+                {
+                    "name": "nf4",
+                    "epochs": 0,
+                    "modifiers": [{"type": "quantization", "method": "bnb_4bit_nf4"}],
+                },
+                {
+                    "name": "lora",
+                    "epochs": 2,
+                    "modifiers": [{"type": "lora", "r": 4, "dropout": 0.0}],
+                },
             ],
             "output_dir": str(output),
         }
@@ -120,7 +164,9 @@ def wide_base(tmp_path_factory):
 
     if packaged_model_dir("sentence-transformers/all-MiniLM-L6-v2") is None:
         pytest.skip("the packaged MiniLM tokenizer is not installed")
-    return make_tiny_base(tmp_path_factory.mktemp("wide-base"), hidden_size=64, intermediate_size=128)
+    return make_tiny_base(
+        tmp_path_factory.mktemp("wide-base"), hidden_size=64, intermediate_size=128
+    )
 
 
 @pytest.fixture(scope="module")

@@ -26,22 +26,38 @@ def _leftovers(parent, name):
 def test_run_writes_a_complete_reloadable_checkpoint(tmp_path, tiny_base, glue_dir):
     output = tmp_path / "out"
     recipe = Recipe.from_string(tiny_recipe_text(tiny_base, output, glue_dir), source="tiny.yaml")
-    result = run_recipe(recipe, latency_config={"batch_sizes": (1, 4), "seq_len": 32, "runs": 2, "warmup": 1}, progress=False)
+    result = run_recipe(
+        recipe,
+        latency_config={"batch_sizes": (1, 4), "seq_len": 32, "runs": 2, "warmup": 1},
+        progress=False,
+    )
 
     names = {p.name for p in output.iterdir()}
-    assert {"config.json", "model.safetensors", "recipe.yaml", "report.json", "README.md", "tokenizer.json"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "recipe.yaml",
+        "report.json",
+        "README.md",
+        "tokenizer.json",
+    } <= names
     assert not _leftovers(tmp_path, "out"), "staging / work directories must be gone"
 
     report = json.loads((output / "report.json").read_text())
     for side in ("baseline", "compressed"):
         entry = report[side]
-        assert set(entry["metrics"]) == {"accuracy", "eval_samples"} and entry["metrics"]["eval_samples"] == 32
+        assert (
+            set(entry["metrics"]) == {"accuracy", "eval_samples"}
+            and entry["metrics"]["eval_samples"] == 32
+        )
         assert entry["num_parameters"] > 0 and entry["size_bytes"] > 0
         assert set(entry["latency_ms"]) == {"1", "4"} and entry["latency_ms"]["4"]["median"] > 0
     assert report["compressed"]["num_parameters"] < report["baseline"]["num_parameters"]
     assert report["compressed"]["size_bytes"] < report["baseline"]["size_bytes"]
     assert report["compressed"]["methods"] == ["test_halve_ffn"]
-    assert report["stages"] == [{"name": "shrink", "epochs": 1.0, "modifiers": [{"type": "_halve_ffn", "kept": "half"}]}]
+    assert report["stages"] == [
+        {"name": "shrink", "epochs": 1.0, "modifiers": [{"type": "_halve_ffn", "kept": "half"}]}
+    ]
     assert report["environment"]["threads"] >= 1 and report["task"] == "sst2"
 
     # the saved recipe re-validates and records what ran
@@ -52,7 +68,9 @@ def test_run_writes_a_complete_reloadable_checkpoint(tmp_path, tiny_base, glue_d
     batch = tokenizer(["a gripping , funny film", "dull"], padding=True, return_tensors="pt")
     reloaded = AutoModelForSequenceClassification.from_pretrained(output).eval()
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(**batch).logits, result.model.eval()(**batch).logits, atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            reloaded(**batch).logits, result.model.eval()(**batch).logits, atol=1e-6, rtol=0
+        )
 
 
 def test_existing_output_is_never_overwritten_without_asking(tmp_path, tiny_base, glue_dir):
@@ -68,7 +86,9 @@ def test_existing_output_is_never_overwritten_without_asking(tmp_path, tiny_base
 
 def test_failure_mid_run_leaves_no_output_behind(tmp_path, tiny_base, glue_dir):
     output = tmp_path / "out"
-    text = tiny_recipe_text(tiny_base, output, glue_dir).replace("{type: _halve_ffn}", "{type: _halve_ffn, fail: true}")
+    text = tiny_recipe_text(tiny_base, output, glue_dir).replace(
+        "{type: _halve_ffn}", "{type: _halve_ffn, fail: true}"
+    )
     with pytest.raises(RuntimeError, match="planned failure"):
         run_recipe(Recipe.from_string(text, source="tiny.yaml"), latency=False, progress=False)
     assert not output.exists()
@@ -93,7 +113,11 @@ def test_finetune_cache_is_reused(tmp_path, tiny_base, glue_dir):
     run_recipe(Recipe.from_string(text, source="t.yaml"), latency=False, progress=False)
     marker = json.loads((cache / "hf_compress_finetune.json").read_text())
     stamp = (cache / "model.safetensors").stat().st_mtime_ns
-    run_recipe(Recipe.from_string(text.replace(str(tmp_path / "a"), str(tmp_path / "b")), source="t.yaml"), latency=False, progress=False)
+    run_recipe(
+        Recipe.from_string(text.replace(str(tmp_path / "a"), str(tmp_path / "b")), source="t.yaml"),
+        latency=False,
+        progress=False,
+    )
     assert (cache / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not retrained
     assert json.loads((cache / "hf_compress_finetune.json").read_text()) == marker
     baseline_a = json.loads((tmp_path / "a" / "report.json").read_text())["baseline"]["metrics"]
@@ -102,7 +126,9 @@ def test_finetune_cache_is_reused(tmp_path, tiny_base, glue_dir):
 
 
 @pytest.mark.parametrize("finetune_slice", [None, 48])
-def test_training_slice_is_tokenized_once_when_the_base_is_fine_tuned_on_it(tmp_path, tiny_base, glue_dir, monkeypatch, finetune_slice):
+def test_training_slice_is_tokenized_once_when_the_base_is_fine_tuned_on_it(
+    tmp_path, tiny_base, glue_dir, monkeypatch, finetune_slice
+):
     import hf_compress.data.preprocess as preprocess
 
     loaded = []
@@ -115,6 +141,9 @@ def test_training_slice_is_tokenized_once_when_the_base_is_fine_tuned_on_it(tmp_
     monkeypatch.setattr(preprocess, "load_task_datasets", counting_load)
     text = tiny_recipe_text(tiny_base, tmp_path / "out", glue_dir)
     if finetune_slice is not None:  # its own slice: fine-tuning the base loads that one
-        text = text.replace("finetune_base: {epochs: 1}", f"finetune_base: {{epochs: 1, max_train_samples: {finetune_slice}}}")
+        text = text.replace(
+            "finetune_base: {epochs: 1}",
+            f"finetune_base: {{epochs: 1, max_train_samples: {finetune_slice}}}",
+        )
     run_recipe(Recipe.from_string(text, source="t.yaml"), latency=False, progress=False)
     assert sorted(loaded) == sorted([64] if finetune_slice is None else [64, finetune_slice])

@@ -20,9 +20,9 @@ from tiny import tiny_model, tiny_tokenizer
 
 import hf_compress
 from hf_compress import Recipe, RecipeError
+from hf_compress.checkpoint.loading import load_checked_tokenizer, load_compressed
 from hf_compress.cli import main
 from hf_compress.errors import CheckpointError
-from hf_compress.checkpoint.loading import load_checked_tokenizer, load_compressed
 
 PACKAGE = Path(hf_compress.__file__).parent
 SOURCES = sorted(PACKAGE.rglob("*.py"))
@@ -89,7 +89,8 @@ def test_every_yaml_load_in_the_package_uses_a_safe_loader():
                 problems.append(f"{path}:{call.lineno}: {name}")
             if name in ("yaml.load", "yaml.load_all"):
                 loader = next(
-                    (k.value for k in call.keywords if k.arg == "Loader"), call.args[1] if len(call.args) > 1 else None
+                    (k.value for k in call.keywords if k.arg == "Loader"),
+                    call.args[1] if len(call.args) > 1 else None,
                 )
                 if loader is None or _dotted(loader) not in safe_loaders:
                     problems.append(f"{path}:{call.lineno}: {name} without a safe Loader")
@@ -111,7 +112,9 @@ def test_pickle_weights_are_refused_and_never_unpickled(tmp_path, capsys, glue_d
     tiny_tokenizer(checkpoint).save_pretrained(checkpoint)
     marker = tmp_path / "PWNED"
     (checkpoint / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
-    with pytest.raises(CheckpointError, match=r"only pickle weights \(pytorch_model\.bin\).*arbitrary code"):
+    with pytest.raises(
+        CheckpointError, match=r"only pickle weights \(pytorch_model\.bin\).*arbitrary code"
+    ):
         load_compressed(checkpoint)
     assert main(["eval", str(checkpoint), "--task", "sst2", "--glue-dir", str(glue_dir)]) == 2
     assert "pickle" in capsys.readouterr().err
@@ -124,7 +127,13 @@ def test_no_pickle_loading_or_saving_in_the_package():
         for call in _calls(tree):
             name = _dotted(call.func)
             keywords = {k.arg: k.value for k in call.keywords}
-            if name in ("pickle.load", "pickle.loads", "dill.load", "cloudpickle.load", "joblib.load"):
+            if name in (
+                "pickle.load",
+                "pickle.loads",
+                "dill.load",
+                "cloudpickle.load",
+                "joblib.load",
+            ):
                 problems.append(f"{path}:{call.lineno}: {name}")
             if name == "torch.load":
                 weights_only = keywords.get("weights_only")
@@ -148,7 +157,9 @@ def test_trust_remote_code_is_never_turned_on_by_the_package():
                     isinstance(node.value, ast.Name) and node.value.id == "trust_remote_code"
                 )
                 if not ok:
-                    problems.append(f"{path}:{node.value.lineno}: trust_remote_code={ast.unparse(node.value)}")
+                    problems.append(
+                        f"{path}:{node.value.lineno}: trust_remote_code={ast.unparse(node.value)}"
+                    )
             if isinstance(node, ast.Dict):
                 for key, value in zip(node.keys, node.values):
                     if (
@@ -156,7 +167,9 @@ def test_trust_remote_code_is_never_turned_on_by_the_package():
                         and key.value == "trust_remote_code"
                         and not (isinstance(value, ast.Constant) and value.value is False)
                     ):
-                        problems.append(f"{path}:{key.lineno}: {{'trust_remote_code': {ast.unparse(value)}}}")
+                        problems.append(
+                            f"{path}:{key.lineno}: {{'trust_remote_code': {ast.unparse(value)}}}"
+                        )
             if isinstance(node, ast.arg) and node.arg == "trust_remote_code":
                 pass  # parameters are checked through their defaults below
     assert not problems, problems
@@ -172,7 +185,8 @@ def test_trust_remote_code_is_never_turned_on_by_the_package():
 
 
 def _remote_code_checkpoint(directory: Path, marker: Path) -> Path:
-    """A checkpoint whose config asks for code shipped in the repository; the code touches `marker`."""
+    """A checkpoint whose config asks for code shipped in the repository; the code touches
+    `marker`."""
     tiny_model("bert").save_pretrained(directory)
     tiny_tokenizer(directory).save_pretrained(directory)
     config = json.loads((directory / "config.json").read_text())
@@ -181,16 +195,22 @@ def _remote_code_checkpoint(directory: Path, marker: Path) -> Path:
         architectures=["EvilBertForSequenceClassification"],
         auto_map={
             "AutoConfig": "configuration_evil.EvilConfig",
-            "AutoModelForSequenceClassification": "modeling_evil.EvilBertForSequenceClassification",
+            "AutoModelForSequenceClassification": (
+                "modeling_evil.EvilBertForSequenceClassification"
+            ),
         },
     )
     (directory / "config.json").write_text(json.dumps(config))
-    code = f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nfrom transformers import BertConfig\n"
+    code = (
+        f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
+        "from transformers import BertConfig\n"
+    )
     (directory / "configuration_evil.py").write_text(
         code + "class EvilConfig(BertConfig):\n    model_type = 'evil_bert'\n"
     )
     (directory / "modeling_evil.py").write_text(
-        code + "from transformers import BertForSequenceClassification as EvilBertForSequenceClassification\n"
+        code + "from transformers import BertForSequenceClassification "
+        "as EvilBertForSequenceClassification\n"
     )
     return directory
 

@@ -36,12 +36,17 @@ def test_fewer_batches_than_asked_is_fine():
 
 
 def test_no_training_data_names_the_user_and_the_alternative():
-    with pytest.raises(RecipeError, match=r"tool X needs training batches to measure Y; .*train_dataset.* or set z: 0"):
+    with pytest.raises(
+        RecipeError,
+        match=r"tool X needs training batches to measure Y; .*train_dataset.* or set z: 0",
+    ):
         _first(StageContext(), 4)
 
 
 def test_empty_training_data_is_its_own_error():
-    with pytest.raises(RecipeError, match="tool X found no training batches; the training data set is empty"):
+    with pytest.raises(
+        RecipeError, match="tool X found no training batches; the training data set is empty"
+    ):
         _first(StageContext(train_dataloader=_counting_loader(0, [])), 4)
 
 
@@ -51,7 +56,10 @@ def test_empty_training_data_is_its_own_error():
         ({"type": "head_pruning", "count": 1, "importance": "taylor"}, "importance: magnitude"),
         ({"type": "ffn_pruning", "sparsity": 0.5, "importance": "taylor"}, "importance: magnitude"),
         ({"type": "low_rank", "rank": 4, "fisher": True}, "set fisher: false"),
-        ({"type": "quantization", "method": "int8_dynamic", "fp32_fallback": 1}, "set fp32_fallback: 0"),
+        (
+            {"type": "quantization", "method": "int8_dynamic", "fp32_fallback": 1},
+            "set fp32_fallback: 0",
+        ),
     ],
 )
 def test_every_measuring_modifier_without_data_says_how_to_do_without(modifier, alternative):

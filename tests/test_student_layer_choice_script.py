@@ -1,4 +1,5 @@
-"""benchmarks/student_layer_choice.py: the teacher reduced to each candidate layer set, before training."""
+"""benchmarks/student_layer_choice.py: the teacher reduced to each candidate layer set, before
+training."""
 
 import json
 
@@ -12,10 +13,22 @@ def tiny_teacher(tmp_path_factory):
     return make_tiny_base(tmp_path_factory.mktemp("teacher"))
 
 
-def test_every_candidate_is_evaluated_and_all_layers_is_the_teacher(tmp_path, tiny_teacher, glue_dir, capsys):
+def test_every_candidate_is_evaluated_and_all_layers_is_the_teacher(
+    tmp_path, tiny_teacher, glue_dir, capsys
+):
     script = load_script("student_layer_choice")
     output = tmp_path / "report.json"
-    argv = [str(tiny_teacher), "--task", "sst2", "--glue-dir", str(glue_dir), "--max-eval-samples", "32", "--output", str(output)]
+    argv = [
+        str(tiny_teacher),
+        "--task",
+        "sst2",
+        "--glue-dir",
+        str(glue_dir),
+        "--max-eval-samples",
+        "32",
+        "--output",
+        str(output),
+    ]
     assert script.main([*argv, "--layers", "0", "1", "0,1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report == json.loads(output.read_text())
@@ -27,7 +40,15 @@ def test_every_candidate_is_evaluated_and_all_layers_is_the_teacher(tmp_path, ti
 
 def test_a_layer_the_teacher_does_not_have_is_a_clear_error(tiny_teacher, glue_dir, capsys):
     script = load_script("student_layer_choice")
-    argv = [str(tiny_teacher), "--glue-dir", str(glue_dir), "--max-eval-samples", "8", "--layers", "0,5"]
+    argv = [
+        str(tiny_teacher),
+        "--glue-dir",
+        str(glue_dir),
+        "--max-eval-samples",
+        "8",
+        "--layers",
+        "0,5",
+    ]
     assert script.main(argv) == 2
     err = capsys.readouterr().err
     assert "the model has 2 layers" in err and "Traceback" not in err

@@ -14,7 +14,9 @@ MASK = 4  # tiny_tokenizer: [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4
 
 
 def _batch() -> dict[str, torch.Tensor]:
-    ids = torch.tensor([[2] + list(range(10, 40)) + [3], [2] + list(range(40, 60)) + [3] + [0] * 10])
+    ids = torch.tensor(
+        [[2] + list(range(10, 40)) + [3], [2] + list(range(40, 60)) + [3] + [0] * 10]
+    )
     attention = (ids != 0).long()
     return {"input_ids": ids, "attention_mask": attention, "labels": torch.tensor([0, 1])}
 
@@ -26,7 +28,9 @@ def test_masker_masks_only_real_tokens_at_about_the_rate_and_draws_anew():
     for out in (first, second):
         chosen = out["input_ids"] != batch["input_ids"]
         assert (out["input_ids"][chosen] == MASK).all()
-        real = (batch["attention_mask"] == 1) & ~torch.isin(batch["input_ids"], torch.tensor([2, 3]))
+        real = (batch["attention_mask"] == 1) & ~torch.isin(
+            batch["input_ids"], torch.tensor([2, 3])
+        )
         assert not chosen[~real].any()  # [CLS], [SEP] and padding are never masked
         assert 0.1 < chosen.sum().item() / real.sum().item() < 0.5
         assert out["labels"] is batch["labels"] and out["attention_mask"] is batch["attention_mask"]
@@ -44,7 +48,12 @@ def test_a_tokenizer_without_mask_token_is_a_clear_error():
 
 
 def _recipe(token_mask_prob: float, cache: bool = False) -> Recipe:
-    distill = {"type": "distillation", "alpha_kd": 1.0, "alpha_ce": 0.0, "cache_teacher_logits": cache}
+    distill = {
+        "type": "distillation",
+        "alpha_kd": 1.0,
+        "alpha_ce": 0.0,
+        "cache_teacher_logits": cache,
+    }
     return Recipe.from_dict(
         {
             "base_model": "tiny",
@@ -65,8 +74,12 @@ def test_recipe_refuses_cached_teacher_logits_with_masking_and_bad_rates():
     assert _recipe(0.0, cache=True).data.token_mask_prob == 0.0
 
 
-def _record_inputs(model: torch.nn.Module, seen: list[torch.Tensor]) -> torch.utils.hooks.RemovableHandle:
-    return model.register_forward_pre_hook(lambda _, args, kwargs: seen.append(kwargs["input_ids"].clone()), with_kwargs=True)
+def _record_inputs(
+    model: torch.nn.Module, seen: list[torch.Tensor]
+) -> torch.utils.hooks.RemovableHandle:
+    return model.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append(kwargs["input_ids"].clone()), with_kwargs=True
+    )
 
 
 @pytest.mark.parametrize("probability", [0.0, 0.3])
@@ -78,8 +91,13 @@ def test_teacher_sees_the_students_masked_batch_and_evaluation_is_unmasked(proba
     hook = _record_inputs(student, student_seen)
     data = tiny_dataset(n=16)
     trainer = CompressionTrainer(
-        model=student, args=tiny_training_args(), recipe=_recipe(probability), teacher=teacher,
-        train_dataset=data, eval_dataset=data, processing_class=tiny_tokenizer(),
+        model=student,
+        args=tiny_training_args(),
+        recipe=_recipe(probability),
+        teacher=teacher,
+        train_dataset=data,
+        eval_dataset=data,
+        processing_class=tiny_tokenizer(),
     )
     trainer.train()
     assert len(student_seen) == len(teacher_seen) == 2  # 16 examples, batches of 8

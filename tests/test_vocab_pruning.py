@@ -33,10 +33,10 @@ from hf_compress.errors import DataError, RecipeError, UnsupportedModelError
 from hf_compress.methods.modifier import StageContext
 from hf_compress.methods.quantization.layers import QuantizedEmbedding
 from hf_compress.methods.vocabulary.config import VocabPruningConfig
-from hf_compress.methods.vocabulary.modifier import VocabPruningModifier, prune_vocabulary
 from hf_compress.methods.vocabulary.embeddings import remap_token_ids
-from hf_compress.recipe.schema import build
+from hf_compress.methods.vocabulary.modifier import VocabPruningModifier, prune_vocabulary
 from hf_compress.methods.vocabulary.tokenizer import backend_json, prune_tokenizer
+from hf_compress.recipe.schema import build
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCES = [
@@ -61,7 +61,9 @@ def _bpe_tokenizer(byte_level: bool = True) -> PreTrainedTokenizerFast:
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
-            vocab_size=330, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+            vocab_size=330,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         )
     else:
         backend = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -91,10 +93,16 @@ def _unigram_tokenizer() -> PreTrainedTokenizerFast:
     )
     backend.train_from_iterator(SENTENCES * 3, trainer)
     backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", 0), ("</s>", 2)],
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
     )
 
 
@@ -122,7 +130,9 @@ def case(request):
     factory, family, unseen_is_unk = TOKENIZERS[request.param]
     tokenizer = factory()
     model = tiny_model(family)
-    if len(tokenizer) > model.config.vocab_size:  # byte-level BPE has at least 256 + specials tokens
+    if (
+        len(tokenizer) > model.config.vocab_size
+    ):  # byte-level BPE has at least 256 + specials tokens
         model.resize_token_embeddings(len(tokenizer))
     return tokenizer, model, unseen_is_unk
 
@@ -135,7 +145,9 @@ def test_in_vocabulary_text_keeps_ids_one_to_one_and_logits(case):
     model, new_tokenizer, report = prune_vocabulary(model, tokenizer, TRAIN)
 
     kept = report["kept_ids"]
-    assert kept == sorted(set(kept)) and len(kept) < len(tokenizer)  # dense, monotonic, really smaller
+    assert kept == sorted(set(kept)) and len(kept) < len(
+        tokenizer
+    )  # dense, monotonic, really smaller
     after = _encode(new_tokenizer, [INSIDE, TRAIN[0]])
     # the new ids are the old ids re-indexed: mapping them back gives exactly the old encoding
     mapped_back = torch.tensor(kept)[after["input_ids"]]
@@ -176,7 +188,9 @@ def test_save_reload_autotokenizer_and_pipeline(case, tmp_path):
     expected = _logits(model, inputs)
     torch.testing.assert_close(_logits(reloaded, inputs), expected, atol=0, rtol=0)
 
-    classify = pipeline("text-classification", model=str(tmp_path), tokenizer=str(tmp_path), device="cpu")
+    classify = pipeline(
+        "text-classification", model=str(tmp_path), tokenizer=str(tmp_path), device="cpu"
+    )
     result = classify(INSIDE)[0]
     probabilities = expected[0].softmax(-1)
     assert result["score"] == pytest.approx(probabilities.max().item(), abs=1e-5)
@@ -197,7 +211,13 @@ def test_bpe_keeps_merge_chain_and_only_consistent_merges():
 def test_masked_lm_tied_output_layer_shrinks_with_embeddings(tmp_path):
     tokenizer = tiny_tokenizer()
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=40,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+    )
     model = BertForMaskedLM(config).eval()
     reference = _logits(model, _encode(tokenizer, [INSIDE]))
 
@@ -212,7 +232,9 @@ def test_masked_lm_tied_output_layer_shrinks_with_embeddings(tmp_path):
 
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForMaskedLM.from_pretrained(tmp_path).eval()
-    torch.testing.assert_close(_logits(reloaded, _encode(new_tokenizer, [INSIDE])), out, atol=0, rtol=0)
+    torch.testing.assert_close(
+        _logits(reloaded, _encode(new_tokenizer, [INSIDE])), out, atol=0, rtol=0
+    )
 
 
 @pytest.mark.parametrize("quantize_first", [True, False])
@@ -227,21 +249,32 @@ def test_composes_with_embedding_quantization(quantize_first, tmp_path):
     if not quantize_first:
         model = compress(model, quantize)
     embedding = model.get_input_embeddings()
-    assert isinstance(embedding, QuantizedEmbedding) and embedding.num_embeddings == len(report["kept_ids"])
+    assert isinstance(embedding, QuantizedEmbedding) and embedding.num_embeddings == len(
+        report["kept_ids"]
+    )
     out = _logits(model, _encode(new_tokenizer, [INSIDE]))
     if quantize_first:  # the kept rows' codes are untouched
         torch.testing.assert_close(out, reference, atol=0, rtol=0)
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
-    torch.testing.assert_close(_logits(reloaded, _encode(new_tokenizer, [INSIDE])), out, atol=1e-6, rtol=0)
-    assert set(reloaded.config.compression_config["methods"]) == {"vocab_pruning", "embedding_quantization"}
+    torch.testing.assert_close(
+        _logits(reloaded, _encode(new_tokenizer, [INSIDE])), out, atol=1e-6, rtol=0
+    )
+    assert set(reloaded.config.compression_config["methods"]) == {
+        "vocab_pruning",
+        "embedding_quantization",
+    }
 
 
 def test_min_count_and_keep_ids():
     tokenizer = tiny_tokenizer()
     texts = ["good good film", "bad"]
     _, _, report = prune_vocabulary(
-        tiny_model("bert"), tokenizer, texts, min_count=2, keep_ids=[tokenizer.convert_tokens_to_ids("plot")]
+        tiny_model("bert"),
+        tokenizer,
+        texts,
+        min_count=2,
+        keep_ids=[tokenizer.convert_tokens_to_ids("plot")],
     )
     kept_tokens = set(tokenizer.convert_ids_to_tokens(report["kept_ids"]))
     assert {"good", "plot", "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"} <= kept_tokens
@@ -253,16 +286,22 @@ def test_remap_token_ids_matches_retokenizing_training_text():
     model, new_tokenizer, report = prune_vocabulary(tiny_model("bert"), tokenizer, TRAIN)
     old = _encode(tokenizer, TRAIN)["input_ids"]
     assert torch.equal(
-        remap_token_ids(old, report["kept_ids"], report["unk_id"]), _encode(new_tokenizer, TRAIN)["input_ids"]
+        remap_token_ids(old, report["kept_ids"], report["unk_id"]),
+        _encode(new_tokenizer, TRAIN)["input_ids"],
     )
     dropped = torch.tensor([[tokenizer.convert_tokens_to_ids(OUTSIDE_WORD)]])
-    assert remap_token_ids(dropped, report["kept_ids"], report["unk_id"]).item() == new_tokenizer.unk_token_id
+    assert (
+        remap_token_ids(dropped, report["kept_ids"], report["unk_id"]).item()
+        == new_tokenizer.unk_token_id
+    )
 
 
 def _write_glue(root: Path) -> Path:
     folder = root / "SST-2"
     folder.mkdir(parents=True)
-    (folder / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(TRAIN)))
+    (folder / "train.tsv").write_text(
+        "sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(TRAIN))
+    )
     (folder / "dev.tsv").write_text("sentence\tlabel\n" + f"{INSIDE}\t1\n{OUTSIDE_WORD} film\t0\n")
     return root
 
@@ -291,9 +330,12 @@ def test_modifier_in_trainer_reads_full_train_split_and_reports(tmp_path):
             ],
         }
     )
-    # the run's training data is only the first sentence: the full split has to be read from GLUE files
+    # the run's training data is only the first sentence: the full split has to be read from GLUE
+    # files
     train = tokenizer(TRAIN[:1])
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True, disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True, disable_tqdm=True
+    )
     trainer = CompressionTrainer(
         model=model,
         args=args,
@@ -301,7 +343,10 @@ def test_modifier_in_trainer_reads_full_train_split_and_reports(tmp_path):
         task=get_task("sst2"),
         processing_class=tokenizer,
         train_dataset=Dataset.from_dict({"input_ids": train["input_ids"], "labels": [0]}),
-        retokenize=lambda new: (Dataset.from_dict({"input_ids": new(TRAIN[:1])["input_ids"], "labels": [0]}), None),
+        retokenize=lambda new: (
+            Dataset.from_dict({"input_ids": new(TRAIN[:1])["input_ids"], "labels": [0]}),
+            None,
+        ),
     )
     trainer.context.glue_dir = str(_write_glue(tmp_path / "glue"))
     trainer.train()
@@ -343,7 +388,9 @@ def test_errors_name_the_problem(tmp_path):
         modifier.on_finalize(tiny_model("bert"), StageContext())
     with pytest.raises(DataError, match="no text"):
         modifier.on_finalize(tiny_model("bert"), StageContext(tokenizer=tiny_tokenizer()))
-    missing = VocabPruningModifier(VocabPruningConfig(extra_text_files=(str(tmp_path / "nope.txt"),)))
+    missing = VocabPruningModifier(
+        VocabPruningConfig(extra_text_files=(str(tmp_path / "nope.txt"),))
+    )
     with pytest.raises(DataError, match="nope.txt"):
         missing.on_finalize(tiny_model("bert"), StageContext(tokenizer=tiny_tokenizer()))
     with pytest.raises(RecipeError, match="min_count"):
@@ -390,7 +437,12 @@ def test_real_minilm_tokenizer_round_trip():
 
 
 @pytest.mark.parametrize(
-    "name", ["minilm-sst2-vocab-prune", "minilm-sst2-vocab-prune-int8-emb", "minilm-sst2-vocab-prune-4bit-emb"]
+    "name",
+    [
+        "minilm-sst2-vocab-prune",
+        "minilm-sst2-vocab-prune-int8-emb",
+        "minilm-sst2-vocab-prune-4bit-emb",
+    ],
 )
 def test_shipped_recipes_validate(name):
     recipe = Recipe.from_yaml(REPO / "recipes" / f"{name}.yaml")
@@ -405,7 +457,9 @@ def test_compress_hands_back_the_pruned_tokenizer():
     tokenizer = tiny_tokenizer()
     model = tiny_model("bert")
     with pytest.raises(RecipeError, match="return_tokenizer=True"):
-        compress(model, [{"type": "vocab_pruning", "use_full_train_set": False}], tokenizer=tokenizer)
+        compress(
+            model, [{"type": "vocab_pruning", "use_full_train_set": False}], tokenizer=tokenizer
+        )
     assert model.config.vocab_size == 128  # refused before anything changed
 
     batch = tokenizer(["the movie was good", "the plot was bad"], padding=True, return_tensors="pt")

@@ -1,4 +1,5 @@
-"""Weight sharing: k-means weight clustering (`weight_clustering`) and cross-layer sharing (`layer_sharing`)."""
+"""Weight sharing: k-means weight clustering (`weight_clustering`) and cross-layer sharing
+(`layer_sharing`)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,15 @@ import hf_compress
 from hf_compress import RecipeError, compress
 from hf_compress.architectures.base import get_adapter
 from hf_compress.evaluation.measure import count_parameters, saved_size_bytes
-from hf_compress.methods.sharing.layers import SharedLayerList
+from hf_compress.methods.clustering.kmeans import (
+    cluster_weights,
+    kmeans_1d,
+    pack_indices,
+    packed_size,
+    unpack_indices,
+)
 from hf_compress.methods.clustering.layers import ClusteredLinear
-from hf_compress.methods.clustering.kmeans import cluster_weights, kmeans_1d, pack_indices, packed_size, unpack_indices
+from hf_compress.methods.sharing.layers import SharedLayerList
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +67,9 @@ def test_kmeans_matches_sklearn_lloyd_with_linear_init(bits):
     reference = KMeans(n_clusters=1 << bits, init=init, n_init=1, max_iter=300, tol=0).fit(data)
     inertia = ((values - centroids[labels]) ** 2).sum().item()
     assert inertia == pytest.approx(reference.inertia_, rel=1e-6)
-    np.testing.assert_allclose(np.sort(centroids.numpy()), np.sort(reference.cluster_centers_.ravel()), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.sort(centroids.numpy()), np.sort(reference.cluster_centers_.ravel()), rtol=1e-6
+    )
 
 
 def test_kmeans_uses_every_centroid_even_with_empty_initial_clusters():
@@ -99,7 +108,9 @@ def test_clustered_linear_matches_codebook_and_sums_gradients_per_centroid():
 
 
 def test_clustered_layers_keep_at_most_2_to_the_bits_values_through_training():
-    case = MatrixCase(id="cluster-train", modifiers=[{"type": "weight_clustering", "bits": 2}], epochs=2)
+    case = MatrixCase(
+        id="cluster-train", modifiers=[{"type": "weight_clustering", "bits": 2}], epochs=2
+    )
     model, dense = apply_case(case, "bert")
     layers = _clustered(model)
     assert set(layers) == {
@@ -121,7 +132,9 @@ def test_clustered_layers_keep_at_most_2_to_the_bits_values_through_training():
         assert len(torch.unique(layer.weight)) <= 4
     # The centroids did train.
     trained = layers["bert.encoder.layer.0.intermediate.dense"].codebook.detach()
-    initial, _ = cluster_weights(dense.get_submodule("bert.encoder.layer.0.intermediate.dense").weight, 2)
+    initial, _ = cluster_weights(
+        dense.get_submodule("bert.encoder.layer.0.intermediate.dense").weight, 2
+    )
     assert not torch.allclose(trained, initial)
 
 
@@ -131,7 +144,9 @@ def test_clustered_checkpoint_stores_packed_indices_and_reloads(bits):
     dense_bytes = saved_size_bytes(model)
     inputs = tiny_inputs()
     compress(model, [{"type": "weight_clustering", "bits": bits}])
-    assert model.config.compression_config["clustered"] == {name: bits for name in _clustered(model)}
+    assert model.config.compression_config["clustered"] == {
+        name: bits for name in _clustered(model)
+    }
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         with safe_open(str(Path(tmp) / "model.safetensors"), "pt") as f:
@@ -148,7 +163,9 @@ def test_clustered_checkpoint_stores_packed_indices_and_reloads(bits):
     # Bytes on disk: each clustered layer's float32 weight became packed indices plus a codebook.
     shapes = [(32, 32)] * 4 + [(32, 64)] * 2
     expected = 2 * sum(o * i * 4 - packed_size(o * i, bits) - (1 << bits) * 4 for o, i in shapes)
-    assert dense_bytes - saved_size_bytes(model) == pytest.approx(expected, abs=2048)  # header sizes differ a little
+    assert dense_bytes - saved_size_bytes(model) == pytest.approx(
+        expected, abs=2048
+    )  # header sizes differ a little
 
 
 def test_clustering_bits_out_of_range_is_a_recipe_error():
@@ -206,7 +223,9 @@ def test_shared_layers_are_one_module_after_reload(family):
     compress(model, [{"type": "layer_sharing", "groups": [[0, 2]]}])
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
-        reloaded, info = AutoModelForSequenceClassification.from_pretrained(tmp, output_loading_info=True)
+        reloaded, info = AutoModelForSequenceClassification.from_pretrained(
+            tmp, output_loading_info=True
+        )
     assert not info["missing_keys"] and not info["unexpected_keys"]
     layers = _layers(reloaded.eval())
     assert layers[0] is layers[2] and layers[1] is not layers[0]
@@ -220,11 +239,16 @@ def test_shared_layers_are_one_module_after_reload(family):
 
 
 def test_shared_layers_train_as_one():
-    case = MatrixCase(id="share-train", modifiers=[{"type": "layer_sharing", "groups": [[0, 1]]}], epochs=2)
+    case = MatrixCase(
+        id="share-train", modifiers=[{"type": "layer_sharing", "groups": [[0, 1]]}], epochs=2
+    )
     model, dense = apply_case(case, "bert")
     layers = _layers(model)
     assert layers[0] is layers[1]
-    mean = (dense.bert.encoder.layer[0].output.dense.weight + dense.bert.encoder.layer[1].output.dense.weight) / 2
+    mean = (
+        dense.bert.encoder.layer[0].output.dense.weight
+        + dense.bert.encoder.layer[1].output.dense.weight
+    ) / 2
     assert not torch.allclose(layers[0].output.dense.weight, mean)  # trained
     # Gradients from both positions reach the one parameter.
     model.zero_grad()

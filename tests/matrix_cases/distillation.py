@@ -11,16 +11,22 @@ CASES = [
         teacher=True,
         shrinks="none",
     ),
-    # DistilBERT-style student: half the layers (1 of the tiny models' 2), distilled with the logit cache
+    # DistilBERT-style student: half the layers (1 of the tiny models' 2), distilled with the logit
+    # cache
     MatrixCase(
         id="distillation-student",
-        modifiers=[{"type": "distillation", "student": {"num_layers": 1}, "cache_teacher_logits": True}],
+        modifiers=[
+            {"type": "distillation", "student": {"num_layers": 1}, "cache_teacher_logits": True}
+        ],
         epochs=1,
         teacher=True,
         shrinks="parameters",
     ),
     # the same student without a teacher, one-shot
     MatrixCase(
-        id="layer-dropping", modifiers=[{"type": "layer_dropping", "layers": [1]}], epochs=0, shrinks="parameters"
+        id="layer-dropping",
+        modifiers=[{"type": "layer_dropping", "layers": [1]}],
+        epochs=0,
+        shrinks="parameters",
     ),
 ]

@@ -2,7 +2,6 @@
 
 from matrix import MatrixCase
 
-
 CASES = [
     MatrixCase(
         id="head-pruning-taylor-oneshot",
@@ -10,7 +9,9 @@ CASES = [
     ),
     MatrixCase(
         id="ffn-pruning-magnitude-layer-oneshot",
-        modifiers=[{"type": "ffn_pruning", "sparsity": 0.5, "importance": "magnitude", "scope": "layer"}],
+        modifiers=[
+            {"type": "ffn_pruning", "sparsity": 0.5, "importance": "magnitude", "scope": "layer"}
+        ],
     ),
     MatrixCase(
         id="heads-ffn-gradual-taylor",
@@ -27,7 +28,15 @@ CASES = [
     ),
     MatrixCase(
         id="magnitude-pruning-gradual-global",
-        modifiers=[{"type": "magnitude_pruning", "sparsity": 0.8, "scope": "global", "end": 0.5, "update_every": 1}],
+        modifiers=[
+            {
+                "type": "magnitude_pruning",
+                "sparsity": 0.8,
+                "scope": "global",
+                "end": 0.5,
+                "update_every": 1,
+            }
+        ],
         epochs=1,
         shrinks="bytes",
     ),

@@ -6,9 +6,12 @@ needs in_features % 64 == 0, which the matrix's 32-wide tiny models do not have.
 
 from matrix import MatrixCase
 
-
 CASES = [
-    MatrixCase(id="int8-dynamic", modifiers=[{"type": "quantization", "method": "int8_dynamic"}], shrinks="bytes"),
+    MatrixCase(
+        id="int8-dynamic",
+        modifiers=[{"type": "quantization", "method": "int8_dynamic"}],
+        shrinks="bytes",
+    ),
     MatrixCase(
         id="int8-dynamic-embeddings",
         modifiers=[{"type": "quantization", "method": "int8_dynamic", "include_embeddings": True}],
@@ -21,7 +24,12 @@ CASES = [
         shrinks="bytes",
     ),
     # quantization-aware training for one epoch, converted to the same int8 storage
-    MatrixCase(id="qat-int8", modifiers=[{"type": "quantization", "method": "qat_int8"}], epochs=1, shrinks="bytes"),
+    MatrixCase(
+        id="qat-int8",
+        modifiers=[{"type": "quantization", "method": "qat_int8"}],
+        epochs=1,
+        shrinks="bytes",
+    ),
     # the same, taught by the unquantized model (minilm-mrpc-qat-int8-distill.yaml)
     MatrixCase(
         id="qat-int8-distill",
@@ -33,5 +41,7 @@ CASES = [
         teacher=True,
         shrinks="bytes",
     ),
-    MatrixCase(id="bnb-8bit", modifiers=[{"type": "quantization", "method": "bnb_8bit"}], shrinks="bytes"),
+    MatrixCase(
+        id="bnb-8bit", modifiers=[{"type": "quantization", "method": "bnb_8bit"}], shrinks="bytes"
+    ),
 ]
