@@ -35,11 +35,11 @@ def _quiet_libraries() -> None:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from .recipe.recipe import Recipe
-    from .training.preflight import check_base_model
+    from .training.preflight import check_recipe
 
     recipe = Recipe.from_yaml(args.recipe, overrides=args.set)
     try:
-        check_base_model(recipe)
+        check_recipe(recipe)
     except HubUnreachableError as exc:  # nothing to check against offline; `run` would stop here
         print(f"note: the base model was not checked ({exc})", file=sys.stderr)
     stages = ", ".join(

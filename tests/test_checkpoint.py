@@ -73,7 +73,7 @@ def test_newer_format_version_is_refused(tmp_path):
     config["compression_config"]["version"] = 99
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="version 99 is newer"):
-        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+        AutoModelForSequenceClassification.from_pretrained(tmp_path, verify_checksums=False)
 
 
 def test_unknown_structure_key_is_refused(tmp_path):
@@ -82,7 +82,7 @@ def test_unknown_structure_key_is_refused(tmp_path):
     config["compression_config"]["warp_drive"] = {"x": 1}
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="unknown entries \\['warp_drive'\\]"):
-        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+        AutoModelForSequenceClassification.from_pretrained(tmp_path, verify_checksums=False)
 
 
 def test_structure_that_does_not_fit_is_a_checkpoint_error(tmp_path):
@@ -91,7 +91,7 @@ def test_structure_that_does_not_fit_is_a_checkpoint_error(tmp_path):
     config["compression_config"]["_test_ffn"] = {"7": 16}  # the model has 2 layers
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="does not fit this model"):
-        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+        AutoModelForSequenceClassification.from_pretrained(tmp_path, verify_checksums=False)
 
 
 def test_config_round_trip_through_autoconfig(tmp_path):
@@ -174,4 +174,4 @@ def test_malformed_compression_config_is_a_checkpoint_error(tmp_path, value, mes
     config["compression_config"] = json.loads(value)
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=message):
-        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+        AutoModelForSequenceClassification.from_pretrained(tmp_path, verify_checksums=False)

@@ -140,7 +140,8 @@ def export_onnx(
     import numpy as np
     import onnxruntime as ort
 
-    from .loading import load_checked_tokenizer, load_compressed, resolve_checkpoint
+    from .loading import load_checked_tokenizer, load_compressed
+    from .sources import resolve_model_source
 
     _require_onnx()
     if quantize not in (None, *QUANTIZE_CHOICES):
@@ -152,7 +153,7 @@ def export_onnx(
         raise OutputExistsError(
             f"{output_dir} exists and is not empty; choose another --out or pass --overwrite"
         )
-    checkpoint = resolve_checkpoint(source)
+    checkpoint = resolve_model_source(source)
     tokenizer = load_checked_tokenizer(checkpoint)
     model = float_model_for_export(load_compressed(checkpoint, "sequence-classification"))
     names = _input_names(model, tokenizer)

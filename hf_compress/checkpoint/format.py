@@ -13,6 +13,8 @@ keeps `quantization_config` free for bitsandbytes / torchao and lets the Trainer
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import transformers
@@ -33,7 +35,9 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from ..architectures.base import family_of, get_adapter
 from ..errors import UnsupportedModelError
+from .manifest import verification_enabled, verify_source, write_manifest
 from .rebuild import FORMAT_VERSION, apply_structure
+from .strict import check_loading_info
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -117,11 +121,62 @@ def _make_config_class(family: str, base: type) -> type:
     return strict(cls)
 
 
-def _make_model_class(base: type, config_class: type, family: str) -> type:
+class CompressedModelMixin:
+    """What every compressed model class adds to its transformers class: an integrity manifest
+    written by `save_pretrained`, and a `from_pretrained` that verifies it and loads strictly
+    (a missing, unexpected or mismatched tensor is a `CheckpointError`, not a warning).
+
+    `from_pretrained(..., verify_checksums=False)` (or `HF_COMPRESS_VERIFY_CHECKSUMS=0`) skips
+    the digest check, for a model edited on purpose; loading stays strict.
+    """
+
+    _hf_compress_family: str = ""
+    _hf_compress_head: str = ""  # the architecture-name suffix, e.g. "ForSequenceClassification"
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
+        if kwargs.get("is_main_process", True) and Path(save_directory).is_dir():
+            write_manifest(save_directory)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *args: Any,
+        verify_checksums: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        source = str(pretrained_model_name_or_path)
+        if verification_enabled(verify_checksums):
+            verify_source(source, kwargs)
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(  # type: ignore[misc]
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
+        config = model.config
+        saved = getattr(config, "architectures", None) or []
+        check_loading_info(
+            model,
+            info,
+            source,
+            "base" if cls._hf_compress_head == "Model" else "head",
+            exact_head=any(str(name).endswith(cls._hf_compress_head) for name in saved),
+            compressed=bool(getattr(config, "compression_config", None)),
+            reinit_head=bool(kwargs.get("ignore_mismatched_sizes", False)),
+        )
+        return (model, info) if wants_info else model
+
+
+def _make_model_class(base: type, config_class: type, family: str, head: str) -> type:
     cls = type(
         f"Compressed{base.__name__}",
-        (base,),
-        {"__module__": __name__, "config_class": config_class, "_hf_compress_family": family},
+        (CompressedModelMixin, base),
+        {
+            "__module__": __name__,
+            "config_class": config_class,
+            "_hf_compress_family": family,
+            "_hf_compress_head": head,
+        },
     )
 
     def __init__(self: PreTrainedModel, config: Any, *args: Any, **kwargs: Any) -> None:
@@ -145,7 +200,7 @@ def _register_all() -> None:
             base = getattr(transformers, name, None) if isinstance(name, str) else None
             if base is None:
                 continue
-            model_class = _make_model_class(base, config_class, family)
+            model_class = _make_model_class(base, config_class, family, suffix)
             globals()[model_class.__name__] = model_class
             COMPRESSED_MODELS[base] = model_class
             auto_class.register(config_class, model_class, exist_ok=True)

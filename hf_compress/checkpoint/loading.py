@@ -40,7 +40,9 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrained
 from ..data.glue_tasks import GlueTask
 from ..errors import CheckpointError, HfCompressError
 from .format import HEAD_AUTO_CLASSES
+from .manifest import verification_enabled, verify_directory
 from .sources import resolve_model_source
+from .strict import check_loading_info, is_head_key, raise_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +51,16 @@ def load_tokenizer(source: str) -> Any:
     return AutoTokenizer.from_pretrained(resolve_model_source(source))
 
 
-def load_for_task(source: str, task: GlueTask, **kwargs: Any) -> PreTrainedModel:
+def load_for_task(
+    source: str, task: GlueTask, reinit_head: bool = False, **kwargs: Any
+) -> PreTrainedModel:
     """A sequence-classification model for `task`: a fresh head when the checkpoint has none, the
     saved head when it matches. Loaded through `loading.load_compressed`: safetensors only, and
     a compressed checkpoint or one with a classification head must load completely (a
-    `CheckpointError` instead of silently re-initialised weights)."""
+    `CheckpointError` instead of silently re-initialised weights), except that `reinit_head`
+    replaces a saved head whose number of labels differs from the task's by a fresh one."""
 
-    path = resolve_checkpoint(source)
+    path = resolve_model_source(source)
     config = load_checked_config(path)
     label_kwargs: dict[str, Any] = {}
     saved_labels = getattr(config, "num_labels", None)
@@ -70,7 +75,9 @@ def load_for_task(source: str, task: GlueTask, **kwargs: Any) -> PreTrainedModel
         else:
             label_kwargs["id2label"] = dict(enumerate(task.labels))
             label_kwargs["label2id"] = {label: i for i, label in enumerate(task.labels)}
-    return load_compressed(path, "sequence-classification", **label_kwargs, **kwargs)
+    return load_compressed(
+        path, "sequence-classification", reinit_head=reinit_head, **label_kwargs, **kwargs
+    )
 
 
 # task head -> (architecture-name suffix, Auto class); the Auto classes are the ones the
@@ -125,49 +132,6 @@ def _naming(exc: HfCompressError, source: str) -> HfCompressError:
     renamed = type(exc)(f"{source}: {exc}")
     renamed.__cause__ = exc
     return renamed
-
-
-def _looks_like_path(name: str) -> bool:
-    """Whether `name` is meant as a local path rather than a Hub id (`user/model`)."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1:
-        return True
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return True
-    return False
-
-
-def resolve_checkpoint(path_or_repo: str) -> str:
-    """A local model directory as is, else a Hub id (through `models.resolve_model_source`).
-
-    Raises:
-        CheckpointError: a local path that does not exist or is a file.
-        HfCompressError: a Hub id while the Hub is unreachable and no local copy exists.
-    """
-    from .sources import resolve_model_source
-
-    name = str(path_or_repo)
-    path = Path(name).expanduser()
-    try:
-        is_dir, exists = path.is_dir(), path.exists()
-    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
-        is_dir = exists = False
-    if is_dir:
-        return str(path)
-    if exists:
-        raise CheckpointError(
-            f"{name}: is a file; pass the model directory (the one holding config.json and "
-            "model.safetensors)"
-        )
-    if _looks_like_path(name):
-        raise CheckpointError(
-            f"{name}: no such directory; pass a model directory written by save_pretrained, or a "
-            "Hub id"
-        )
-    return resolve_model_source(name)
 
 
 def _read_config_json(directory: Path) -> dict[str, Any]:
@@ -261,7 +225,7 @@ def load_checked_config(
         CheckpointError: config.json is missing, not JSON, has an unknown `model_type` or bad
             values.
     """
-    source = resolve_checkpoint(path_or_repo)
+    source = resolve_model_source(path_or_repo)
     if Path(source).is_dir():
         _read_config_json(Path(source))
     try:
@@ -303,6 +267,7 @@ def _check_shapes(
     shapes: dict[str, tuple[int, ...]],
     source: str,
     trust_remote_code: bool,
+    reinit_head: bool = False,
 ) -> None:
     """Compares the config's module shapes, built on the meta device (no memory), with the
     shapes in the safetensors headers, before from_pretrained allocates anything."""
@@ -330,107 +295,11 @@ def _check_shapes(
             key[len(prefix) :] if key.startswith(prefix) else None,
         ):
             if candidate in expected:
-                if expected[candidate] != on_disk:
+                if expected[candidate] != on_disk and not (reinit_head and is_head_key(key)):
                     mismatched.append((key, on_disk, expected[candidate]))
                 break
     if mismatched:
-        _raise_mismatch(source, [(k, list(a), list(b)) for k, a, b in mismatched], config)
-
-
-def _raise_mismatch(
-    source: str, mismatched: list[tuple[str, Any, Any]], config: PretrainedConfig | None
-) -> None:
-    shown = "; ".join(
-        f"{key} is {disk} in the weights but {want} in the config"
-        for key, disk, want in mismatched[:3]
-    )
-    more = f" (and {len(mismatched) - 3} more)" if len(mismatched) > 3 else ""
-    heads_only = all(
-        key.split(".")[0] in ("classifier", "pre_classifier", "qa_outputs")
-        for key, _, _ in mismatched
-    )
-    if heads_only:
-        fix = "the saved classification head has a different number of labels than asked for"
-    elif getattr(config, "compression_config", None):
-        fix = (
-            "config.json (its compression_config) does not describe these weights; restore the "
-            "original config.json"
-        )
-    else:
-        fix = "config.json does not describe these weights; restore the original config.json"
-    raise CheckpointError(f"{source}: weights do not match config.json: {shown}{more}; {fix}")
-
-
-def _check_loading_info(
-    model: PreTrainedModel,
-    info: dict[str, Any],
-    source: str,
-    task_head: str,
-    exact_head: bool,
-    compressed: bool,
-) -> None:
-    """Refuses loads that left tensors re-initialised or unused where that means a broken
-    checkpoint."""
-    if info.get("mismatched_keys"):
-        _raise_mismatch(
-            source,
-            [(k, list(a), list(b)) for k, a, b in info["mismatched_keys"]],
-            getattr(model, "config", None),
-        )
-    if info.get("error_msgs"):
-        raise CheckpointError(
-            f"{source}: the weights did not load: {'; '.join(map(str, info['error_msgs']))[:300]}"
-        )
-    if not (exact_head or compressed):
-        # a plain base checkpoint getting a fresh head: transformers' usual behaviour (it warns)
-        return
-    prefix = f"{model.base_model_prefix}." if model.base_model_prefix else "\0"
-    children = {name for name, _ in model.named_children()}
-
-    def in_body(key: str) -> bool:
-        # The encoder (everything but the task head). For a base model every child is body.
-        if task_head == "base":
-            return (key[len(prefix) :] if key.startswith(prefix) else key).split(".")[0] in children
-        return key.startswith(prefix)
-
-    missing, unexpected = (
-        sorted(info.get("missing_keys") or []),
-        sorted(info.get("unexpected_keys") or []),
-    )
-    if not exact_head:
-        # A compressed encoder saved without this head (or with another task's head): the head
-        # is new / dropped, but the encoder must load completely.
-        missing = [k for k in missing if in_body(k)]
-        unexpected = [k for k in unexpected if in_body(k)]
-    elif task_head == "base":
-        unexpected = [k for k in unexpected if in_body(k)]  # the saved head is dropped on purpose
-    if task_head == "base" or not exact_head:
-        # The pooler is optional: RoBERTa / DistilBERT heads and every MLM head are built
-        # without it, so their checkpoints lack it, and a base model loaded from them gets a new
-        # one.
-        missing = [k for k in missing if not _is_pooler(k, prefix)]
-        unexpected = [k for k in unexpected if not _is_pooler(k, prefix)]
-    problems = []
-    if missing:
-        problems.append(
-            f"{len(missing)} tensors missing from the checkpoint (they would be random), e.g. "
-            f"{', '.join(missing[:3])}"
-        )
-    if unexpected:
-        problems.append(
-            f"{len(unexpected)} tensors in the checkpoint that the model has no place for, e.g. "
-            f"{', '.join(unexpected[:3])}"
-        )
-    if problems:
-        kind = "compressed checkpoint" if compressed else "checkpoint"
-        raise CheckpointError(
-            f"{source}: the {kind} does not fit its config: {'; '.join(problems)}; the weights "
-            "file or config.json is corrupt, edited, or from another model"
-        )
-
-
-def _is_pooler(key: str, prefix: str) -> bool:
-    return (key[len(prefix) :] if key.startswith(prefix) else key).startswith("pooler.")
+        raise_mismatch(source, [(k, list(a), list(b)) for k, a, b in mismatched], config)
 
 
 def load_compressed(
@@ -438,6 +307,7 @@ def load_compressed(
     task_head: str = "sequence-classification",
     *,
     trust_remote_code: bool = False,
+    reinit_head: bool = False,
     **kwargs: Any,
 ) -> PreTrainedModel:
     """Loads a compressed or plain model safely (safetensors only), strictly where it must be.
@@ -448,6 +318,8 @@ def load_compressed(
             "masked-lm", "token-classification", "question-answering", "multiple-choice"; or
             "auto": the head the checkpoint was saved with.
         trust_remote_code: run code from the repository (never needed for hf-compress checkpoints).
+        reinit_head: a saved task head whose shape differs (another number of labels) is replaced
+            by a fresh one instead of being an error; the rest must still fit exactly.
         kwargs: passed to `from_pretrained` (e.g. `num_labels`, `dtype`, `quantization_config`).
             `use_safetensors=False` and `ignore_mismatched_sizes=True` are refused.
 
@@ -472,12 +344,16 @@ def load_compressed(
             "checkpoint instead"
         )
     kwargs.pop("output_loading_info", None)
-    source = resolve_checkpoint(path_or_repo)
+    source = resolve_model_source(path_or_repo)
     local = Path(source).is_dir()
     shapes = None
+    verified = False
     if local:
         _read_config_json(Path(source))
-        shapes = _read_weight_shapes(_weight_files(Path(source)))
+        files = _weight_files(Path(source))  # weights missing, pickles only: said as such
+        if verification_enabled(kwargs.pop("verify_checksums", None)):
+            verified = verify_directory(source)  # before anything reads the weights
+        shapes = _read_weight_shapes(files)
     config_kwargs = {key: kwargs[key] for key in _LABEL_KWARGS if key in kwargs}
     config = load_checked_config(source, trust_remote_code=trust_remote_code, **config_kwargs)
     if task_head == "auto":
@@ -492,13 +368,16 @@ def load_compressed(
     # Pre-quantized weights (bitsandbytes / torchao) have packed shapes the meta model lacks:
     # from_pretrained checks those itself.
     if shapes is not None and not quantized:
-        _check_shapes(auto_class, config, shapes, source, trust_remote_code)
+        _check_shapes(auto_class, config, shapes, source, trust_remote_code, reinit_head)
+    if verified and compressed:
+        kwargs["verify_checksums"] = False  # checked above; the compressed class would again
     try:
         model, info = auto_class.from_pretrained(
             source,
             use_safetensors=True,
             trust_remote_code=trust_remote_code,
             output_loading_info=True,
+            ignore_mismatched_sizes=reinit_head,  # the head alone: checked below
             **kwargs,
         )
     except HfCompressError as exc:
@@ -513,7 +392,7 @@ def load_compressed(
             f"{source}: the model cannot be loaded ({_one_line(exc)}); the checkpoint is corrupt "
             "or incomplete"
         ) from exc
-    _check_loading_info(model, info, source, task_head, exact_head, compressed)
+    check_loading_info(model, info, source, task_head, exact_head, compressed, reinit_head)
     if getattr(model, "is_quantized", False):
         allow_resaving(model)
     return model
@@ -530,7 +409,7 @@ def load_checked_tokenizer(
         trust_remote_code: allow tokenizers that need code from the repository (off by default).
         kwargs: passed to `AutoTokenizer.from_pretrained`.
     """
-    source = resolve_checkpoint(path_or_repo)
+    source = resolve_model_source(path_or_repo)
     directory = Path(source)
     if directory.is_dir() and (directory / "config.json").exists():
         # AutoTokenizer reads config.json too: check it first, so a broken config is reported

@@ -102,7 +102,8 @@ def verify_files(manifest_path: Path, locate: Any) -> None:
     for name, entry in sorted(manifest["files"].items()):
         path = locate(name)
         if path is None or not Path(path).is_file():
-            raise CheckpointError(f"{name} is listed in {MANIFEST_FILE} but missing; {fix}")
+            shown = path or name
+            raise CheckpointError(f"{shown}: listed in {MANIFEST_FILE} but missing; {fix}")
         path = Path(path)
         expected_size = entry.get("bytes") if isinstance(entry, dict) else None
         if expected_size is not None and path.stat().st_size != expected_size:
@@ -125,3 +126,44 @@ def verify_directory(directory: str | os.PathLike) -> bool:
         return False
     verify_files(manifest, lambda name: directory / name)
     return True
+
+
+def verify_source(source: str, options: dict[str, Any]) -> None:
+    """Verifies the manifest of a checkpoint given to `from_pretrained`: a local folder, or a Hub
+    repository (its files are fetched into the Hub cache, where loading then finds them).
+
+    Args:
+        source: the folder or repository id.
+        options: the `from_pretrained` keyword arguments (`revision`, `subfolder`, `token`,
+            `cache_dir`, `local_files_only` are honoured).
+
+    Raises:
+        CheckpointError: a file differs from what was saved.
+    """
+    subfolder = options.get("subfolder") or ""
+    local = Path(source) / subfolder
+    if local.is_dir():
+        verify_directory(local)
+        return
+    from transformers.utils import cached_file
+
+    keys = ("revision", "token", "cache_dir", "local_files_only", "subfolder")
+    hub = {key: options[key] for key in keys if key in options}
+    try:
+        manifest = cached_file(
+            source,
+            MANIFEST_FILE,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+            **hub,
+        )
+    except Exception:  # noqa: BLE001  (no such repository, no access: loading itself will say so)
+        return
+    if manifest is None:
+        return
+
+    def locate(name: str) -> Path | None:
+        path = cached_file(source, name, _raise_exceptions_for_missing_entries=False, **hub)
+        return Path(path) if path else None
+
+    verify_files(Path(manifest), locate)

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..errors import HubUnreachableError
+from ..errors import CheckpointError, HubUnreachableError
 
 logger = logging.getLogger(__name__)
 
@@ -118,15 +118,45 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def resolve_model_source(name: str) -> str:
-    """A local directory as is; a Hub id as is when the Hub is reachable; the packaged MiniLM
-    for its Hub id when it is not.
+def _looks_like_path(name: str) -> bool:
+    """Whether `name` is meant as a local path rather than a Hub id (`user/model`)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1:
+        return True
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return True
+    return False
+
+
+def resolve_model_source(path_or_repo: str | os.PathLike) -> str:
+    """A local model directory as is; a Hub id as is when the Hub is reachable; the packaged copy
+    of a `PACKAGED_MODELS` Hub id when it is not.
 
     Raises:
-        HfCompressError: a Hub id with no Hub access and no local copy (names the fixes).
+        CheckpointError: a local path that does not exist or is a file.
+        HubUnreachableError: a Hub id with no Hub access and no local copy (names the fixes).
     """
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
+    name = str(path_or_repo)
+    path = Path(name).expanduser()
+    try:
+        is_dir, exists = path.is_dir(), path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        is_dir = exists = False
+    if is_dir:
+        return str(path)
+    if exists:
+        raise CheckpointError(
+            f"{name}: is a file; pass the model directory (the one holding config.json and "
+            "model.safetensors)"
+        )
+    if _looks_like_path(name):
+        raise CheckpointError(
+            f"{name}: no such directory; pass a model directory written by save_pretrained, or a "
+            "Hub id"
+        )
     packaged = packaged_model(name)
     if packaged is not None and not hub_reachable():
         local = packaged.directory()

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint.loading import load_checked_tokenizer, resolve_checkpoint
+from ..checkpoint.loading import load_checked_tokenizer
+from ..checkpoint.sources import resolve_model_source
 from ..errors import HfCompressError
 from .evaluate import model_figures
 from .measure import environment
@@ -48,7 +49,7 @@ def bench_models(
     glue_task = get_task(task) if task else None
     rows = []
     for name in models:
-        source = resolve_checkpoint(name)
+        source = resolve_model_source(name)
         saved_dir = source if Path(source).is_dir() else None
         dev = tokenizer = None
         for dtype in ("onnx",) if is_onnx_export(source) else dtypes:

@@ -14,6 +14,7 @@ from transformers import DataCollatorWithPadding
 
 from ..data.glue_tasks import GlueTask
 from ..data.metrics import glue_metrics
+from ..errors import HfCompressError
 from .measure import count_parameters, measure_latency, model_device, weights_size_bytes
 
 LATENCY_DEFAULTS = {"batch_sizes": (1, 32), "seq_len": 128, "warmup": 2, "runs": 10}
@@ -23,7 +24,12 @@ LATENCY_DEFAULTS = {"batch_sizes": (1, 32), "seq_len": 128, "warmup": 2, "runs":
 def predict(
     model: Any, tokenizer: Any, dataset: Dataset, batch_size: int = 64, progress: bool = True
 ) -> np.ndarray:
-    """Logits (or regression scores) for every example of a tokenized dataset."""
+    """Logits (or regression scores) for every example of a tokenized dataset.
+
+    Raises:
+        HfCompressError: some logits are NaN or infinite: a metric computed from them would be
+            meaningless (a corrupt checkpoint, or an overflow in a low precision).
+    """
     model.eval()
     device = model_device(model)
     columns = [c for c in dataset.column_names if c != "labels"]
@@ -36,7 +42,15 @@ def predict(
     for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
         batch = {k: v.to(device) for k, v in batch.items()}
         outputs.append(model(**batch).logits.float().cpu())
-    return torch.cat(outputs).numpy()
+    logits = torch.cat(outputs).numpy()
+    broken = int((~np.isfinite(logits)).any(axis=-1).sum()) if logits.size else 0
+    if broken:
+        raise HfCompressError(
+            f"the model gives NaN or infinite logits on {broken} of {len(logits)} examples, so no "
+            "metric is reported; its weights are corrupt (re-download or re-save it) or overflow "
+            "in this precision (evaluate in float32)"
+        )
+    return logits
 
 
 def evaluate_task(
@@ -109,11 +123,12 @@ def load_with_dev_set(
     Args:
         load_in / dtype: as `hf_compress.evaluation.load.load_model_for_eval`.
     """
-    from ..checkpoint.loading import load_checked_tokenizer, resolve_checkpoint
+    from ..checkpoint.loading import load_checked_tokenizer
+    from ..checkpoint.sources import resolve_model_source
     from ..data.preprocess import load_task_datasets
     from .load import load_model_for_eval
 
-    source = resolve_checkpoint(name)
+    source = resolve_model_source(name)
     tokenizer = load_checked_tokenizer(source)
     model = load_model_for_eval(source, task, load_in, dtype)
     _, dev = load_task_datasets(

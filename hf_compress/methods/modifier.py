@@ -139,6 +139,11 @@ class Modifier:
     allows_training_after_freeze: ClassVar[bool] = False
     trains_before_freezing: ClassVar[bool] = False
     changes_vocabulary: ClassVar[bool] = False
+    # Stage rules checked when a recipe (any `Stage`) is built: at most one of this type per
+    # stage; types that may not share its stage, and why.
+    once_per_stage: ClassVar[bool] = False
+    exclusive_with: ClassVar[tuple[str, ...]] = ()
+    exclusive_reason: ClassVar[str] = ""
     # For the model card: what the technique does, in words; the Hub tags it earns; whether it
     # quantizes (the card then names the quantized base model as such).
     description: ClassVar[str] = ""

@@ -4,10 +4,40 @@ documentation (docs/recipes.md is generated from it)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from .schema import option
+from .schema import option, show_value
+
+
+def check_text(key: str, value: str, what: str) -> None:
+    """A name or path given in a recipe: not empty, no NUL byte, encodable as UTF-8."""
+    if not value.strip():
+        raise ValueError(f"{key}: empty; give {what}")
+    if "\0" in value:
+        raise ValueError(f"{key}: {show_value(value)} holds a NUL byte; give {what}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{key}: {show_value(value)} holds characters that are not text (a lone surrogate); "
+            f"give {what}"
+        ) from None
+
+
+def check_patterns(key: str, patterns: tuple[str, ...]) -> None:
+    """Every `re:` pattern of a `targets` / `ignore`-style list compiles."""
+    for pattern in patterns:
+        if pattern.startswith("re:"):
+            try:
+                re.compile(pattern[3:])
+            except re.error as exc:
+                raise ValueError(
+                    f"{key}: {show_value(pattern)} is not a valid regular expression ({exc}); fix "
+                    "it, or drop the `re:` prefix to match a module name as written"
+                ) from None
+
 
 GLUE_TASK_NAMES = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 
@@ -70,6 +100,17 @@ class PushToHub:
     revision: str | None = option(None, help="branch to push to (default: main)")
     commit_message: str | None = option(None, help="commit message (default: generated)")
 
+    def __post_init__(self) -> None:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(self.repo_id)
+        except HFValidationError:
+            raise ValueError(
+                f"repo_id: {show_value(self.repo_id)} is not a Hub repository id; write it as "
+                "`user/name` (letters, digits, '-', '_', '.')"
+            ) from None
+
 
 @dataclass(frozen=True)
 class _StageFields:
@@ -103,8 +144,18 @@ class _RecipeFields:
     push_to_hub: PushToHub | None = option(
         None, help="push the result to the Hub after a successful run"
     )
+    reinit_head: bool = option(
+        False,
+        help="when the base model's saved classification head does not fit the task (another "
+        "number of labels), start from a fresh head instead of stopping with an error",
+    )
     seed: int = option(42, help="random seed", range=(0, 2**32 - 1))  # numpy's seed range
     version: int = option(RECIPE_VERSION, help="recipe format version", choices=(RECIPE_VERSION,))
+
+    def __post_init__(self) -> None:
+        check_text("base_model", self.base_model, "a Hub id or a local model folder")
+        check_text("output_dir", self.output_dir, "the folder the compressed model goes to")
+        check_text("teacher", self.teacher, "`finetuned-base`, a Hub id, a local path or `none`")
 
 
 @dataclass(frozen=True)
@@ -130,3 +181,5 @@ class ModifierConfig:
     def __post_init__(self) -> None:
         if self.start > self.end:
             raise ValueError(f"start ({self.start}) must not be after end ({self.end})")
+        check_patterns("targets", self.targets)
+        check_patterns("ignore", self.ignore)

@@ -75,6 +75,24 @@ class Stage:
     def trains(self) -> bool:
         return self.epochs > 0
 
+    def __post_init__(self) -> None:
+        types = [spec.type for spec in self.modifiers]
+        for j, spec in enumerate(self.modifiers):
+            cls = spec.modifier_class
+            if cls.once_per_stage and types.count(spec.type) > 1:
+                raise RecipeError(
+                    f"stage {self.name!r}: modifiers[{j}] ({spec.type}) appears "
+                    f"{types.count(spec.type)} times; one {spec.type} per stage (merge their keys, "
+                    "or put the second in a stage of its own)"
+                )
+            clash = next((t for t in types if t in cls.exclusive_with), None)
+            if clash is not None:
+                raise RecipeError(
+                    f"stage {self.name!r}: modifiers[{j}] ({spec.type}) cannot share a stage with "
+                    f"{clash} ({cls.exclusive_reason or 'they conflict'}); put {clash} in an "
+                    "earlier stage"
+                )
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -90,6 +108,7 @@ class Recipe:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     training: dict[str, Any] = dataclasses.field(default_factory=dict)
     push_to_hub: PushToHub | None = None
+    reinit_head: bool = False
     seed: int = 42
     version: int = RECIPE_VERSION
     source: str | None = None  # the file it came from, for messages
@@ -266,6 +285,8 @@ class Recipe:
         data["output_dir"] = self.output_dir
         if self.push_to_hub is not None:
             data["push_to_hub"] = to_dict(self.push_to_hub)
+        if self.reinit_head:
+            data["reinit_head"] = True
         data["seed"] = self.seed
         return data
 
@@ -305,31 +326,72 @@ def _build_stage(data: Any, where: str) -> Stage:
             )
         config = build(MODIFIERS[type_name].config_class, entry, f"{mod_where}")
         specs.append(ModifierSpec(type=type_name, config=config))
-    return Stage(
-        name=fields.name,
-        epochs=fields.epochs,
-        modifiers=tuple(specs),
-        training=dict(fields.training),
-    )
+    try:
+        return Stage(
+            name=fields.name,
+            epochs=fields.epochs,
+            modifiers=tuple(specs),
+            training=dict(fields.training),
+        )
+    except RecipeError as exc:
+        raise RecipeError(f"{where}: {exc}") from None
+
+
+# TrainingArguments fields a recipe must not set, and what to do instead.
+_REFUSED_TRAINING_KEYS = {
+    "output_dir": "set by the recipe itself (its output_dir); remove it here",
+    "num_train_epochs": "set by the recipe itself (each stage's epochs); remove it here",
+    "resume_from_checkpoint": "resume with `hf-compress run --resume`; remove it here",
+    "push_to_hub": "push with the recipe's `push_to_hub: {repo_id: user/name}` section, which "
+    "uploads the finished output after checking it for secrets; remove it here",
+    "hub_token": "log in with `hf auth login` or set HF_TOKEN; a token in a recipe would be "
+    "saved with the output",
+}
+# Numeric TrainingArguments fields that transformers accepts out of range and only fails on (or
+# silently misuses) once training starts: (low, low inclusive).
+_TRAINING_MINIMUMS = {
+    "learning_rate": (0, True),
+    "per_device_train_batch_size": (1, True),
+    "per_device_eval_batch_size": (1, True),
+    "gradient_accumulation_steps": (1, True),
+    "eval_accumulation_steps": (1, True),
+    "warmup_steps": (0, True),
+    "weight_decay": (0, True),
+    "max_grad_norm": (0, True),
+    "adam_epsilon": (0, False),
+    "logging_steps": (0, False),
+    "save_steps": (0, False),
+    "eval_steps": (0, False),
+    "save_total_limit": (1, True),
+    "dataloader_num_workers": (0, True),
+    "seed": (0, True),
+}
 
 
 def _check_training_args(values: dict[str, Any], where: str) -> None:
     from transformers import TrainingArguments
 
     allowed = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
-    # The recipe owns these: output_dir comes from the recipe, epochs from each stage.
-    owned = {"output_dir", "num_train_epochs"}
-    for key in values:
-        if key in owned:
-            raise RecipeError(
-                f"{where}.{key}: set by the recipe itself (output_dir / a stage's epochs), remove "
-                "it here"
-            )
+    for key, value in values.items():
+        if key in _REFUSED_TRAINING_KEYS and not (key == "push_to_hub" and value is False):
+            raise RecipeError(f"{where}.{key}: {_REFUSED_TRAINING_KEYS[key]}")
         if key not in allowed:
             close = sorted(k for k in allowed if key.split("_")[0] in k)[:8]
             hint = f"; did you mean one of: {', '.join(close)}" if close else ""
             raise RecipeError(f"{where}.{key}: not a transformers.TrainingArguments field{hint}")
-        _check_training_arg_type(key, values[key], f"{where}.{key}")
+        _check_training_arg_type(key, value, f"{where}.{key}")
+        _check_training_arg_range(key, value, f"{where}.{key}")
+
+
+def _check_training_arg_range(key: str, value: Any, where: str) -> None:
+    if key not in _TRAINING_MINIMUMS or value is None or isinstance(value, bool):
+        return
+    if not isinstance(value, (int, float)):
+        return  # a wrong type is reported by the type check
+    low, inclusive = _TRAINING_MINIMUMS[key]
+    if value < low or (value == low and not inclusive):
+        bound = f">= {low}" if inclusive else f"> {low}"
+        raise RecipeError(f"{where}: {show_value(value)} is out of range; it must be {bound}")
 
 
 @functools.lru_cache(maxsize=1)

@@ -230,7 +230,8 @@ def build(cls: type[T], data: Any, where: str = "") -> T:
     except RecipeError:
         raise
     except (TypeError, ValueError) as exc:  # __post_init__ cross-field checks
-        raise RecipeError(f"{where or 'recipe'}: {exc}") from exc
+        prefix = where or "recipe:"
+        raise RecipeError(f"{prefix}{' ' if prefix.endswith(':') else ': '}{exc}") from exc
 
 
 def to_dict(obj: Any) -> Any:

@@ -61,9 +61,28 @@ def _check_plain(value: Any, where: str, depth: int = 0) -> None:
 
 class _NoAliasSafeLoader(yaml.SafeLoader):
     """`yaml.safe_load` without anchors/aliases: a recipe never needs them, and aliases are how
-    "billion laughs" YAML bombs blow up memory. Nesting is limited to `MAX_RECIPE_DEPTH`."""
+    "billion laughs" YAML bombs blow up memory. Nesting is limited to `MAX_RECIPE_DEPTH`, and a
+    key given twice in one mapping is an error (PyYAML keeps the last one silently)."""
 
     _depth = 0
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:  # type: ignore[override]
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"key {key!r} is given twice (first on line {first.start_mark.line + 1}); "
+                    "keep one",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
 
     def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
         if self.check_event(yaml.AliasEvent):
@@ -104,11 +123,22 @@ _RecipeDumper.add_implicit_resolver(
 )
 
 
+def _one_line(exc: yaml.YAMLError) -> str:
+    """A YAML error as one line: what is wrong and where (PyYAML's own text spans several lines,
+    with the offending source lines quoted)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        context = f"{exc.context}: " if exc.context else ""
+        return f"{context}{exc.problem}{where}"
+    return " ".join(str(exc).split())
+
+
 def _safe_load(text: str, source: str) -> Any:
     try:
         return yaml.load(text, Loader=_NoAliasSafeLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{source}: not valid YAML: {exc}") from exc
+        raise RecipeError(f"{source}: not valid YAML: {_one_line(exc)}") from exc
     except (ValueError, OverflowError) as exc:
         # SafeConstructor calls int() / datetime() on scalars: a 5000-digit integer or a
         # `!!timestamp 2020-13-45` raises these instead of a YAMLError.

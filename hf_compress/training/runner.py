@@ -22,11 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import (
     DataCollatorWithPadding,
     PreTrainedModel,
-    TrainingArguments,
     set_seed,
 )
 
@@ -42,7 +40,8 @@ from ..hub.model_card import write_model_card
 from ..hub.push import push_to_hub
 from ..recipe.recipe import Recipe
 from ..version import __version__
-from .preflight import check_base_model
+from .arguments import training_arguments
+from .preflight import check_recipe
 from .trainer import CompressionTrainer
 from .workdir import WorkDir, _is_main_process
 
@@ -74,31 +73,6 @@ def prepare_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Path:
         if _is_main_process():
             shutil.rmtree(stale, ignore_errors=True)
     return path
-
-
-def training_arguments(recipe: Recipe, output_dir: str, **overrides: Any) -> TrainingArguments:
-    """TrainingArguments from the recipe's `training` keys, with defaults suited to compression
-    runs."""
-    defaults: dict[str, Any] = {
-        "per_device_train_batch_size": 32,
-        "per_device_eval_batch_size": 64,
-        "learning_rate": 5e-5,
-        "report_to": [],
-        # Checkpoints let an interrupted run resume (`--resume`); one is kept.
-        "save_strategy": "steps",
-        "save_steps": 200,
-        "save_total_limit": 1,
-        "logging_steps": 50,
-        "seed": recipe.seed,
-        "dataloader_num_workers": 0,
-        # Under DDP the default (True) reports losses scaled by the world size (DESIGN.md).
-        "average_tokens_across_devices": False,
-        # Without it, several CPU processes (accelerate launch / torchrun) do not form a gloo
-        # group: each would train alone on the whole data set.
-        "use_cpu": not torch.cuda.is_available(),
-    }
-    values = {**defaults, **recipe.training, **overrides}
-    return TrainingArguments(output_dir=output_dir, **values)
 
 
 def task_data(recipe: Recipe, glue_dir: str | None = None) -> TaskData:
@@ -154,7 +128,7 @@ def finetune_base(
             logger.info("reusing the fine-tuned base in %s", cache)
             return load_for_task(str(cache), data.task)
         logger.warning("%s holds a base fine-tuned with other settings; fine-tuning again", cache)
-    model = load_for_task(recipe.base_model, data.task)
+    model = load_for_task(recipe.base_model, data.task, reinit_head=recipe.reinit_head)
     if train_dataset is None:
         sample = fb.max_train_samples or data.max_train_samples
         train_dataset, _ = dataclasses.replace(data, max_train_samples=sample).train_and_dev(
@@ -221,7 +195,7 @@ def run_recipe(
     """
     started = time.perf_counter()
     output_dir = prepare_output_dir(recipe.output_dir, overwrite)
-    check_base_model(recipe)  # an unsupported architecture fails here, before any work
+    check_recipe(recipe)  # what needs the base model's config fails here, before any work
     set_seed(recipe.seed)
     run = _RecipeRun(
         recipe,
@@ -280,7 +254,9 @@ class _RecipeRun:
         recipe fine-tunes one, else the teacher when there is one, else the base."""
         recipe, task = self.recipe, self.data.task
         if recipe.finetune_base is None:
-            model = load_for_task(resolve_model_source(recipe.base_model), task)
+            model = load_for_task(
+                resolve_model_source(recipe.base_model), task, reinit_head=recipe.reinit_head
+            )
         elif self.work.has_model("finetuned-base"):
             model = load_for_task(str(self.work.path / "finetuned-base"), task)
         else:

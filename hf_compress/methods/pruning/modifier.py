@@ -91,6 +91,8 @@ class MagnitudePruning(Modifier):
     config_class: ClassVar[type[ModifierConfig]] = MagnitudePruningConfig
     description = "unstructured magnitude pruning (sparse weights)"
     hub_tags = ("pruned", "sparse")
+    exclusive_with = _STRUCTURED
+    exclusive_reason = "structured pruning reshapes the layers it masks"
 
     def __init__(self, config: MagnitudePruningConfig) -> None:
         super().__init__(config)
@@ -107,12 +109,6 @@ class MagnitudePruning(Modifier):
 
     # Lifecycle --------------------------------------------------------------------------------
     def on_initialize(self, model: PreTrainedModel, ctx: StageContext) -> PreTrainedModel | None:
-        if ctx.stage is not None and any(spec.type in _STRUCTURED for spec in ctx.stage.modifiers):
-            raise RecipeError(
-                f"stage {ctx.stage.name!r}: magnitude_pruning cannot share a stage with "
-                "head_pruning / ffn_pruning (they reshape the layers it masks); put structured "
-                "pruning in an earlier stage"
-            )
         default = (
             (lambda name, module: False) if self.config.targets else self._default_target(model)
         )

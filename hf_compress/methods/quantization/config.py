@@ -7,7 +7,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 
-from ...recipe.fields import ModifierConfig
+from ...recipe.fields import ModifierConfig, check_patterns
 from ...recipe.schema import option
 from ..targets import name_matches, strip_wrapper_prefix
 
@@ -50,6 +50,8 @@ class LoraConfig(ModifierConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_patterns("target_modules", self.target_modules)
+        check_patterns("train_modules", self.train_modules)
         if self.target_modules and self.targets:
             raise ValueError(
                 "give the layers to adapt as `target_modules` or as `targets`, not both"
@@ -146,6 +148,7 @@ class QuantizationConfig(ModifierConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_patterns("skip_modules", self.skip_modules)
         four_bit = self.method in BNB_4BIT_METHODS
         if self.double_quant and not four_bit:
             raise ValueError(

@@ -333,6 +333,7 @@ class QuantizationModifier(Modifier):
 
     config_class = QuantizationConfig
     description = "quantization"
+    once_per_stage = True
     hub_tags = ("quantized",)
     quantizes = True
     freezes_weights = True
