@@ -270,6 +270,7 @@ def test_incomplete_output_names_everything_missing(tmp_path):
 
 
 def test_missing_shard_and_bad_report_are_reported(sample_output):
+    (sample_output / "hf_compress_manifest.json").unlink()  # a layout made by hand: no digests
     weights = sample_output / "model.safetensors"
     weights.rename(sample_output / "model-00001-of-00002.safetensors")
     index = {
@@ -306,9 +307,47 @@ def test_token_written_into_the_output_blocks_the_push(sample_output):
     before = _digest(sample_output)
     with pytest.raises(HfCompressError) as info:
         push_to_hub(sample_output, "user/x", token=token)
-    assert "report.json contains your Hugging Face token" in str(info.value)
+    assert "report.json contains a Hugging Face token (your token)" in str(info.value)
     assert token not in str(info.value)
     assert _digest(sample_output) == before
+
+
+def test_any_token_in_the_output_blocks_the_push_not_only_the_current_one(sample_output):
+    other = "hf_" + "AbCdEf0123456789" * 2 + "xyz"  # another account's token
+    text = (sample_output / "recipe.yaml").read_text()
+    (sample_output / "recipe.yaml").write_text(text + f"# notes: {other}\n")
+    with pytest.raises(
+        HfCompressError, match=r"recipe.yaml contains a Hugging Face token \(hf_Ab\.\.\.yz\)"
+    ):
+        push_to_hub(sample_output, "user/x", token="hf_theCurrentTokenOfTheUser0123456789")
+
+
+def test_a_checkpoint_changed_after_saving_is_not_pushed(sample_output):
+    config = json.loads((sample_output / "config.json").read_text())
+    config["hidden_act"] = "relu"
+    (sample_output / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HfCompressError, match="config.json: .*was edited: restore or re-download"):
+        push_to_hub(sample_output, "user/x", token="hf_t")
+
+
+def test_published_copies_name_folders_not_local_paths(sample_output, tmp_path):
+    recipe = (sample_output / "recipe.yaml").read_text()
+    base = str(tmp_path / "private" / "bases" / "minilm-finetuned")
+    (sample_output / "recipe.yaml").write_text(recipe + f"teacher: {base}\n")
+    report = json.loads((sample_output / "report.json").read_text())
+    report.update(base_model=base, output_dir=str(tmp_path / "private" / "outputs" / "small"))
+    (sample_output / "report.json").write_text(json.dumps(report))
+    operations, _ = hub._operations(sample_output, output_files(sample_output), "user/x", "hf_t")
+    published = {
+        op.path_in_repo: op.path_or_fileobj
+        for op in operations
+        if op.path_in_repo in ("recipe.yaml", "report.json", "README.md")
+    }
+    for name, content in published.items():
+        text = content.decode() if isinstance(content, bytes) else Path(content).read_text()
+        assert str(tmp_path) not in text, name
+    assert json.loads(published["report.json"])["base_model"] == "minilm-finetuned"
+    assert "teacher: minilm-finetuned" in published["recipe.yaml"].decode()
 
 
 def test_missing_token_and_bad_repo_id_are_clear(sample_output, monkeypatch):

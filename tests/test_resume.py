@@ -111,7 +111,10 @@ def test_stale_staging_directories_are_cleaned_and_other_recipes_are_not_resumed
     recipe = Recipe.from_string(tiny_recipe_text(tiny_base, output, glue_dir), source="t.yaml")
     with pytest.raises(HfCompressError, match="different recipe"):
         run_recipe(recipe, resume=True, latency=False, progress=False)
-    run_recipe(recipe, latency=False, progress=False)  # without --resume: starts fresh
+    with pytest.raises(HfCompressError, match="pass --resume to continue it, or --overwrite"):
+        run_recipe(recipe, latency=False, progress=False)  # never deleted without asking
+    assert work.exists()
+    run_recipe(recipe, overwrite=True, latency=False, progress=False)  # starts fresh
     assert not stale.exists() and not work.exists() and (output / "report.json").is_file()
 
 
@@ -209,23 +212,29 @@ def test_resume_after_bnb_4bit_into_a_lora_stage(
         else:
             save_states = callbacks_module.save_modifier_states
 
-            def dies_after_checkpoint_4(modifiers, directory):
+            # Killed while checkpoint-6 is being written (the modifiers' state goes in first,
+            # the Trainer's files after): checkpoint-4 is the newest complete one.
+            def dies_inside_checkpoint_6(modifiers, directory):
                 save_states(modifiers, directory)
-                if directory.endswith("checkpoint-4"):
+                if directory.endswith("checkpoint-6"):
                     raise _Killed
 
-            patch.setattr(callbacks_module, "save_modifier_states", dies_after_checkpoint_4)
+            patch.setattr(callbacks_module, "save_modifier_states", dies_inside_checkpoint_6)
         with pytest.raises(_Killed):
             run_recipe(recipe, latency=False, progress=False)
     assert not output.exists()
     assert json.loads((work / "progress.json").read_text())["completed_stages"] == 1
     checkpoints = sorted(p.name for p in (work / "stages").glob("stage-1/checkpoint-*"))
-    assert checkpoints == ([] if interrupted == "after_quantization" else ["checkpoint-4"])
+    inside = interrupted == "inside_lora"
+    assert checkpoints == (["checkpoint-4", "checkpoint-6"] if inside else [])
 
     with caplog.at_level(logging.INFO, logger="hf_compress"):
         result = run_recipe(recipe, latency=False, progress=False, resume=True)
     assert "resuming after stage 0" in caplog.text
-    assert ("resuming stage 1 (lora) from" in caplog.text) == (interrupted == "inside_lora")
+    assert ("resuming stage 1 (lora) from" in caplog.text) == inside
+    if inside:
+        assert "checkpoint-6 was not written to the end" in caplog.text
+        assert "stage-1/checkpoint-4" in caplog.text.split("resuming stage 1 (lora) from")[1]
     report = json.loads((output / "report.json").read_text())
     assert report["compressed"]["methods"] == ["bnb_4bit_nf4", "lora"]
     assert [stage["name"] for stage in report["stages"]] == ["nf4", "lora"]

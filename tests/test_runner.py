@@ -59,6 +59,12 @@ def test_run_writes_a_complete_reloadable_checkpoint(tmp_path, tiny_base, glue_d
         {"name": "shrink", "epochs": 1.0, "modifiers": [{"type": "_halve_ffn", "kept": "half"}]}
     ]
     assert report["environment"]["threads"] >= 1 and report["task"] == "sst2"
+    # what is published names folders, not the user's directory layout
+    assert report["base_model"] == tiny_base.name and report["output_dir"] == "out"
+    for published in ("report.json", "README.md"):
+        text = (output / published).read_text()
+        assert str(tmp_path) not in text and str(tiny_base) not in text, published
+    assert (output / "hf_compress_manifest.json").is_file()
 
     # the saved recipe re-validates and records what ran
     assert Recipe.from_yaml(output / "recipe.yaml").stages[0].modifiers[0].type == "_halve_ffn"

@@ -28,6 +28,7 @@ from ..checkpoint.sources import base_model_license
 from ..data.glue_tasks import GLUE_TASKS
 from ..errors import HfCompressError
 from ..recipe.registry import MODIFIERS
+from .public import is_hub_id, public_recipe_yaml
 
 TEMPLATE_NAME = "model_card.md"
 
@@ -54,9 +55,6 @@ METRICS = {
 
 _NOT_METRICS = re.compile(r"(loss|runtime|per_second|epoch|step)", re.IGNORECASE)
 
-_SECRET_KEY = re.compile(r"(token|password|secret|api_key)", re.IGNORECASE)
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 _DETAIL_SKIP = {"type", "targets", "ignore"}
 
@@ -96,7 +94,7 @@ def build_model_card(
     model_name = str(load_id).rstrip("/").split("/")[-1]
 
     base_model = report.get("base_model") or recipe.get("base_model")
-    hub_base = base_model if isinstance(base_model, str) and _is_hub_id(base_model) else None
+    hub_base = base_model if isinstance(base_model, str) and is_hub_id(base_model) else None
     license_ = report.get("base_license") or (base_model_license(hub_base) if hub_base else None)
     metrics = _metrics(compressed.get("metrics") or {}, report.get("metric_name"))
     eval_results = [
@@ -145,7 +143,7 @@ def build_model_card(
         "measurement_note": _measurement_note(report),
         "load_id": load_id,
         "example_text": "A gripping, beautifully acted film.",
-        "recipe_yaml": _redact_recipe(recipe_yaml).rstrip("\n"),
+        "recipe_yaml": public_recipe_yaml(recipe_yaml).rstrip("\n"),
         "limitations": _limitations(report, task_pretty, hub_base, base_model),
         "environment": _environment_lines(report),
     }
@@ -197,38 +195,6 @@ def _parse_recipe(recipe_yaml: str) -> dict[str, Any]:
             f"recipe.yaml does not parse as YAML ({exc}); cannot build the model card"
         ) from exc
     return data if isinstance(data, dict) else {}
-
-
-def _redact_recipe(recipe_yaml: str) -> str:
-    """The recipe text, with values of token-like keys (e.g. `training.hub_token`) redacted."""
-    found = False
-
-    def scrub(node: Any) -> Any:
-        nonlocal found
-        if isinstance(node, dict):
-            out = {}
-            for key, value in node.items():
-                if (
-                    isinstance(key, str)
-                    and _SECRET_KEY.search(key)
-                    and value not in (None, "", False)
-                ):
-                    found, out[key] = True, "<redacted>"
-                else:
-                    out[key] = scrub(value)
-            return out
-        if isinstance(node, list):
-            return [scrub(v) for v in node]
-        return node
-
-    data = yaml.safe_load(recipe_yaml or "")
-    cleaned = scrub(data)
-    # Keep the file verbatim (comments, order) unless something had to be removed.
-    return yaml.safe_dump(cleaned, sort_keys=False) if found else (recipe_yaml or "")
-
-
-def _is_hub_id(name: str) -> bool:
-    return bool(_HUB_ID.match(name)) and not os.path.isabs(name) and not name.startswith(".")
 
 
 def _stages(report: dict[str, Any], recipe: dict[str, Any]) -> list[dict[str, Any]]:

@@ -30,7 +30,9 @@ from huggingface_hub import CommitOperationAdd, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
+from ..checkpoint.manifest import verification_enabled, verify_directory
 from ..errors import HfCompressError
+from .public import find_token, public_name, public_recipe_yaml, public_report
 
 if TYPE_CHECKING:
     from ..training.trainer import CompressionTrainer
@@ -122,8 +124,10 @@ def output_files(output_dir: str | os.PathLike) -> list[Path]:
             f"{directory} is not a complete hf-compress output; missing: {'; '.join(missing)}. "
             "Push the output_dir of a finished `hf-compress run` (it writes all of these), or save "
             "the missing parts there (tokenizer.save_pretrained, "
-            "hf_compress.model_card.write_model_card)."
+            "hf_compress.hub.write_model_card)."
         )
+    if verification_enabled():
+        verify_directory(directory)  # what is uploaded is what was saved
     _read_json(directory / "config.json")
     _read_json(directory / "report.json")
     try:
@@ -331,11 +335,11 @@ def trainer_report(
         "hf_compress_version": __version__,
         "task": task_name,
         "metric_name": metric_name,
-        "base_model": recipe.base_model
-        if recipe
-        else getattr(model.config, "_name_or_path", None) or None,
+        "base_model": public_name(
+            recipe.base_model if recipe else getattr(model.config, "_name_or_path", None) or None
+        ),
         "base_license": None,
-        "output_dir": str(output_dir),
+        "output_dir": public_name(str(output_dir)),
         "repo_id": repo_id,
         "environment": environment(),
         "latency_config": None,
@@ -375,22 +379,33 @@ def _operations(
     directory: Path, files: list[Path], repo_id: str, token: str
 ) -> tuple[list[CommitOperationAdd], int]:
     """One add operation per file; README.md / report.json retargeted to `repo_id` in memory."""
-    replaced = _retargeted_card(directory, repo_id)
+    replaced = {**_public_copies(directory), **_retargeted_card(directory, repo_id)}
     operations, total = [], 0
     for path in files:
         content = replaced.get(path.name)
         if path.suffix in _TEXT_SUFFIXES and path.stat().st_size <= _MAX_SCAN_BYTES:
             text = content if content is not None else path.read_bytes()
-            if token.encode() in text:
+            found = "your token" if token.encode() in text else find_token(text)
+            if found:
                 raise HfCompressError(
-                    f"{path} contains your Hugging Face token; remove it (e.g. `hub_token` in the "
-                    "recipe's training section) before pushing. Nothing was uploaded."
+                    f"{path} contains a Hugging Face token ({found}); remove it before pushing "
+                    "(tokens belong in HF_TOKEN or `hf auth login`). Nothing was uploaded."
                 )
         operations.append(
             CommitOperationAdd(path.name, content if content is not None else str(path))
         )
         total += len(content) if content is not None else path.stat().st_size
     return operations, total
+
+
+def _public_copies(directory: Path) -> dict[str, bytes]:
+    """recipe.yaml and report.json as published: local paths reduced to names (hub/public.py)."""
+    recipe = (directory / "recipe.yaml").read_text(encoding="utf-8")
+    report = public_report(_read_json(directory / "report.json"))
+    return {
+        "recipe.yaml": public_recipe_yaml(recipe).encode("utf-8"),
+        "report.json": (json.dumps(report, indent=2) + "\n").encode("utf-8"),
+    }
 
 
 def _retargeted_card(directory: Path, repo_id: str) -> dict[str, bytes]:
@@ -419,7 +434,7 @@ def _retargeted_card(directory: Path, repo_id: str) -> dict[str, bytes]:
             repo_id,
         )
         return {}
-    retargeted = {**report, "repo_id": repo_id}
+    retargeted = {**public_report(report), "repo_id": repo_id}
     return {
         "README.md": str(build_model_card(retargeted, recipe_yaml)).encode("utf-8"),
         "report.json": (json.dumps(retargeted, indent=2) + "\n").encode("utf-8"),

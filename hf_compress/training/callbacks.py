@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from transformers import (
@@ -50,18 +51,21 @@ class ModifierCallback(TrainerCallback):
         ctx.step = state.global_step
         for modifier in self.trainer.modifiers:
             modifier.on_step_end(self.trainer.model, ctx)
-
-    def on_save(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        # Beside the Trainer's own checkpoint files: a resumed stage gets its masks and schedules
-        # back.
-        if self.trainer.is_world_process_zero():
-            directory = f"{args.output_dir}/{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            save_modifier_states(self.trainer.modifiers, directory)
+        self._save_states_before_checkpoint(args, state, control)
 
     def on_epoch_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         for modifier in self.trainer.modifiers:
             modifier.on_epoch_end(self.trainer.model, self.trainer.context)
+        self._save_states_before_checkpoint(args, state, control)
+
+    def _save_states_before_checkpoint(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl
+    ) -> None:
+        # The Trainer writes this step's checkpoint right after this event, ending with its
+        # trainer_state.json; the modifiers' state (masks, schedules) goes into that folder first,
+        # so a checkpoint with trainer_state.json is complete, ours included.
+        if control.should_save and self.trainer.is_world_process_zero():
+            name = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            save_modifier_states(self.trainer.modifiers, os.path.join(args.output_dir, name))

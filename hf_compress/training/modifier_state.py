@@ -4,12 +4,19 @@ an interrupted stage resumes with it: tensors to safetensors, the rest to JSON (
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..methods.modifier import Modifier
+
+logger = logging.getLogger(__name__)
 
 MODIFIER_STATE_FILE = "hf_compress_modifiers"
 
@@ -17,8 +24,6 @@ MODIFIER_STATE_FILE = "hf_compress_modifiers"
 def save_modifier_states(modifiers: list[Modifier], directory: str) -> None:
     """Writes the modifiers' runtime state beside a Trainer checkpoint: tensors to safetensors,
     everything else to JSON (never pickle)."""
-    from safetensors.torch import save_file
-
     tensors: dict[str, torch.Tensor] = {}
     plain: dict[str, Any] = {}
     for i, modifier in enumerate(modifiers):
@@ -37,8 +42,6 @@ def save_modifier_states(modifiers: list[Modifier], directory: str) -> None:
 
 def load_modifier_states(modifiers: list[Modifier], directory: str) -> None:
     """Restores what `save_modifier_states` wrote (a checkpoint without the files is left as is)."""
-    from safetensors.torch import load_file
-
     json_path = os.path.join(directory, MODIFIER_STATE_FILE + ".json")
     if not os.path.isfile(json_path):
         return
@@ -57,3 +60,27 @@ def load_modifier_states(modifiers: list[Modifier], directory: str) -> None:
             {k.split(".", 1)[1]: v for k, v in tensors.items() if k.split(".", 1)[0] == str(i)}
         )
         modifier.load_state_dict(state)
+
+
+def last_complete_checkpoint(directory: str, remove_incomplete: bool) -> str | None:
+    """The newest `checkpoint-N` in `directory` that was written to the end, or None.
+
+    The Trainer writes a checkpoint's `trainer_state.json` last (the modifiers' state comes
+    before it), so a folder without one was being written when the run was killed; with
+    `remove_incomplete` such folders newer than the one returned are removed (they cannot be
+    resumed from, and would be taken for the newest otherwise).
+    """
+    if not os.path.isdir(directory):
+        return None
+    numbered = []
+    for name in os.listdir(directory):
+        prefix, _, number = name.rpartition("-")
+        if prefix == PREFIX_CHECKPOINT_DIR and number.isdigit():
+            numbered.append((int(number), os.path.join(directory, name)))
+    for _, path in sorted(numbered, reverse=True):
+        if os.path.isfile(os.path.join(path, TRAINER_STATE_NAME)):
+            return path
+        logger.warning("%s was not written to the end (killed while saving); skipped", path)
+        if remove_incomplete:
+            shutil.rmtree(path, ignore_errors=True)
+    return None

@@ -9,12 +9,12 @@ crash never leaves a half-written model that looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 import uuid
@@ -37,10 +37,12 @@ from ..evaluation.evaluate import LATENCY_DEFAULTS, evaluate_task, model_figures
 from ..evaluation.measure import environment
 from ..evaluation.tables import comparison_table
 from ..hub.model_card import write_model_card
+from ..hub.public import public_name
 from ..hub.push import push_to_hub
 from ..recipe.recipe import Recipe
 from ..version import __version__
 from .arguments import training_arguments
+from .output import OutputLock, move_into_place, prepare_output_dir, staging_dir
 from .preflight import check_recipe
 from .trainer import CompressionTrainer
 from .workdir import WorkDir, _is_main_process
@@ -57,22 +59,6 @@ class RunResult:
     report: dict[str, Any]
     model: PreTrainedModel
     tokenizer: Any
-
-
-def prepare_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Path:
-    """Checks `output_dir` may be written; fails early (before any training) when it may not."""
-    path = Path(output_dir)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
-        raise OutputExistsError(
-            f"{path} already exists and is not empty; choose another output_dir (--set "
-            "output_dir=...) or pass --overwrite to replace it"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Staging directories of runs killed while saving: ours by name, never complete, safe to drop.
-    for stale in path.parent.glob(f"{path.name}.partial-*"):
-        if _is_main_process():
-            shutil.rmtree(stale, ignore_errors=True)
-    return path
 
 
 def task_data(recipe: Recipe, glue_dir: str | None = None) -> TaskData:
@@ -194,39 +180,45 @@ def run_recipe(
         resume: continue an interrupted run of the same recipe from `<output_dir>.work`.
     """
     started = time.perf_counter()
-    output_dir = prepare_output_dir(recipe.output_dir, overwrite)
-    check_recipe(recipe)  # what needs the base model's config fails here, before any work
-    set_seed(recipe.seed)
-    run = _RecipeRun(
-        recipe,
-        task_data(recipe, glue_dir),
-        WorkDir(output_dir.with_name(output_dir.name + ".work"), recipe, resume),
-        latency=latency,
-        latency_config={**LATENCY_DEFAULTS, **(latency_config or {})},
-        progress=progress,
-    )
-    model, teacher, baseline = run.models()
-    baseline_report = run.measure_baseline(baseline)
-    if baseline is model:
-        model = copy.deepcopy(model)  # keep the measured baseline intact for the card
-    trainer, compression_time = run.compress(model, teacher, resume)
-    del teacher, baseline, model
-    trainer.teacher = trainer.context.teacher = None
-    tokenizer = trainer.context.tokenizer or run.tokenizer
-    if not _is_main_process():  # only the main process measures and writes
-        return RunResult(output_dir, {}, trainer.model, tokenizer)
-    report = run.write_output(trainer, baseline_report, compression_time, output_dir, started)
-    run.work.remove_all()
-    print(comparison_table(report))
-    if push and recipe.push_to_hub is not None:
-        url = push_to_hub(
-            output_dir,
-            recipe.push_to_hub.repo_id,
-            private=recipe.push_to_hub.private,
-            revision=recipe.push_to_hub.revision,
-            commit_message=recipe.push_to_hub.commit_message,
+    output_dir = Path(recipe.output_dir)
+    main = _is_main_process()
+    with OutputLock(output_dir) if main else contextlib.nullcontext():  # one run per output
+        if main:
+            prepare_output_dir(output_dir, overwrite)
+        check_recipe(recipe)  # what needs the base model's config fails here, before any work
+        set_seed(recipe.seed)
+        run = _RecipeRun(
+            recipe,
+            task_data(recipe, glue_dir),
+            WorkDir(output_dir.with_name(output_dir.name + ".work"), recipe, resume, overwrite),
+            latency=latency,
+            latency_config={**LATENCY_DEFAULTS, **(latency_config or {})},
+            progress=progress,
         )
-        logger.info("pushed to %s", url)
+        model, teacher, baseline = run.models()
+        baseline_report = run.measure_baseline(baseline)
+        if baseline is model:
+            model = copy.deepcopy(model)  # keep the measured baseline intact for the card
+        trainer, compression_time = run.compress(model, teacher, resume)
+        del teacher, baseline, model
+        trainer.teacher = trainer.context.teacher = None
+        tokenizer = trainer.context.tokenizer or run.tokenizer
+        if not main:  # only the main process measures and writes
+            return RunResult(output_dir, {}, trainer.model, tokenizer)
+        report = run.write_output(
+            trainer, baseline_report, compression_time, output_dir, overwrite, started
+        )
+        run.work.remove_all()
+        print(comparison_table(report))
+        if push and recipe.push_to_hub is not None:
+            url = push_to_hub(
+                output_dir,
+                recipe.push_to_hub.repo_id,
+                private=recipe.push_to_hub.private,
+                revision=recipe.push_to_hub.revision,
+                commit_message=recipe.push_to_hub.commit_message,
+            )
+            logger.info("pushed to %s", url)
     return RunResult(output_dir, report, trainer.model, tokenizer)
 
 
@@ -355,12 +347,13 @@ class _RecipeRun:
         baseline: dict[str, Any],
         compression_time: float,
         output_dir: Path,
+        overwrite: bool,
         started: float,
     ) -> dict[str, Any]:
         """Saves, measures and documents the compressed model in a staging directory, then moves
         it into place as a whole; returns the report."""
         compressed, tokenizer = trainer.model, trainer.context.tokenizer or self.tokenizer
-        staging = output_dir.with_name(f"{output_dir.name}.partial-{uuid.uuid4().hex[:8]}")
+        staging = staging_dir(output_dir)
         try:
             compressed.save_pretrained(staging)
             tokenizer.save_pretrained(staging)
@@ -390,8 +383,10 @@ class _RecipeRun:
             )
             report["total_time_s"] = time.perf_counter() - started
             (staging / "report.json").write_text(json.dumps(report, indent=2))
-            write_model_card(staging, report, self.recipe.to_yaml())
-            _move_into_place(staging, output_dir)
+            write_model_card(staging, report, self.recipe.to_yaml())  # last: marks it complete
+            move_into_place(staging, output_dir, overwrite)
+        except OutputExistsError:
+            raise  # the complete result stays in `staging`, as the message says
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -420,9 +415,10 @@ def build_report(
         "hf_compress_version": __version__,
         "task": task.name,
         "metric_name": task.main_metric,
-        "base_model": recipe.base_model,
+        # Published with the card: Hub ids or folder names, never the user's directory layout.
+        "base_model": public_name(recipe.base_model),
         "base_license": base_model_license(recipe.base_model),
-        "output_dir": recipe.output_dir,
+        "output_dir": public_name(recipe.output_dir),
         "repo_id": recipe.push_to_hub.repo_id if recipe.push_to_hub else None,
         "environment": environment(),
         "latency_config": {
@@ -434,15 +430,3 @@ def build_report(
         "notes": list(trainer.context.notes),
         "compression_time_s": compression_time,
     }
-
-
-def _move_into_place(staging: Path, output_dir: Path) -> None:
-    """Renames the complete staging directory to `output_dir`; an old `output_dir` (only present
-    with --overwrite) is moved aside first and removed after the rename succeeded."""
-    old = None
-    if output_dir.exists():
-        old = output_dir.with_name(f"{output_dir.name}.old-{uuid.uuid4().hex[:8]}")
-        output_dir.rename(old)
-    staging.rename(output_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

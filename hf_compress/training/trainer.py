@@ -32,7 +32,7 @@ from transformers import (
     Trainer,
     TrainingArguments,
 )
-from transformers.trainer_utils import TrainOutput, get_last_checkpoint
+from transformers.trainer_utils import TrainOutput
 
 from ..data.augment import TokenMasker
 from ..errors import UnsupportedModelError
@@ -40,7 +40,7 @@ from ..hub.push import push_trainer_output
 from ..methods.modifier import Modifier, StageContext
 from ..recipe.recipe import Recipe, Stage
 from .callbacks import ModifierCallback
-from .modifier_state import load_modifier_states
+from .modifier_state import last_complete_checkpoint, load_modifier_states
 from .stages import StageRun
 
 logger = logging.getLogger(__name__)
@@ -156,8 +156,10 @@ class CompressionTrainer(Trainer):
             _check_quantized_training(self.model, self.modifiers, stage, index)
             self._reset_optimizer()
             checkpoint = None
-            if resume and os.path.isdir(self.stage_output_dir(index)):
-                checkpoint = get_last_checkpoint(self.stage_output_dir(index))
+            if resume:
+                checkpoint = last_complete_checkpoint(
+                    self.stage_output_dir(index), remove_incomplete=self.is_world_process_zero()
+                )
             if checkpoint is not None:
                 logger.info("resuming stage %d (%s) from %s", index, stage.name, checkpoint)
                 load_modifier_states(self.modifiers, checkpoint)

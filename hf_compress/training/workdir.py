@@ -6,20 +6,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from ..errors import HfCompressError
+from ..errors import HfCompressError, OutputExistsError
 from ..recipe.recipe import Recipe
 
 logger = logging.getLogger(__name__)
 
 
 def _is_main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
+    """Whether this is the process that writes (rank 0), from the launcher's environment
+    (`torchrun` and `accelerate launch` set RANK). Asking accelerate's `PartialState` here would
+    create its shared state before `TrainingArguments` sets it up for CPU processes."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 class WorkDir:
@@ -29,7 +31,7 @@ class WorkDir:
     different recipe is never resumed from.
     """
 
-    def __init__(self, path: Path, recipe: Recipe, resume: bool) -> None:
+    def __init__(self, path: Path, recipe: Recipe, resume: bool, overwrite: bool = False) -> None:
         self.path = path
         self.fingerprint = hashlib.sha256(
             json.dumps(recipe.to_dict(), sort_keys=True, default=str).encode()
@@ -46,12 +48,13 @@ class WorkDir:
             self.progress = saved
         elif resume:
             logger.warning("nothing to resume in %s: starting from the beginning", path)
-        elif path.exists() and _is_main_process():
-            logger.info(
-                "removing the unfinished work of an earlier run in %s (pass --resume to continue "
-                "it)",
-                path,
+        elif path.exists() and not overwrite:
+            raise OutputExistsError(
+                f"{path} holds the unfinished work of an earlier run of this output; pass --resume "
+                "to continue it, or --overwrite to discard it and start over"
             )
+        elif path.exists() and _is_main_process():
+            logger.info("discarding the unfinished work of an earlier run in %s", path)
             shutil.rmtree(path)
         _barrier()
         path.mkdir(parents=True, exist_ok=True)
