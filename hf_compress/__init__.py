@@ -3,42 +3,56 @@
 `import hf_compress` registers the compressed checkpoint format with transformers' Auto
 classes, so `AutoModelForSequenceClassification.from_pretrained(compressed_dir)` rebuilds a
 pruned / factorized / quantized model exactly as it was saved.
+
+The public names (`compress`, `CompressionTrainer`, `Recipe`, ...) are imported on first use.
+The `hf-compress` command starts without torch and transformers (its entry point sets
+`HF_COMPRESS_LAZY_IMPORT=1`), so `--help` and argument errors answer at once; each command then
+calls `load_all()`.
 """
 
-import logging as _logging
+import importlib as _importlib
+import os as _os
 
-import torch as _torch  # noqa: F401  (first: torch configures its own loggers on import)
+from .version import __version__
 
-# Importing transformers' quantizers pulls in torchao and bitsandbytes, which log warnings about
-# optional CUDA / kernel-hub extensions on every CPU-only import: noise to our users.
-for _name in ("torchao", "torch.utils._pytree", "bitsandbytes.backends.cpu.ops"):
-    _logging.getLogger(_name).setLevel(_logging.ERROR)
+# public name -> the module it lives in
+_PUBLIC = {
+    "compress": "api",
+    "CompressionTrainer": "training",
+    "Recipe": "recipe",
+    "Stage": "recipe",
+    "register_modifier": "recipe",
+    "CheckpointError": "errors",
+    "DataError": "errors",
+    "HfCompressError": "errors",
+    "RecipeError": "errors",
+    "UnsupportedModelError": "errors",
+}
 
-# Importing these registers the architecture maps, the compressed_* model types (with the Auto
-# classes) and every technique with its rebuilders.
-from . import architectures, checkpoint, methods  # noqa: E402, F401
-from .api import compress  # noqa: E402
-from .errors import (  # noqa: E402
-    CheckpointError,
-    DataError,
-    HfCompressError,
-    RecipeError,
-    UnsupportedModelError,
-)
-from .recipe import Recipe, Stage, register_modifier  # noqa: E402
-from .training import CompressionTrainer  # noqa: E402
-from .version import __version__  # noqa: E402
+__all__ = ["__version__", "load_all", *sorted(_PUBLIC)]
 
-__all__ = [
-    "CheckpointError",
-    "CompressionTrainer",
-    "DataError",
-    "HfCompressError",
-    "Recipe",
-    "RecipeError",
-    "Stage",
-    "UnsupportedModelError",
-    "__version__",
-    "compress",
-    "register_modifier",
-]
+
+def load_all() -> None:
+    """Registers the compressed checkpoint format with transformers' Auto classes, the
+    architecture maps and every technique (what `import hf_compress` does; idempotent)."""
+    import logging
+
+    import torch  # noqa: F401  (first: torch configures its own loggers on import)
+
+    # Importing transformers' quantizers pulls in torchao and bitsandbytes, which log warnings
+    # about optional CUDA / kernel-hub extensions on every CPU-only import: noise to our users.
+    for name in ("torchao", "torch.utils._pytree", "bitsandbytes.backends.cpu.ops"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from . import architectures, checkpoint, methods  # noqa: F401  (registering is importing)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'hf_compress' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+if _os.environ.pop("HF_COMPRESS_LAZY_IMPORT", "") != "1":
+    load_all()

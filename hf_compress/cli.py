@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from .errors import HfCompressError, HubUnreachableError
-from .evaluation.load import DTYPES
+from .evaluation.precision import DTYPES
 
 
 def _quiet_libraries() -> None:
@@ -522,7 +522,10 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="import a module that registers custom modifiers",
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # --help and argument errors end here, before heavy imports
+    import hf_compress
+
+    hf_compress.load_all()
     _quiet_libraries()
     try:
         load_plugins(args.plugin)

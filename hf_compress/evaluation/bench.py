@@ -40,7 +40,8 @@ def bench_models(
     from ..data.glue_tasks import get_task
     from ..data.preprocess import load_task_datasets
     from .evaluate import evaluate_task
-    from .load import check_dtype, load_model_for_eval
+    from .load import load_model_for_eval
+    from .precision import check_dtype
 
     if not dtypes:
         raise HfCompressError("bench: no dtype to measure in (give at least one, e.g. float32)")

@@ -7,6 +7,7 @@ from typing import Any
 from ..checkpoint.loading import load_for_task
 from ..data.glue_tasks import GlueTask
 from ..errors import HfCompressError
+from .precision import check_dtype
 
 
 def bnb_config(load_in: str, skip_modules: list[str] | None = None) -> Any:
@@ -24,15 +25,6 @@ def bnb_config(load_in: str, skip_modules: list[str] | None = None) -> Any:
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type=quant_type, llm_int8_skip_modules=skip
     )
-
-
-DTYPES = ("float32", "bfloat16", "float16")
-
-
-def check_dtype(dtype: str) -> None:
-    """Raises `HfCompressError` unless `dtype` is one of `DTYPES`."""
-    if dtype not in DTYPES:
-        raise HfCompressError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
 
 
 def load_model_for_eval(
