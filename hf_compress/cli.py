@@ -31,6 +31,12 @@ def _quiet_libraries() -> None:
     )
     for noisy in ("torchao", "bitsandbytes", "httpx", "datasets"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # Bars of steps that take a second (tokenizing a split, writing or loading a checkpoint)
+    # would interleave with the training bar; training and evaluation keep theirs.
+    import datasets
+
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

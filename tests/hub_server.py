@@ -671,7 +671,7 @@ def sample_report(repo_id: str | None = None) -> dict[str, Any]:
         "latency_config": {"seq_len": 128, "batch_sizes": [1, 32], "runs": 20, "warmup": 3},
         "baseline": {
             "name": "fine-tuned base",
-            "metrics": {"accuracy": 0.8922, "eval_loss": 0.31},
+            "metrics": {"accuracy": 0.8922, "eval_loss": 0.31, "eval_samples": 872},
             "num_parameters": 22713602,
             "nonzero_parameters": 22713602,
             "size_bytes": 90867720,
@@ -679,7 +679,7 @@ def sample_report(repo_id: str | None = None) -> dict[str, Any]:
         },
         "compressed": {
             "name": "compressed",
-            "metrics": {"accuracy": 0.8761, "eval_loss": 0.36},
+            "metrics": {"accuracy": 0.8761, "eval_loss": 0.36, "eval_samples": 872},
             "num_parameters": 17068034,
             "nonzero_parameters": 17068034,
             "size_bytes": 30112345,

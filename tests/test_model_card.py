@@ -39,6 +39,8 @@ def test_metadata_parses_and_carries_the_hub_fields(card):
         "sst2",
     } <= set(data["tags"])
     assert card_metadata_errors(str(card)) == []
+    assert "samples" not in data["metrics"]  # the dev-set size is said in the text, not a metric
+    assert "validation set (872 examples)" in str(card)
 
 
 def test_model_index_holds_the_reported_numbers(card):

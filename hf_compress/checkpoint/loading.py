@@ -25,9 +25,10 @@ What it guarantees beyond a bare `AutoModelFor*.from_pretrained`:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -371,15 +372,19 @@ def load_compressed(
         _check_shapes(auto_class, config, shapes, source, trust_remote_code, reinit_head)
     if verified and compressed:
         kwargs["verify_checksums"] = False  # checked above; the compressed class would again
+    fresh_head = not exact_head and not compressed and task_head != "base"
+    if fresh_head or reinit_head:
+        logger.info("%s: no saved %s head for this task: starting from a fresh one", source, suffix)
     try:
-        model, info = auto_class.from_pretrained(
-            source,
-            use_safetensors=True,
-            trust_remote_code=trust_remote_code,
-            output_loading_info=True,
-            ignore_mismatched_sizes=reinit_head,  # the head alone: checked below
-            **kwargs,
-        )
+        with _load_report_silenced():  # every problem it would list is checked below, in one line
+            model, info = auto_class.from_pretrained(
+                source,
+                use_safetensors=True,
+                trust_remote_code=trust_remote_code,
+                output_loading_info=True,
+                ignore_mismatched_sizes=reinit_head,  # the head alone: checked below
+                **kwargs,
+            )
     except HfCompressError as exc:
         raise _naming(exc, source) from exc.__cause__
     except _LOAD_ERRORS as exc:
@@ -396,6 +401,19 @@ def load_compressed(
     if getattr(model, "is_quantized", False):
         allow_resaving(model)
     return model
+
+
+@contextlib.contextmanager
+def _load_report_silenced() -> Iterator[None]:
+    """transformers' multi-line LOAD REPORT (missing / unexpected / mismatched tensors) held back
+    while hf-compress loads: the loader checks the same facts and says them in one line."""
+    report_logger = logging.getLogger("transformers.modeling_utils")  # where the report is logged
+    level = report_logger.level
+    report_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        report_logger.setLevel(level)
 
 
 def load_checked_tokenizer(

@@ -21,12 +21,12 @@ from typing import Any
 
 from ..checkpoint.loading import load_for_task, load_tokenizer
 from ..data.glue_tasks import get_task
-from ..data.preprocess import load_task_datasets
+from ..data.preprocess import TaskData
 from ..errors import RecipeError
 from ..recipe.recipe import Recipe
 from ..training.runner import run_recipe
 from .evaluate import evaluate_task, model_figures
-from .measure import environment
+from .measure import compare_latency, environment
 from .plots import plot_frontier
 from .tables import markdown_results
 
@@ -232,29 +232,29 @@ def run_benchmark(
             entry["traceback"] = traceback.format_exc(limit=5)
         runs.append(entry)
 
-    latency_config = {"batch_sizes": batch_sizes, "seq_len": seq_len, "runs": latency_runs}
     measured = [
         {"name": "teacher (fp32)", "output_dir": teacher, "is_baseline": True},
         *[r for r in runs if "error" not in r],
     ]
+    loaded = {}
     for entry in measured:
         source = entry["output_dir"]
-        logger.info("measuring %s", entry["name"])
+        logger.info("evaluating %s", entry["name"])
         tokenizer = load_tokenizer(source)
         model = load_for_task(source, glue_task)
-        _, dev = load_task_datasets(
-            glue_task,
-            tokenizer,
-            seq_len,
-            max_eval_samples=max_eval_samples,
-            glue_dir=glue_dir,
-            with_train=False,
+        dev = TaskData(glue_task, seq_len, max_eval_samples=max_eval_samples, glue_dir=glue_dir)
+        entry["metrics"] = evaluate_task(
+            model, tokenizer, glue_task, dev.dev(tokenizer), progress=False
         )
-        entry["metrics"] = evaluate_task(model, tokenizer, glue_task, dev, progress=False)
-        entry.update(
-            model_figures(model, saved_dir=source, latency_config=latency_config, progress=False)
-        )
-        del model
+        entry.update(model_figures(model, saved_dir=source, latency=False))
+        loaded[entry["name"]] = model
+    # Every result timed round-robin with the teacher: ratios that hold on a busy machine.
+    logger.info("timing %d models round-robin", len(loaded))
+    timing = compare_latency(loaded, batch_sizes, seq_len, latency_runs)
+    for entry in measured:
+        entry["latency_ms"] = timing["latency_ms"][entry["name"]]
+        entry["speedup"] = timing["speedup"].get(entry["name"])
+    del loaded
     results = {
         "task": glue_task.name,
         "metric_name": glue_task.main_metric,
@@ -266,6 +266,7 @@ def run_benchmark(
             "seq_len": seq_len,
             "runs": latency_runs,
         },
+        "latency": {k: timing[k] for k in ("reliable", "reason", "load_per_core")},
         "teacher_time_s": teacher_time_s,
         "total_time_s": teacher_time_s + time.perf_counter() - started,
         "results": measured,

@@ -173,3 +173,99 @@ def round_robin_latency(
             times[name][0].append((time.perf_counter() - start) * 1000)
             times[name][1].append((time.process_time() - cpu) * 1000)
     return times
+
+
+# When to call speed figures unreliable. On a quiet machine the per-round speed-up ratios of two
+# models timed round-robin spread by a few percent (p90 / p10 below ~1.2 at batch 32 on the
+# 2-core development machines); a machine busy with other work stretches single runs by 2x or
+# more, so their ratios spread far wider. A load average above the core count says the same
+# from the operating system's side.
+MAX_RATIO_SPREAD = 1.5
+
+
+def machine_load() -> float | None:
+    """The 1-minute load average per CPU core (None where the OS has none, e.g. Windows)."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return None
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered))))]
+
+
+@torch.inference_mode()
+def compare_latency(
+    models: dict[str, nn.Module],
+    batch_sizes: tuple[int, ...] = (1, 32),
+    seq_len: int = 128,
+    runs: int = 10,
+    warmup: int = 2,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Times every model round-robin (run 1 of each, then run 2 of each, ...) per batch size, so
+    a slow moment of the machine hits them alike, and compares each with the first.
+
+    Each model gets its own random token ids (within its vocabulary: a pruned vocabulary is
+    smaller), of the same shape, every position attended.
+
+    Returns:
+        `{"latency_ms": {model: {batch: {median, p10, p90, runs}}},
+          "speedup": {model: {batch: {median, p10, p90}}}` (per-round ratios against the first
+          model; the first is left out), `"reliable"`, `"reason"` (why not, else None),
+          `"load_per_core"` (before and after)}.
+    """
+    names = list(models)
+    load_before = machine_load()
+    times: dict[str, dict[str, list[float]]] = {name: {} for name in names}
+    for batch in batch_sizes:
+        inputs = {
+            name: latency_inputs(
+                batch,
+                seq_len,
+                getattr(getattr(m, "config", None), "vocab_size", 1000),
+                model_device(m),
+            )
+            for name, m in models.items()
+        }
+        for _ in range(warmup):
+            for name, model in models.items():
+                model.eval()(**inputs[name])
+        rounds = tqdm(range(runs), desc=f"latency bs={batch}", disable=not progress, leave=False)
+        for _ in rounds:
+            for name, model in models.items():
+                start = time.perf_counter()
+                model(**inputs[name])
+                times[name].setdefault(str(batch), []).append((time.perf_counter() - start) * 1000)
+    load_after = machine_load()
+    reference = times[names[0]]
+    speedup: dict[str, dict[str, dict[str, float]]] = {}
+    spreads = []
+    for name in names[1:]:
+        speedup[name] = {}
+        for batch, ref_times in reference.items():
+            ratios = [r / t for r, t in zip(ref_times, times[name][batch])]
+            low, high = _quantile(ratios, 0.1), _quantile(ratios, 0.9)
+            speedup[name][batch] = {"median": statistics.median(ratios), "p10": low, "p90": high}
+            spreads.append(high / low)
+    reason = None
+    loads = [x for x in (load_before, load_after) if x is not None]
+    if spreads and max(spreads) > MAX_RATIO_SPREAD:
+        reason = (
+            f"per-round speed-ups spread {max(spreads):.2f}x between their 10th and 90th "
+            f"percentiles (a quiet machine stays under {MAX_RATIO_SPREAD}x)"
+        )
+    elif loads and max(loads) > 1.0:
+        reason = f"the load average was {max(loads):.2f} per core while timing"
+    return {
+        "latency_ms": {
+            name: {batch: latency_summary(t) for batch, t in per_batch.items()}
+            for name, per_batch in times.items()
+        },
+        "speedup": speedup,
+        "reliable": reason is None,
+        "reason": reason,
+        "load_per_core": [load_before, load_after],
+    }

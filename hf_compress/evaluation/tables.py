@@ -5,6 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 
+def _ratio(row: dict[str, Any], base: dict[str, Any], batch: str) -> float:
+    """The speed-up against the baseline: the median of per-round ratios when timed round-robin
+    (`speedup`), else the ratio of the medians; 1 for the baseline itself."""
+    if row is base:
+        return 1.0
+    ratio = ((row.get("speedup") or {}).get(batch) or {}).get("median")
+    return ratio or base["latency_ms"][batch]["median"] / row["latency_ms"][batch]["median"]
+
+
 def markdown_results(results: dict[str, Any]) -> str:
     metric = results["metric_name"]
     batches = [str(b) for b in results["latency_config"]["batch_sizes"]]
@@ -20,9 +29,7 @@ def markdown_results(results: dict[str, Any]) -> str:
     for r in results["results"]:
         value = r["metrics"][metric]
         lat = " | ".join(
-            f"{r['latency_ms'][b]['median']:.1f} "
-            f"({base['latency_ms'][b]['median'] / r['latency_ms'][b]['median']:.2f}x)"
-            for b in batches
+            f"{r['latency_ms'][b]['median']:.1f} ({_ratio(r, base, b):.2f}x)" for b in batches
         )
         lines.append(
             f"| {r['name']} | {100 * value:.2f} | {100 * (value - base['metrics'][metric]):+.2f} | "
@@ -44,6 +51,8 @@ def markdown_results(results: dict[str, Any]) -> str:
             if teacher >= 1
             else " (no teacher fine-tuned in this run)."
         )
+    if (results.get("latency") or {}).get("reliable") is False:
+        footer += f" Speed figures unreliable: {results['latency']['reason']}."
     return head + "\n".join(lines) + failed + footer + "\n"
 
 
@@ -91,19 +100,33 @@ def comparison_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     )
     seq = report.get("latency_config", {}).get("seq_len", 128)
     threads = report.get("environment", {}).get("threads", "?")
+    timing = report.get("latency") or {}
+    unreliable = timing.get("reliable") is False
     for batch in base.get("latency_ms") or {}:
         lb, lc = _latency(base, batch), _latency(comp, batch)
         if lb is None or lc is None:
             continue
+        ratio = ((timing.get("speedup") or {}).get(batch) or {}).get("median") or lb / lc
         rows.append(
             (
                 f"latency bs={batch} seq={seq} ({threads} thr)",
                 f"{lb:.1f} ms",
                 f"{lc:.1f} ms",
-                f"{lb / lc:.2f}x faster",
+                f"{ratio:.2f}x faster" + (" (unreliable)" if unreliable else ""),
             )
         )
     return rows
+
+
+def speed_warning(report: dict[str, Any]) -> str | None:
+    """Why a run's speed figures are not to be trusted, and how to measure them again."""
+    timing = report.get("latency") or {}
+    if timing.get("reliable") is not False:
+        return None
+    return (
+        f"speed figures are unreliable: {timing.get('reason')}; time the models again on a quiet "
+        "machine with `hf-compress bench <baseline> <output_dir>`"
+    )
 
 
 def comparison_table(report: dict[str, Any]) -> str:
@@ -120,9 +143,21 @@ def comparison_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _timed(row: dict[str, Any], batch: str) -> str:
+    text = f"{row['latency_ms'][batch]['median']:.1f}"
+    ratio = ((row.get("speedup") or {}).get(batch) or {}).get("median")
+    return text + (f" ({ratio:.2f}x)" if ratio else "")
+
+
 def format_bench_table(rows: list[dict[str, Any]]) -> str:
     batch_sizes = list(rows[0]["latency_ms"]) if rows and "latency_ms" in rows[0] else []
-    header = ["model", "params", "non-zero", "size", *[f"bs={b} ms" for b in batch_sizes]]
+    header = [
+        "model",
+        "params",
+        "non-zero",
+        "size",
+        *[f"bs={b} ms (vs first)" for b in batch_sizes],
+    ]
     has_metric = any("metrics" in r for r in rows)
     if has_metric:
         header.append("metric")
@@ -134,13 +169,16 @@ def format_bench_table(rows: list[dict[str, Any]]) -> str:
             f"{r['num_parameters'] / 1e6:.2f}M",
             f"{r['nonzero_parameters'] / 1e6:.2f}M",
             human_bytes(r["size_bytes"]),
-            *[f"{r['latency_ms'][b]['median']:.1f}" for b in batch_sizes],
+            *[_timed(r, b) for b in batch_sizes],
         ]
         if has_metric:
             metrics = {k: v for k, v in r.get("metrics", {}).items() if k != "eval_samples"}
             line.append(", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items()))
         table.append(line)
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return "\n".join(
+    lines = [
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in table
-    )
+    ]
+    if rows and rows[0].get("latency_reliable") is False:
+        lines.append("speed figures unreliable: the machine was busy; run bench again later")
+    return "\n".join(lines)

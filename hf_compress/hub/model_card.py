@@ -53,7 +53,8 @@ METRICS = {
     "spearmanr": ("Spearman correlation", "spearmanr"),
 }
 
-_NOT_METRICS = re.compile(r"(loss|runtime|per_second|epoch|step)", re.IGNORECASE)
+# Numbers a report keeps beside the metrics (losses, timings, counts): not results of the task.
+_NOT_METRICS = re.compile(r"(loss|runtime|per_second|epoch|step|samples)", re.IGNORECASE)
 
 
 _DETAIL_SKIP = {"type", "targets", "ignore"}
@@ -133,10 +134,11 @@ def build_model_card(
         "title": model_name,
         "summary": _summary(base_model, task_pretty, types, compressed, baseline),
         "stages": [_describe_stage(stage) for stage in stages],
-        "rows": _rows(baseline, compressed, metrics, report.get("latency_config") or {}),
+        "rows": _rows(baseline, compressed, metrics, report),
         "results_intro": (
-            f"GLUE {task_pretty} validation set. *{baseline.get('name') or 'baseline'}* is the "
-            "uncompressed model the recipe started from; every number comes from `report.json`."
+            f"GLUE {task_pretty} validation set{_dev_size(compressed)}. "
+            f"*{baseline.get('name') or 'baseline'}* is the uncompressed model the recipe started "
+            "from; every number comes from `report.json`."
         ),
         "baseline_name": baseline.get("name") or "baseline",
         "compressed_name": compressed.get("name") or "compressed",
@@ -273,6 +275,11 @@ def _tags(
     return list(dict.fromkeys(t for t in tags if t))  # unique, in order
 
 
+def _dev_size(entry: dict[str, Any]) -> str:
+    samples = (entry.get("metrics") or {}).get("eval_samples")
+    return f" ({samples:,} examples)" if isinstance(samples, int) and samples > 0 else ""
+
+
 def _metrics(values: dict[str, Any], main: str | None) -> dict[str, float]:
     """Numeric task metrics (losses, runtimes and counters left out), the main metric first."""
     metrics: dict[str, float] = {}
@@ -360,7 +367,7 @@ def _percent_change(old: Any, new: Any) -> str:
 
 
 def _rows(
-    baseline: dict, compressed: dict, metrics: dict[str, float], latency_config: dict
+    baseline: dict, compressed: dict, metrics: dict[str, float], report: dict[str, Any]
 ) -> list[dict[str, str]]:
     rows = []
     base_metrics = _metrics(baseline.get("metrics") or {}, None)
@@ -401,7 +408,10 @@ def _rows(
                 "change": change,
             }
         )
-    seq_len = latency_config.get("seq_len")
+    if not _speed_reliable(report):
+        return rows  # the measurement note says why the speed figures are left out
+    seq_len = (report.get("latency_config") or {}).get("seq_len")
+    speedup = (report.get("latency") or {}).get("speedup") or {}
     for batch, new in sorted(
         (compressed.get("latency_ms") or {}).items(), key=lambda kv: int(kv[0])
     ):
@@ -410,8 +420,11 @@ def _rows(
             f"Latency, batch {batch}" + (f" x {seq_len} tokens" if seq_len else "") + " (median ms)"
         )
         change = ""
-        if old.get("median") and new.get("median"):
+        # the median of per-round ratios (both timed round-robin); older reports: the medians' ratio
+        ratio = (speedup.get(batch) or {}).get("median")
+        if ratio is None and old.get("median") and new.get("median"):
             ratio = old["median"] / new["median"]
+        if ratio:
             change = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
         rows.append(
             {
@@ -422,6 +435,10 @@ def _rows(
             }
         )
     return rows
+
+
+def _speed_reliable(report: dict[str, Any]) -> bool:
+    return (report.get("latency") or {}).get("reliable", True) is not False
 
 
 def _latency(entry: dict) -> str:
@@ -437,7 +454,13 @@ def _measurement_note(report: dict[str, Any]) -> str:
     env = report.get("environment") or {}
     config = report.get("latency_config") or {}
     parts = []
-    if config:
+    if config and not _speed_reliable(report):
+        parts.append(
+            "Speed figures are left out: the machine was busy while they were measured "
+            f"({report['latency']['reason']}). Time the two models on a quiet machine with "
+            "`hf-compress bench <baseline> <this model>`."
+        )
+    elif config:
         device = env.get("device")
         where = (
             f"{device} ({env.get('cpu', 'unknown CPU')} host)"
@@ -445,10 +468,12 @@ def _measurement_note(report: dict[str, Any]) -> str:
             else env.get("cpu", "an unknown CPU")
         )
         parts.append(
-            "Latency: one forward pass of random token ids, sequence length "
+            "Latency: the baseline and this model timed round-robin in one process (run 1 of each, "
+            "then run 2 of each, ...), one forward pass of random token ids, sequence length "
             f"{config.get('seq_len', '?')}, batch sizes "
             f"{', '.join(str(b) for b in config.get('batch_sizes', []))}; median of "
-            f"{config.get('runs', '?')} runs (p10-p90 in brackets) after "
+            f"{config.get('runs', '?')} runs (p10-p90 in brackets; the speed-up is the median of "
+            "the per-round ratios) after "
             f"{config.get('warmup', '?')} warm-up runs, {env.get('threads', '?')} threads on "
             f"{where} ({env.get('cpu_count', '?')} logical cores)."
         )

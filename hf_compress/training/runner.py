@@ -31,11 +31,12 @@ from transformers import (
 from ..checkpoint.loading import load_for_task, load_tokenizer
 from ..checkpoint.sources import base_model_license, resolve_model_source
 from ..data.glue_tasks import GlueTask, get_task
+from ..data.metrics import chance_warning
 from ..data.preprocess import TaskData
 from ..errors import OutputExistsError
 from ..evaluation.evaluate import LATENCY_DEFAULTS, evaluate_task, model_figures
-from ..evaluation.measure import environment
-from ..evaluation.tables import comparison_table
+from ..evaluation.measure import compare_latency, environment
+from ..evaluation.tables import comparison_table, speed_warning
 from ..hub.model_card import write_model_card
 from ..hub.public import public_name
 from ..hub.push import push_to_hub
@@ -200,16 +201,19 @@ def run_recipe(
         if baseline is model:
             model = copy.deepcopy(model)  # keep the measured baseline intact for the card
         trainer, compression_time = run.compress(model, teacher, resume)
-        del teacher, baseline, model
+        del teacher, model  # the baseline stays: it is timed beside the result
         trainer.teacher = trainer.context.teacher = None
         tokenizer = trainer.context.tokenizer or run.tokenizer
         if not main:  # only the main process measures and writes
             return RunResult(output_dir, {}, trainer.model, tokenizer)
         report = run.write_output(
-            trainer, baseline_report, compression_time, output_dir, overwrite, started
+            trainer, baseline, baseline_report, compression_time, output_dir, overwrite, started
         )
         run.work.remove_all()
         print(comparison_table(report))
+        for warning in (baseline_report.get("warning"), speed_warning(report)):
+            if warning:
+                print(f"warning: {warning}")
         if push and recipe.push_to_hub is not None:
             url = push_to_hub(
                 output_dir,
@@ -285,8 +289,13 @@ class _RecipeRun:
             report["metrics"] = evaluate_task(
                 baseline, self.tokenizer, self.data.task, self.dev, progress=self.progress
             )
-            report.update(self._figures(baseline))
+            report.update(model_figures(baseline, latency=False))  # timed later, with the result
+            warning = chance_warning(self.data.task, self.dev["labels"], report["metrics"])
+            if warning:
+                report["warning"] = warning
             self.work.update(baseline=report)
+        if report.get("warning"):
+            logger.warning("%s", report["warning"])
         return report
 
     def compress(
@@ -344,6 +353,7 @@ class _RecipeRun:
     def write_output(
         self,
         trainer: CompressionTrainer,
+        baseline_model: PreTrainedModel,
         baseline: dict[str, Any],
         compression_time: float,
         output_dir: Path,
@@ -351,7 +361,9 @@ class _RecipeRun:
         started: float,
     ) -> dict[str, Any]:
         """Saves, measures and documents the compressed model in a staging directory, then moves
-        it into place as a whole; returns the report."""
+        it into place as a whole; returns the report. The baseline and the result are timed
+        together, round-robin, so their speed ratio holds even on a busy machine (or is marked
+        unreliable when the machine was too busy)."""
         compressed, tokenizer = trainer.model, trainer.context.tokenizer or self.tokenizer
         staging = staging_dir(output_dir)
         try:
@@ -370,8 +382,11 @@ class _RecipeRun:
                     trainer.eval_dataset,
                     progress=self.progress,
                 ),
-                **self._figures(compressed, saved_dir=str(staging)),
+                **model_figures(compressed, saved_dir=str(staging), latency=False),
             }
+            timing = self._timing(baseline_model, compressed)
+            baseline = {**baseline, "latency_ms": timing.get("latency_ms", {}).get("baseline")}
+            compressed_report["latency_ms"] = timing.get("latency_ms", {}).get("compressed")
             report = build_report(
                 self.recipe,
                 self.data.task,
@@ -381,6 +396,7 @@ class _RecipeRun:
                 self.latency_config,
                 compression_time,
             )
+            report["latency"] = {k: v for k, v in timing.items() if k != "latency_ms"}
             report["total_time_s"] = time.perf_counter() - started
             (staging / "report.json").write_text(json.dumps(report, indent=2))
             write_model_card(staging, report, self.recipe.to_yaml())  # last: marks it complete
@@ -392,14 +408,23 @@ class _RecipeRun:
             raise
         return report
 
-    def _figures(self, model: PreTrainedModel, saved_dir: str | None = None) -> dict[str, Any]:
-        return model_figures(
-            model,
-            saved_dir=saved_dir,
-            latency=self.latency,
-            latency_config=self.latency_config,
+    def _timing(self, baseline: PreTrainedModel, compressed: PreTrainedModel) -> dict[str, Any]:
+        """`compare_latency` of the two (the result's speed-up is against the baseline)."""
+        if not self.latency:
+            return {}
+        logger.info("timing the baseline and the compressed model, interleaved")
+        config = self.latency_config
+        timing = compare_latency(
+            {"baseline": baseline, "compressed": compressed},
+            batch_sizes=tuple(config["batch_sizes"]),
+            seq_len=config["seq_len"],
+            runs=config["runs"],
+            warmup=config["warmup"],
             progress=self.progress,
         )
+        if not timing["reliable"]:
+            logger.warning("speed figures are unreliable: %s", timing["reason"])
+        return {**timing, "speedup": timing["speedup"]["compressed"]}
 
 
 def build_report(
@@ -427,6 +452,6 @@ def build_report(
         "baseline": baseline,
         "compressed": compressed,
         "stages": trainer.stage_summaries,
-        "notes": list(trainer.context.notes),
+        "notes": [n for n in (baseline.get("warning"), *trainer.context.notes) if n],
         "compression_time_s": compression_time,
     }
