@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -10,7 +11,8 @@ from transformers import PreTrainedModel
 
 from .errors import RecipeError
 from .methods.modifier import StageContext
-from .recipe.recipe import ModifierSpec, Recipe, Stage
+from .recipe.recipe import ModifierSpec, Recipe, Stage, _build_stage
+from .recipe.registry import MODIFIERS
 from .training.stages import StageRun
 
 
@@ -31,7 +33,10 @@ def compress(
         recipe: a `Recipe` whose stages are all one-shot (`epochs: 0`), one `Stage`, or a list
             of modifier dicts such as `[{"type": "ffn_pruning", "sparsity": 0.5}]`.
         calibration_data: batches (dicts of tensors with labels) for techniques that score
-            importance or calibrate on data (e.g. Taylor importance).
+            importance or calibrate on data (e.g. Taylor importance). Without it, modifiers given
+            as dicts that rank by importance and do not say how use `importance: magnitude`
+            (the weights alone), so `compress(model, [{"type": "ffn_pruning", "sparsity": 0.5}])`
+            works on any model.
         teacher: a teacher model, for techniques that use one.
         tokenizer: the tokenizer, for techniques that rewrite it (vocabulary pruning).
         return_tokenizer: return `(model, tokenizer)`; required when a technique replaces the
@@ -41,7 +46,7 @@ def compress(
         RecipeError: a stage trains (use `CompressionTrainer`), or the tokenizer was replaced and
             `return_tokenizer` is False.
     """
-    stages = _as_stages(recipe)
+    stages = _as_stages(recipe, has_data=calibration_data is not None)
     for stage in stages:
         if stage.trains:
             raise RecipeError(
@@ -73,16 +78,28 @@ def compress(
 
 
 def _as_stages(
-    recipe: Recipe | Stage | Iterable[ModifierSpec | dict[str, Any]],
+    recipe: Recipe | Stage | Iterable[ModifierSpec | dict[str, Any]], has_data: bool
 ) -> tuple[Stage, ...]:
     if isinstance(recipe, Recipe):
         return recipe.stages
     if isinstance(recipe, Stage):
         return (recipe,)
-    from .recipe.recipe import _build_stage
-
     entries = list(recipe)
     if all(isinstance(e, ModifierSpec) for e in entries):
         return (Stage(name="compress", modifiers=tuple(entries)),)
-    raw = [e if isinstance(e, dict) else {"type": e.type} for e in entries]
-    return (_build_stage({"name": "compress", "modifiers": raw}, "compress()"),)
+    if not all(isinstance(e, dict) for e in entries):
+        raise RecipeError("compress(): give modifier dicts or ModifierSpec objects, not both")
+    if not has_data:
+        entries = [_without_data(e) for e in entries]
+    return (_build_stage({"name": "compress", "modifiers": entries}, "compress()"),)
+
+
+def _without_data(entry: dict[str, Any]) -> dict[str, Any]:
+    """`entry` with `importance: magnitude` when its technique ranks by an importance that it
+    does not name (the default, Taylor, needs labelled batches)."""
+    kind = entry.get("type")
+    cls = MODIFIERS.get(kind) if isinstance(kind, str) else None  # unknown: _build_stage says so
+    fields = {f.name for f in dataclasses.fields(cls.config_class)} if cls else set()
+    if "importance" in fields and "importance" not in entry:
+        return {**entry, "importance": "magnitude"}
+    return entry

@@ -65,3 +65,10 @@ def test_empty_training_data_is_its_own_error():
 def test_every_measuring_modifier_without_data_says_how_to_do_without(modifier, alternative):
     with pytest.raises(RecipeError, match=f"needs training batches.*{alternative}"):
         compress(tiny_model("bert"), [modifier])
+
+
+def test_one_shot_pruning_without_data_ranks_by_magnitude():
+    model = compress(tiny_model("bert"), [{"type": "ffn_pruning", "sparsity": 0.5}])
+    assert sum(model.config.compression_config["ffn_width"].values()) == 64  # half of 2 x 64
+    heads = compress(tiny_model("bert"), [{"type": "head_pruning", "count": 2}])
+    assert sum(heads.config.compression_config["heads"].values()) == 6
