@@ -157,7 +157,9 @@ def test_training_slice_is_tokenized_once_when_the_base_is_fine_tuned_on_it(
 
 def test_a_baseline_at_chance_is_flagged(tmp_path, tiny_base, glue_dir, capsys):
     # The tiny random base on 32 RTE pairs cannot beat always answering the majority label.
-    text = tiny_recipe_text(tiny_base, tmp_path / "out", glue_dir).replace("task: sst2", "task: rte")
+    text = tiny_recipe_text(tiny_base, tmp_path / "out", glue_dir).replace(
+        "task: sst2", "task: rte"
+    )
     result = run_recipe(Recipe.from_string(text, source="t.yaml"), latency=False, progress=False)
     warning = result.report["baseline"]["warning"]
     assert "within noise of a model that learned nothing" in warning
