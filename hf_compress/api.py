@@ -95,11 +95,11 @@ def _as_stages(
 
 
 def _without_data(entry: dict[str, Any]) -> dict[str, Any]:
-    """`entry` with `importance: magnitude` when its technique ranks by an importance that it
-    does not name (the default, Taylor, needs labelled batches)."""
+    """`entry` with `importance: magnitude` when its technique ranks by Taylor importance (the
+    default of head and FFN pruning, which needs labelled batches) and the entry names none."""
     kind = entry.get("type")
     cls = MODIFIERS.get(kind) if isinstance(kind, str) else None  # unknown: _build_stage says so
-    fields = {f.name for f in dataclasses.fields(cls.config_class)} if cls else set()
-    if "importance" in fields and "importance" not in entry:
+    defaults = {f.name: f.default for f in dataclasses.fields(cls.config_class)} if cls else {}
+    if defaults.get("importance") == "taylor" and "importance" not in entry:
         return {**entry, "importance": "magnitude"}
     return entry

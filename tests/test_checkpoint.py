@@ -103,18 +103,22 @@ def test_config_round_trip_through_autoconfig(tmp_path):
 
 
 def test_unsupported_architecture_names_the_supported_families():
-    from transformers import GPT2Config, GPT2ForSequenceClassification
+    from transformers import OPTConfig, OPTForSequenceClassification
 
-    model = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
+    model = OPTForSequenceClassification(
+        OPTConfig(
+            num_hidden_layers=1, hidden_size=16, num_attention_heads=2, ffn_dim=32, vocab_size=50
+        )
+    )
     with pytest.raises(UnsupportedModelError, match="none of the layer layouts hf-compress knows"):
         get_adapter(model)
     with pytest.raises(
         UnsupportedModelError,
-        match="cannot be saved in the compressed format; supported encoder families: bert, roberta",
+        match="cannot be saved in the compressed format; supported families: bert, roberta",
     ):
         to_compressed(model)
     with pytest.raises(
-        UnsupportedModelError, match="model type 'gpt2' is not supported by hf-compress; supported"
+        UnsupportedModelError, match="model type 'opt' is not supported by hf-compress; supported"
     ):
         check_supported(model.config)
 

@@ -150,11 +150,13 @@ def test_run_eval_and_bench(tmp_path, tiny_base, glue_dir, capsys):
 def test_unsupported_architecture_is_refused_by_validate_and_before_run_does_any_work(
     tmp_path, glue_dir, capsys
 ):
-    from transformers import GPT2Config, GPT2ForSequenceClassification
+    from transformers import OPTConfig, OPTForSequenceClassification
 
-    base = tmp_path / "gpt2"
-    GPT2ForSequenceClassification(
-        GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)
+    base = tmp_path / "opt"
+    OPTForSequenceClassification(
+        OPTConfig(
+            num_hidden_layers=1, hidden_size=16, num_attention_heads=2, ffn_dim=32, vocab_size=50
+        )
     ).save_pretrained(base)
     path = tmp_path / "r.yaml"
     path.write_text(tiny_recipe_text(base, tmp_path / "out", glue_dir))
@@ -164,11 +166,11 @@ def test_unsupported_architecture_is_refused_by_validate_and_before_run_does_any
         err = capsys.readouterr().err.strip()
         assert (
             err.count("\n") == 0
-            and "model type 'gpt2' is not supported" in err
+            and "model type 'opt' is not supported" in err
             and "bert, roberta" in err
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "gpt2",
+        "opt",
         "r.yaml",
     ]  # nothing fine-tuned or written
 

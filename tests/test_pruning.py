@@ -509,10 +509,10 @@ def test_bad_configs_are_recipe_errors(entry, message):
 
 
 def test_runtime_misuse_is_a_clear_error():
-    with pytest.raises(RecipeError, match="taylor"):
+    with pytest.raises(RecipeError, match="taylor"):  # asked for, without calibration data
         compress(
-            tiny_model("bert"), [{"type": "head_pruning", "sparsity": 0.5}]
-        )  # no calibration data
+            tiny_model("bert"), [{"type": "head_pruning", "sparsity": 0.5, "importance": "taylor"}]
+        )
     with pytest.raises(RecipeError, match="labels"):
         unlabeled = [{"input_ids": tiny_inputs()["input_ids"]}]
         compress(

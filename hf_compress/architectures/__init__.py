@@ -1,6 +1,6 @@
 """Architecture maps: where each model family keeps its layers, heads, FFN and embeddings."""
 
-from . import bert, distilbert  # noqa: F401  (register the layouts)
+from . import bert, distilbert, gpt2, llama  # noqa: F401  (register the layouts)
 from .base import (
     ADAPTERS,
     ArchitectureAdapter,

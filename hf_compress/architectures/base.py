@@ -11,6 +11,7 @@ code here; a new layout is one small file that calls `register_adapter`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,9 +35,20 @@ class ArchitectureAdapter:
         attention_output: path of the attention output projection relative to a layer.
         ffn_in, ffn_out: paths of the FFN's two Linear layers relative to a layer.
         word_embeddings: path of the token embedding relative to `model.base_model`.
-        heads_attr: attribute of the attention module holding its head count.
+        heads_attr: attribute of the attention module holding its head count (`None`: the module
+            keeps none, its head count is read from the query projection's width).
         all_head_size_attr: attribute holding heads x head size (`None` when the module has none).
         config_heads, config_layers, config_ffn, config_hidden: config field names.
+        ffn_gate: path of a gated FFN's gate projection (SwiGLU's `gate_proj`), pruned with
+            `ffn_in`; `None` for a plain two-layer FFN.
+        config_kv_heads: config field of the key/value head count (grouped-query attention);
+            `None` when every query head has its own key and value.
+        config_head_dim: config field of the head size when the config sets it; else hidden size
+            divided by the head count.
+        causal: a decoder (its layers carry a `layer_idx` for the KV cache).
+        prepare: converts a model of the family, in place and losslessly, into this layout
+            before any technique runs (GPT-2: `Conv1D` to `nn.Linear`); `None` when the family
+            is laid out this way already. Must leave any other model untouched.
     """
 
     layout: str
@@ -49,12 +61,17 @@ class ArchitectureAdapter:
     ffn_in: str
     ffn_out: str
     word_embeddings: str
-    heads_attr: str
+    heads_attr: str | None
     all_head_size_attr: str | None
     config_heads: str
     config_layers: str
     config_ffn: str
     config_hidden: str
+    ffn_gate: str | None = None
+    config_kv_heads: str | None = None
+    config_head_dim: str | None = None
+    causal: bool = False
+    prepare: Callable[[nn.Module], None] | None = None
 
     # Access -------------------------------------------------------------------------------
     def layer_list(self, model: PreTrainedModel) -> nn.ModuleList:
@@ -74,20 +91,73 @@ class ArchitectureAdapter:
         setattr(layer.get_submodule(parent) if parent else layer, child, module)
 
     def head_size(self, config: PretrainedConfig) -> int:
+        if self.config_head_dim and getattr(config, self.config_head_dim, None):
+            return getattr(config, self.config_head_dim)
         return getattr(config, self.config_hidden) // getattr(config, self.config_heads)
 
     def num_heads(self, model: PreTrainedModel, index: int) -> int:
-        return getattr(self.get(self.layer(model, index), self.attention), self.heads_attr)
+        """Query heads of layer `index`."""
+        layer = self.layer(model, index)
+        if self.heads_attr is not None:
+            return getattr(self.get(layer, self.attention), self.heads_attr)
+        if not self._has(layer, self.query):  # every head removed
+            return 0
+        return self._width(self.get(layer, self.query)) // self.head_size(model.config)
+
+    def num_kv_heads(self, model: PreTrainedModel, index: int) -> int:
+        """Key/value heads of layer `index` (as many as query heads without GQA)."""
+        if self.config_kv_heads is None:
+            return self.num_heads(model, index)
+        layer = self.layer(model, index)
+        if not self._has(layer, self.key):
+            return 0
+        return self._width(self.get(layer, self.key)) // self.head_size(model.config)
+
+    def query_heads_per_kv_head(self, config: PretrainedConfig) -> int:
+        """Query heads sharing one key/value head (1 without grouped-query attention)."""
+        if self.config_kv_heads is None:
+            return 1
+        kv_heads = getattr(config, self.config_kv_heads, None) or getattr(config, self.config_heads)
+        return getattr(config, self.config_heads) // kv_heads
+
+    def head_units(self, config: PretrainedConfig) -> int:
+        """Prunable attention units per layer of an unpruned model: key/value groups (heads
+        without grouped-query attention)."""
+        if self.config_kv_heads is not None and getattr(config, self.config_kv_heads, None):
+            return getattr(config, self.config_kv_heads)
+        return getattr(config, self.config_heads)
+
+    def ffn_size(self, config: PretrainedConfig) -> int:
+        """FFN neurons per layer of an unpruned model (GPT-2 leaves `n_inner` unset: 4x)."""
+        return getattr(config, self.config_ffn, None) or 4 * getattr(config, self.config_hidden)
 
     def set_num_heads(self, model: PreTrainedModel, index: int, heads: int) -> None:
         """Updates the attention module's bookkeeping after its q/k/v were narrowed."""
         attention = self.get(self.layer(model, index), self.attention)
-        setattr(attention, self.heads_attr, heads)
+        if self.heads_attr is not None:
+            setattr(attention, self.heads_attr, heads)
         if self.all_head_size_attr is not None:
             setattr(attention, self.all_head_size_attr, heads * self.head_size(model.config))
 
+    @staticmethod
+    def _has(layer: nn.Module, path: str) -> bool:
+        try:
+            layer.get_submodule(path)
+        except AttributeError:
+            return False
+        return True
+
+    @staticmethod
+    def _width(module: nn.Module) -> int:
+        """Output features of a Linear layer or of a storage layer standing for one."""
+        return getattr(module, "out_features", None) or module.weight.shape[0]
+
     def ffn_width(self, model: PreTrainedModel, index: int) -> int:
-        return self.get(self.layer(model, index), self.ffn_in).out_features
+        return self._width(self.get(self.layer(model, index), self.ffn_in))
+
+    def ffn_rows(self) -> tuple[str, ...]:
+        """The FFN projections whose output rows are its neurons (gate and up for SwiGLU)."""
+        return (self.ffn_in,) if self.ffn_gate is None else (self.ffn_gate, self.ffn_in)
 
     def embeddings(self, model: PreTrainedModel) -> nn.Embedding:
         return model.base_model.get_submodule(self.word_embeddings)
@@ -103,12 +173,16 @@ class ArchitectureAdapter:
         fields = (self.config_heads, self.config_layers, self.config_ffn, self.config_hidden)
         if not all(hasattr(model.config, name) for name in fields):
             return False
+        if self.prepare is not None:
+            self.prepare(model)
+        if self.config_kv_heads is not None and not hasattr(model.config, self.config_kv_heads):
+            return False
         projections = (
             self.query,
             self.key,
             self.value,
             self.attention_output,
-            self.ffn_in,
+            *self.ffn_rows(),
             self.ffn_out,
         )
         try:
@@ -181,9 +255,9 @@ def get_adapter(model_or_config: PreTrainedModel | PretrainedConfig) -> Architec
         if found is None:
             raise UnsupportedModelError(
                 f"model type {getattr(config, 'model_type', None)!r} has none of the layer layouts "
-                f"hf-compress knows ({', '.join(sorted(ADAPTERS))}: the layouts of BERT-like and "
-                "DistilBERT-like encoders); a new layout is one file in hf_compress/architectures/ "
-                "(see bert.py)"
+                f"hf-compress knows ({', '.join(sorted(ADAPTERS))}: BERT- and DistilBERT-like "
+                "encoders, Llama-like decoders (Llama, Mistral, Qwen2, Qwen3) and GPT-2); a new "
+                "layout is one file in hf_compress/architectures/ (see bert.py)"
             )
         _FOUND[family] = found
     return _FOUND[family]

@@ -12,6 +12,7 @@ from .format import (
     record_structure,
     to_compressed,
 )
+from .layout import prepare_layout
 from .rebuild import (
     FORMAT_VERSION,
     REBUILDERS,
@@ -31,6 +32,7 @@ __all__ = [
     "check_supported",
     "get_structure",
     "is_compressed",
+    "prepare_layout",
     "record_method",
     "record_structure",
     "register_rebuild",

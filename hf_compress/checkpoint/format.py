@@ -22,6 +22,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForMultipleChoice,
     AutoModelForQuestionAnswering,
@@ -69,7 +70,7 @@ def get_structure(model: PreTrainedModel, key: str, default: Any = None) -> Any:
     return (getattr(model.config, "compression_config", None) or {}).get(key, default)
 
 
-# The encoder families whose compressed checkpoints reload after `import hf_compress`. A list,
+# The model families whose compressed checkpoints reload after `import hf_compress`. A list,
 # because a family's compressed `model_type` must be registered with the Auto classes before any
 # of its checkpoints is read; each is laid out as a known architecture map (tests/test_layout.py
 # checks it), so techniques need nothing more to handle it.
@@ -83,6 +84,11 @@ FAMILIES = (
     "ernie",
     "data2vec-text",
     "roberta-prelayernorm",
+    "llama",
+    "mistral",
+    "qwen2",
+    "gpt2",
+    "qwen3",
 )
 
 # architecture-name suffix of each task head -> (its Auto class, transformers' model-type ->
@@ -94,6 +100,7 @@ HEAD_AUTO_CLASSES = {
     "ForTokenClassification": AutoModelForTokenClassification,
     "ForQuestionAnswering": AutoModelForQuestionAnswering,
     "ForMultipleChoice": AutoModelForMultipleChoice,
+    "ForCausalLM": AutoModelForCausalLM,
 }
 _CLASS_NAMES = {
     "Model": auto_names.MODEL_MAPPING_NAMES,
@@ -102,6 +109,7 @@ _CLASS_NAMES = {
     "ForTokenClassification": auto_names.MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
     "ForQuestionAnswering": auto_names.MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES,
     "ForMultipleChoice": auto_names.MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES,
+    "ForCausalLM": auto_names.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
 }
 
 COMPRESSED_CONFIGS: dict[str, type] = {}
@@ -223,7 +231,7 @@ def check_supported(config: PretrainedConfig) -> None:
     family = family_of(config)
     if family not in COMPRESSED_CONFIGS:
         raise UnsupportedModelError(
-            f"model type {family!r} is not supported by hf-compress; supported encoder families: "
+            f"model type {family!r} is not supported by hf-compress; supported families: "
             f"{', '.join(FAMILIES)}"
         )
     get_adapter(config)
@@ -247,7 +255,7 @@ def to_compressed(model: PreTrainedModel) -> PreTrainedModel:
     if family not in COMPRESSED_CONFIGS or compressed_class is None:
         raise UnsupportedModelError(
             f"{type(model).__name__} (model type {model.config.model_type!r}) cannot be saved in "
-            f"the compressed format; supported encoder families: {', '.join(FAMILIES)}"
+            f"the compressed format; supported families: {', '.join(FAMILIES)}"
         )
     values = model.config.to_dict()
     for key in ("model_type", "transformers_version", "architectures"):

@@ -65,7 +65,6 @@ def apply_structure(model: PreTrainedModel, compression_config: dict[str, Any] |
             f"compression_config must be a mapping, got {type(compression_config).__name__}; the "
             "checkpoint's config.json is corrupt or was edited by hand."
         )
-    # FIXME import modifiers from   # noqa: F401  (techniques register their rebuilders on import)
 
     version = compression_config.get("version", FORMAT_VERSION)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
 # Structured pruning types and the config fields giving their units per layer.
-_UNITS = {"head_pruning": "config_heads", "ffn_pruning": "config_ffn"}
+_UNITS = {"head_pruning": "head_units", "ffn_pruning": "ffn_size"}
 
 
 def check_recipe(recipe: Recipe) -> None:
@@ -80,7 +80,7 @@ def check_pruning_counts(recipe: Recipe, config: PretrainedConfig) -> None:
             count = getattr(spec.config, "count", None)
             if spec.type not in _UNITS or count is None:
                 continue
-            units = getattr(config, getattr(adapter, _UNITS[spec.type]))
+            units = getattr(adapter, _UNITS[spec.type])(config)
             keep = 0 if getattr(spec.config, "allow_empty_layers", False) else 1
             most = units - keep if spec.config.scope == "layer" else layers * (units - keep)
             if count > most:

@@ -28,6 +28,9 @@ class StageRun:
         ctx.stage, ctx.stage_index, ctx.step, ctx.total_steps = stage, index, 0, 0
 
     def initialize(self, model: PreTrainedModel) -> PreTrainedModel:
+        from ..checkpoint.layout import prepare_layout
+
+        prepare_layout(model)  # e.g. GPT-2's Conv1D layers become the nn.Linear the techniques use
         for modifier in self.modifiers:
             model = modifier.on_initialize(model, self.ctx) or model
         return model

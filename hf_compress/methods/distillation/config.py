@@ -127,13 +127,26 @@ class LayerDroppingConfig(ModifierConfig):
 
     num_layers: int | None = option(
         None,
-        help="keep this many layers, evenly spaced from the first (every other layer for half)",
+        help="keep this many layers: evenly spaced from the first (every other layer for half), "
+        "or the most important ones with `importance: block_influence`",
         range=(1, None),
     )
     layers: tuple[int, ...] | None = option(
         None, help="keep exactly these layer indices (0-based, increasing)"
     )
+    importance: str = option(
+        "position",
+        help="which `num_layers` layers stay: `position` (evenly spaced) or `block_influence` "
+        "(the layers that change their input most, measured on training batches: one minus the "
+        "cosine similarity of each layer's input and output, Men et al. 2024)",
+        choices=("position", "block_influence"),
+    )
+    calibration_batches: int = option(
+        8, help="block_influence: training batches to measure on", range=(1, None)
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_layer_choice(self.num_layers, self.layers)
+        if self.importance == "block_influence" and self.num_layers is None:
+            raise ValueError("importance block_influence chooses `num_layers` layers; set it")

@@ -13,27 +13,38 @@ def soft_target_loss(
     teacher_logits: torch.Tensor,
     temperature: float,
     regression: bool = False,
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The soft-target term of Hinton et al. (2015).
 
     Args:
-        student_logits: `(batch, num_labels)` student logits.
-        teacher_logits: `(batch, num_labels)` teacher logits (no gradient).
+        student_logits: `(batch, num_labels)` student logits, or `(batch, seq, vocab)` of a
+            language model (one distribution per token).
+        teacher_logits: the teacher's logits of the same shape (no gradient).
         temperature: softmax temperature T; the KL is multiplied by T^2 so its gradient keeps the
             same scale as the hard-label loss when T changes.
         regression: one output (STS-B): the mean squared error to the teacher's prediction
             instead (a temperature has no meaning there).
+        attention_mask: `(batch, seq)`, 1 for real tokens: per-token logits average the KL over
+            these tokens only (`None` counts every token).
 
     Returns:
-        A scalar: `T^2 * KL(p_teacher || p_student)` averaged over the batch, or the MSE.
+        A scalar: `T^2 * KL(p_teacher || p_student)` averaged over the examples (or the real
+        tokens), or the MSE.
     """
     student_logits, teacher_logits = student_logits.float(), teacher_logits.float()
     if regression:
         return F.mse_loss(student_logits.view(-1), teacher_logits.view(-1))
     log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
-    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
-    return kl * temperature**2
+    if student_logits.dim() == 2:
+        kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+        return kl * temperature**2
+    per_token = F.kl_div(log_p_student, log_p_teacher, reduction="none", log_target=True).sum(-1)
+    if attention_mask is None:
+        return per_token.mean() * temperature**2
+    mask = attention_mask.to(per_token.device, per_token.dtype)
+    return (per_token * mask).sum() / mask.sum().clamp_min(1.0) * temperature**2
 
 
 def hidden_state_loss(

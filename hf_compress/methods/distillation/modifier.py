@@ -39,7 +39,7 @@ from .config import (
     LayerDroppingConfig,
 )
 from .loss import default_layer_map, hidden_state_loss, soft_target_loss
-from .student import keep_layers, layer_origin, select_layers
+from .student import block_influence, keep_layers, layer_origin, select_layers
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -179,7 +179,13 @@ class DistillationModifier(Modifier):
         teacher.requires_grad_(False)
         device = next(model.parameters()).device
         teacher.to(device)
-        self.regression = model.config.num_labels == 1
+        language_model = model.get_output_embeddings() is not None
+        if language_model and self.config.cache_teacher_logits:
+            raise RecipeError(
+                "distillation: cache_teacher_logits would keep a (tokens x vocabulary) logit "
+                f"matrix per example of {type(model).__name__}; set cache_teacher_logits: false"
+            )
+        self.regression = model.config.num_labels == 1 and not language_model
         accepted = inspect.signature(teacher.forward).parameters
         self._teacher_inputs = tuple(name for name in _TEACHER_INPUTS if name in accepted)
         if self.config.alpha_hidden > 0:
@@ -280,7 +286,11 @@ class DistillationModifier(Modifier):
         terms: dict[str, torch.Tensor] = {}
         if cfg.alpha_kd > 0:
             terms["kd"] = cfg.alpha_kd * soft_target_loss(
-                student_logits, teacher_logits, cfg.temperature, self.regression
+                student_logits,
+                teacher_logits,
+                cfg.temperature,
+                self.regression,
+                inputs.get("attention_mask"),
             )
         if cfg.alpha_ce > 0 and loss is not None:
             terms["ce"] = cfg.alpha_ce * loss
@@ -426,19 +436,37 @@ class LayerDroppingModifier(Modifier):
         self.config: LayerDroppingConfig = config
         self.kept_layers: list[int] | None = None
         self.original_layers: int | None = None
+        self.influence: list[float] | None = None
 
     def on_initialize(self, model: PreTrainedModel, ctx: StageContext) -> PreTrainedModel | None:
         _check_reduces_first(self, ctx)
         self.original_layers = get_adapter(model).num_layers(model)
-        self.kept_layers = select_layers(
-            self.original_layers, self.config.num_layers, self.config.layers
-        )
+        if self.config.importance == "block_influence":
+            batches = ctx.first_training_batches(
+                self.config.calibration_batches,
+                "layer_dropping: importance `block_influence`",
+                "to measure how much each layer changes its input",
+                "use `importance: position` or name the `layers`",
+            )
+            # Averaged over processes so every rank drops the same layers.
+            measured = torch.tensor(block_influence(model, batches))
+            self.influence = ctx.all_reduce_mean(measured).tolist()
+            ranked = sorted(range(self.original_layers), key=lambda i: -self.influence[i])
+            self.kept_layers = sorted(ranked[: self.config.num_layers])
+        else:
+            self.kept_layers = select_layers(
+                self.original_layers, self.config.num_layers, self.config.layers
+            )
         keep_layers(model, self.kept_layers)
         return None
 
     def summary(self) -> dict[str, Any]:
-        return {
+        summary = {
             "type": self.type_name,
+            "importance": self.config.importance,
             "original_layers": self.original_layers,
             "kept_layers": self.kept_layers,
         }
+        if self.influence is not None:
+            summary["block_influence"] = [round(x, 5) for x in self.influence]
+        return summary

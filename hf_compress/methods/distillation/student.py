@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from ...architectures.base import get_adapter
@@ -121,6 +122,8 @@ def keep_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedMode
             if hasattr(module, "layer_idx"):  # cache bookkeeping of BERT/RoBERTa attention
                 module.layer_idx = new_index
     setattr(model.config, adapter.config_layers, len(layers))
+    if isinstance(getattr(model.config, "layer_types", None), list):  # Qwen, Mistral: per layer
+        model.config.layer_types = [model.config.layer_types[i] for i in layers]
     if is_compressed(model):
         model.config.compression_config = _rekey_structure(
             model.config.compression_config, layers, adapter.layers
@@ -197,3 +200,51 @@ def _rekey_structure(
         else:
             result[key] = walk(value)
     return result
+
+
+@torch.no_grad()
+def block_influence(model: PreTrainedModel, batches: Iterable[dict[str, Any]]) -> list[float]:
+    """How much each transformer layer changes its input: one minus the mean cosine similarity of
+    its input and output hidden states over the batches' tokens (padding left out); the layers
+    with the least influence are the ones to drop (ShortGPT's Block Influence, Men et al. 2024).
+    """
+    adapter = get_adapter(model)
+    layers = adapter.layer_list(model)
+    sums = torch.zeros(len(layers), dtype=torch.float64)
+    count = 0
+    mask: torch.Tensor | None = None
+
+    def hook(index: int) -> Any:
+        def record(
+            module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+        ) -> None:
+            before = args[0] if args else kwargs.get("hidden_states")
+            after = output[0] if isinstance(output, (tuple, list)) else output
+            if before is None or not torch.is_tensor(after) or after.shape != before.shape:
+                return
+            cosine = nn.functional.cosine_similarity(before.float(), after.float(), dim=-1)
+            weights = mask if mask is not None and mask.shape == cosine.shape else None
+            if weights is None:
+                sums[index] += float((1 - cosine).sum())
+            else:
+                sums[index] += float(((1 - cosine) * weights).sum())
+
+        return record
+
+    handles = [
+        layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            attention = inputs.get("attention_mask")
+            mask = attention.float() if attention is not None else None
+            count += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return (sums / max(count, 1)).tolist()

@@ -558,11 +558,22 @@ class HeadPruning(StructuredPruning):
     def min_keep(self) -> int:
         return 0 if self.config.allow_empty_layers else 1
 
+    def on_initialize(self, model: PreTrainedModel, ctx: StageContext) -> PreTrainedModel | None:
+        if self.config.allow_empty_layers and get_adapter(model).causal:
+            raise RecipeError(
+                "head_pruning: allow_empty_layers is for encoders; a decoder layer without "
+                "attention breaks the KV cache. Remove whole layers with layer_dropping instead"
+            )
+        return super().on_initialize(model, ctx)
+
+    # The unit is a key/value group: a key/value head and the query heads that share it (one
+    # query head per group without grouped-query attention), so the group ratio stays valid.
     def _units(self, model: PreTrainedModel, index: int) -> int:
-        return get_adapter(model).num_heads(model, index)
+        return get_adapter(model).num_kv_heads(model, index)
 
     def _group(self, model: PreTrainedModel) -> int:
-        return get_adapter(model).head_size(model.config)
+        adapter = get_adapter(model)
+        return adapter.head_size(model.config) * adapter.query_heads_per_kv_head(model.config)
 
     def _consumer(self, model: PreTrainedModel, index: int) -> nn.Module:
         adapter = get_adapter(model)
@@ -574,13 +585,13 @@ class HeadPruning(StructuredPruning):
     def _magnitude(self, model: PreTrainedModel, index: int) -> torch.Tensor:
         adapter = get_adapter(model)
         layer = adapter.layer(model, index)
-        heads, size = self._units(model, index), self._group(model)
-        value = adapter.get(layer, adapter.value).weight.detach().float().reshape(heads, size, -1)
+        groups, size = self._units(model, index), adapter.head_size(model.config)
+        value = adapter.get(layer, adapter.value).weight.detach().float().reshape(groups, size, -1)
         out = (
             adapter.get(layer, adapter.attention_output)
             .weight.detach()
             .float()
-            .reshape(-1, heads, size)
+            .reshape(-1, groups, self._group(model))
         )
         return value.norm(dim=(1, 2)) * out.norm(dim=(0, 2))
 
@@ -621,14 +632,15 @@ class FfnPruning(StructuredPruning):
         return adapter.get(adapter.layer(model, index), adapter.ffn_out)
 
     def _linear_paths(self, adapter: ArchitectureAdapter) -> tuple[str, ...]:
-        return (adapter.ffn_in, adapter.ffn_out)
+        return (*adapter.ffn_rows(), adapter.ffn_out)
 
     def _magnitude(self, model: PreTrainedModel, index: int) -> torch.Tensor:
         adapter = get_adapter(model)
         layer = adapter.layer(model, index)
-        w_in = adapter.get(layer, adapter.ffn_in).weight.detach().float()
-        w_out = adapter.get(layer, adapter.ffn_out).weight.detach().float()
-        return w_in.norm(dim=1) * w_out.norm(dim=0)
+        score = adapter.get(layer, adapter.ffn_out).weight.detach().float().norm(dim=0)
+        for path in adapter.ffn_rows():  # up (and gate): a neuron is as strong as all its weights
+            score = score * adapter.get(layer, path).weight.detach().float().norm(dim=1)
+        return score
 
     def _remove(self, model: PreTrainedModel, index: int, keep: list[int]) -> None:
         remove_neurons(model, index, keep)

@@ -10,6 +10,7 @@ from torch import nn
 
 from ...architectures.base import get_adapter
 from ...checkpoint.rebuild import register_rebuild, set_submodule
+from ...errors import CheckpointError
 from .layers import EmptyAttention, SparseLinear
 from .surgery import _inner_out_name
 
@@ -62,13 +63,20 @@ def _fresh_linear(like: nn.Linear, in_features: int, out_features: int) -> nn.Li
 
 @register_rebuild("heads", order=30)
 def rebuild_heads(model: PreTrainedModel, value: dict[str, int]) -> None:
-    """Rebuilds per-layer head counts `{"<layer>": heads}` before the weights load."""
+    """Rebuilds per-layer query head counts `{"<layer>": heads}` before the weights load (with
+    grouped-query attention the key/value heads follow: whole groups are pruned)."""
     adapter = get_adapter(model)
     size = adapter.head_size(model.config)
+    per_group = adapter.query_heads_per_kv_head(model.config)
     for key, heads in value.items():
         index, heads = int(key), int(heads)
         if heads == adapter.num_heads(model, index):
             continue
+        if heads % per_group:
+            raise CheckpointError(
+                f"compression_config['heads'] gives layer {index} {heads} query heads, not a "
+                f"multiple of the {per_group} that share each key/value head"
+            )
         layer = adapter.layer(model, index)
         old_out = adapter.get(layer, adapter.attention_output)
         out = _fresh_linear(old_out, heads * size, old_out.out_features)
@@ -78,9 +86,10 @@ def rebuild_heads(model: PreTrainedModel, value: dict[str, int]) -> None:
             if inner is None:
                 adapter.set(layer, adapter.attention_output, out)
         else:
-            for path in (adapter.query, adapter.key, adapter.value):
+            kv = heads // per_group
+            for path, count in ((adapter.query, heads), (adapter.key, kv), (adapter.value, kv)):
                 old = adapter.get(layer, path)
-                adapter.set(layer, path, _fresh_linear(old, old.in_features, heads * size))
+                adapter.set(layer, path, _fresh_linear(old, old.in_features, count * size))
             adapter.set(layer, adapter.attention_output, out)
         adapter.set_num_heads(model, index, heads)
 
@@ -94,6 +103,8 @@ def rebuild_ffn_width(model: PreTrainedModel, value: dict[str, int]) -> None:
         if width == adapter.ffn_width(model, index):
             continue
         layer = adapter.layer(model, index)
-        old_in, old_out = adapter.get(layer, adapter.ffn_in), adapter.get(layer, adapter.ffn_out)
-        adapter.set(layer, adapter.ffn_in, _fresh_linear(old_in, old_in.in_features, width))
+        for path in adapter.ffn_rows():
+            old = adapter.get(layer, path)
+            adapter.set(layer, path, _fresh_linear(old, old.in_features, width))
+        old_out = adapter.get(layer, adapter.ffn_out)
         adapter.set(layer, adapter.ffn_out, _fresh_linear(old_out, width, old_out.out_features))

@@ -65,23 +65,35 @@ def _require_linear(
             )
 
 
+def _channels(heads: list[int], size: int) -> torch.Tensor:
+    return torch.tensor([h * size + c for h in heads for c in range(size)], dtype=torch.long)
+
+
 def remove_heads(model: PreTrainedModel, index: int, keep: list[int]) -> None:
-    """Physically keeps only heads `keep` (sorted) of layer `index`."""
+    """Physically keeps only the key/value groups `keep` (sorted) of layer `index`: each group's
+    key and value head and the query heads that share it (one query head per group without
+    grouped-query attention), so the attention's query-per-key ratio stays what it was."""
     adapter = get_adapter(model)
     layer = adapter.layer(model, index)
     size = adapter.head_size(model.config)
-    channels = torch.tensor([h * size + c for h in keep for c in range(size)], dtype=torch.long)
-    out = narrow_linear(adapter.get(layer, adapter.attention_output), channels, dim=1)
+    per_group = adapter.query_heads_per_kv_head(model.config)
+    queries = _channels([g * per_group + q for g in keep for q in range(per_group)], size)
+    out = narrow_linear(adapter.get(layer, adapter.attention_output), queries, dim=1)
     if not keep:
         inner = _inner_out_name(adapter)
         adapter.set(layer, adapter.attention, EmptyAttention(inner, out if inner else None))
         if inner is None:
             adapter.set(layer, adapter.attention_output, out)
     else:
-        for path in (adapter.query, adapter.key, adapter.value):
+        keys = _channels(keep, size)
+        for path, channels in (
+            (adapter.query, queries),
+            (adapter.key, keys),
+            (adapter.value, keys),
+        ):
             adapter.set(layer, path, narrow_linear(adapter.get(layer, path), channels, dim=0))
         adapter.set(layer, adapter.attention_output, out)
-    adapter.set_num_heads(model, index, len(keep))
+    adapter.set_num_heads(model, index, len(keep) * per_group)
 
 
 def remove_neurons(model: PreTrainedModel, index: int, keep: list[int]) -> None:
@@ -89,9 +101,8 @@ def remove_neurons(model: PreTrainedModel, index: int, keep: list[int]) -> None:
     adapter = get_adapter(model)
     layer = adapter.layer(model, index)
     channels = torch.tensor(keep, dtype=torch.long)
-    adapter.set(
-        layer, adapter.ffn_in, narrow_linear(adapter.get(layer, adapter.ffn_in), channels, dim=0)
-    )
+    for path in adapter.ffn_rows():  # up (and gate, for SwiGLU): the neurons' rows
+        adapter.set(layer, path, narrow_linear(adapter.get(layer, path), channels, dim=0))
     adapter.set(
         layer, adapter.ffn_out, narrow_linear(adapter.get(layer, adapter.ffn_out), channels, dim=1)
     )

@@ -100,9 +100,10 @@ class QuantizationConfig(ModifierConfig):
         choices=METHODS,
     )
     skip_modules: tuple[str, ...] = option(
-        ("classifier",),
+        ("classifier", "lm_head"),
         help="modules kept in full precision: a module name, the name of a parent (e.g. "
-        "`classifier` keeps the whole head), or `re:<regex>`; default: the task head",
+        "`classifier` keeps the whole head), or `re:<regex>`; default: the task head (a "
+        "classifier, or a language model's output layer, often tied to the embeddings)",
     )
     include_embeddings: bool = option(
         False,

@@ -22,9 +22,10 @@ class SharedLayerList(nn.ModuleList):
         layers: the module at every position (the same object at shared positions).
     """
 
-    def __init__(self, layers: Iterable[nn.Module] | None = None) -> None:
+    def __init__(self, layers: Iterable[nn.Module] | None = None, first_position: int = 0) -> None:
         nn.Module.__init__(self)
         self._slots: list[str] = []
+        self._first_position = first_position
         self._assign(list(layers or []))
 
     def _assign(self, layers: list[nn.Module]) -> None:
@@ -51,7 +52,10 @@ class SharedLayerList(nn.ModuleList):
 
     def __getitem__(self, index: int | slice) -> nn.Module:  # type: ignore[override]
         if isinstance(index, slice):
-            return SharedLayerList(self._positions()[index])
+            start, _, step = index.indices(len(self))
+            return SharedLayerList(
+                self._positions()[index], self._first_position + start if step == 1 else 0
+            )
         return self._modules[self._slots[index]]
 
     def __setitem__(self, index: int, module: nn.Module) -> None:  # type: ignore[override]
@@ -68,7 +72,9 @@ class SharedLayerList(nn.ModuleList):
         return len(self._slots)
 
     def __iter__(self) -> Iterator[nn.Module]:
-        return iter(self._positions())
+        for position, module in enumerate(self._positions()):
+            _stamp_position(module, self._first_position + position)
+            yield module
 
     def __iadd__(self, modules: Iterable[nn.Module]) -> SharedLayerList:  # type: ignore[override]
         return self.extend(modules)
@@ -97,6 +103,15 @@ class SharedLayerList(nn.ModuleList):
 
     def extra_repr(self) -> str:
         return f"positions={len(self._slots)}, shared={self.groups()}"
+
+
+def _stamp_position(layer: nn.Module, position: int) -> None:
+    """Sets `layer_idx` (the key of a decoder's key/value cache entry) of `layer`'s attention to
+    the position it runs at: a layer shared by positions 0 and 1 must write and read the cache
+    entry of the position it is running as, or generation with a cache reads the wrong keys."""
+    for module in layer.modules():
+        if isinstance(getattr(module, "layer_idx", None), int):
+            module.layer_idx = position
 
 
 def share_layers(

@@ -157,6 +157,16 @@ class VocabPruningModifier(Modifier):
         self.kept_ids: list[int] = []
         self.unk_id: int | None = None
 
+    def on_initialize(self, model: PreTrainedModel, ctx: StageContext) -> PreTrainedModel | None:
+        if model.get_output_embeddings() is not None:
+            raise UnsupportedModelError(
+                f"vocab_pruning: {type(model).__name__} predicts tokens over its whole vocabulary "
+                "(a language-model head), so removing tokens would stop it from ever producing "
+                "them; use vocab_pruning on a model with a task head (e.g. "
+                "ForSequenceClassification)"
+            )
+        return None
+
     def on_finalize(self, model: PreTrainedModel, ctx: StageContext) -> PreTrainedModel | None:
         tokenizer = ctx.tokenizer
         if tokenizer is None:

@@ -1,0 +1,314 @@
+"""Decoder language models (Llama, Mistral, Qwen2, Qwen3, GPT-2): every technique that applies to
+them compresses a tiny random model whose checkpoint reloads with `AutoModelForCausalLM` to the
+same logits and generates the same tokens, with and without the key/value cache."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from datasets import Dataset
+from tiny import tiny_training_args
+from transformers import (
+    AutoModelForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+
+from hf_compress import CompressionTrainer, Recipe, compress
+from hf_compress.checkpoint.layout import prepare_layout
+from hf_compress.errors import RecipeError, UnsupportedModelError
+from hf_compress.methods.distillation.loss import soft_target_loss
+from hf_compress.methods.distillation.student import block_influence
+
+DECODERS = {
+    "gpt2": (GPT2Config, GPT2LMHeadModel),
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "mistral": (MistralConfig, MistralForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+}
+VOCAB = 128
+
+
+def tiny_decoder(family: str = "llama", tie: bool = False, layers: int = 4) -> PreTrainedModel:
+    """A random decoder; the Llama family with grouped-query attention (6 query heads share 3
+    key/value heads), GPT-2 with 6 heads of its own."""
+    config_class, model_class = DECODERS[family]
+    torch.manual_seed(0)
+    if family == "gpt2":
+        config = GPT2Config(
+            vocab_size=VOCAB,
+            n_embd=48,
+            n_layer=layers,
+            n_head=6,
+            n_inner=64,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            tie_word_embeddings=tie,
+        )
+        return GPT2LMHeadModel(config).eval()
+    config = config_class(
+        vocab_size=VOCAB,
+        hidden_size=48,
+        num_hidden_layers=layers,
+        num_attention_heads=6,
+        num_key_value_heads=3,
+        head_dim=8,
+        intermediate_size=64,
+        pad_token_id=0,
+        tie_word_embeddings=tie,
+    )
+    return model_class(config).eval()
+
+
+def token_batch(rows: int = 2, length: int = 10, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(3, VOCAB, (rows, length), generator=generator)
+
+
+def greedy(model: PreTrainedModel, ids: torch.Tensor, use_cache: bool = True) -> torch.Tensor:
+    with torch.no_grad():
+        return model.generate(
+            ids, max_new_tokens=6, do_sample=False, use_cache=use_cache, pad_token_id=0
+        )
+
+
+TECHNIQUES = {
+    "head_pruning": [{"type": "head_pruning", "count": 2}],
+    "ffn_pruning": [{"type": "ffn_pruning", "sparsity": 0.5}],
+    "layer_dropping": [{"type": "layer_dropping", "num_layers": 2}],
+    "magnitude_pruning": [{"type": "magnitude_pruning", "sparsity": 0.5}],
+    "int8": [{"type": "quantization", "method": "int8_dynamic"}],
+    "low_rank": [{"type": "low_rank", "rank_ratio": 0.5}],
+    "clustering": [{"type": "weight_clustering", "bits": 4}],
+    "layer_sharing": [{"type": "layer_sharing", "groups": [[0, 1], [2, 3]]}],
+    "structured_then_int8": [
+        {"type": "head_pruning", "count": 1},
+        {"type": "ffn_pruning", "sparsity": 0.25},
+        {"type": "quantization", "method": "int8_dynamic"},
+    ],
+}
+
+
+@pytest.mark.parametrize("family", sorted(DECODERS))
+@pytest.mark.parametrize("technique", sorted(TECHNIQUES))
+def test_compressed_decoder_reloads_and_generates_the_same(family, technique, tmp_path):
+    model = compress(tiny_decoder(family), copy.deepcopy(TECHNIQUES[technique]))
+    ids = token_batch()
+    with torch.no_grad():
+        logits = model(ids).logits
+    generated = greedy(model, ids[:1])
+    # The key/value cache is keyed by layer position: shared or renumbered layers must still
+    # read their own entries.
+    assert torch.equal(generated, greedy(model, ids[:1], use_cache=False))
+
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids).logits, logits, atol=1e-5)
+    assert torch.equal(greedy(reloaded, ids[:1]), generated)
+
+
+def test_gpt2_becomes_linear_layers_without_changing_its_outputs():
+    model = tiny_decoder("gpt2")
+    ids = token_batch()
+    with torch.no_grad():
+        before = model(ids).logits
+    prepare_layout(model)
+    attention = model.transformer.h[0].attn
+    assert isinstance(attention.c_attn.query, torch.nn.Linear)
+    assert isinstance(model.transformer.h[0].mlp.c_fc, torch.nn.Linear)
+    assert model.config.compression_config["layout"] == "gpt2"
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, before, atol=1e-5)
+
+
+def test_gpt2_head_pruning_narrows_the_split():
+    model = compress(tiny_decoder("gpt2", layers=2), [{"type": "head_pruning", "count": 4}])
+    heads = model.config.compression_config["heads"]
+    assert sum(heads.values()) == 8
+    for index, layer in enumerate(model.transformer.h):
+        width = heads[str(index)] * 8
+        assert layer.attn.split_size == width
+        assert layer.attn.c_attn.key.out_features == width
+        assert layer.attn.c_proj.in_features == width
+
+
+def _layer_shapes(model: PreTrainedModel) -> list[tuple[int, int, int]]:
+    return [
+        (layer.self_attn.q_proj.out_features, layer.self_attn.k_proj.out_features,
+         layer.mlp.gate_proj.out_features)
+        for layer in model.model.layers
+    ]  # fmt: skip
+
+
+def test_head_pruning_removes_whole_key_value_groups():
+    model = compress(tiny_decoder(layers=2), [{"type": "head_pruning", "count": 2}])
+    shapes = _layer_shapes(model)
+    # 2 of the 6 key/value groups are gone, each with its 2 query heads (head_dim 8).
+    assert sum(q for q, _, _ in shapes) == (12 - 4) * 8
+    for q_width, kv_width, _ in shapes:
+        assert q_width == 2 * kv_width  # every remaining group keeps both of its query heads
+    assert sum(model.config.compression_config["heads"].values()) == 8
+
+
+def test_ffn_pruning_cuts_gate_up_and_down_together():
+    model = compress(tiny_decoder(layers=2), [{"type": "ffn_pruning", "sparsity": 0.5}])
+    for layer in model.model.layers:
+        width = layer.mlp.gate_proj.out_features
+        assert layer.mlp.up_proj.out_features == width
+        assert layer.mlp.down_proj.in_features == width
+    assert sum(layer.mlp.gate_proj.out_features for layer in model.model.layers) == 64
+
+
+def test_empty_layers_are_refused_for_decoders():
+    with pytest.raises(RecipeError, match="allow_empty_layers"):
+        compress(
+            tiny_decoder(layers=2),
+            [{"type": "head_pruning", "count": 3, "allow_empty_layers": True}],
+        )
+
+
+def _make_layer_a_no_op(model: PreTrainedModel, index: int) -> None:
+    layer = model.model.layers[index]
+    with torch.no_grad():
+        layer.self_attn.o_proj.weight.zero_()
+        layer.mlp.down_proj.weight.zero_()
+
+
+def test_block_influence_is_zero_for_a_layer_that_changes_nothing():
+    model = tiny_decoder()
+    _make_layer_a_no_op(model, 2)
+    ids = token_batch()
+    influence = block_influence(model, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}])
+    assert influence[2] == pytest.approx(0.0, abs=1e-6)
+    assert min(influence[i] for i in (0, 1, 3)) > 1e-3
+
+
+def test_layer_dropping_by_block_influence_drops_the_idle_layers():
+    model = tiny_decoder()
+    _make_layer_a_no_op(model, 1)
+    _make_layer_a_no_op(model, 2)
+    ids = token_batch()
+    calibration = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}]
+    model = compress(
+        model,
+        [
+            {
+                "type": "layer_dropping",
+                "num_layers": 2,
+                "importance": "block_influence",
+                "calibration_batches": 1,
+            }
+        ],
+        calibration_data=calibration,
+    )
+    assert model.config.num_hidden_layers == 2
+    kept_attention = [layer.self_attn.layer_idx for layer in model.model.layers]
+    assert kept_attention == [0, 1]  # renumbered for the cache
+    assert all(layer.self_attn.o_proj.weight.abs().sum() > 0 for layer in model.model.layers)
+
+
+def test_block_influence_needs_data():
+    with pytest.raises(RecipeError, match="block_influence"):
+        compress(
+            tiny_decoder(),
+            [{"type": "layer_dropping", "num_layers": 2, "importance": "block_influence"}],
+        )
+
+
+def test_tied_embeddings_are_not_quantized():
+    with pytest.raises(UnsupportedModelError, match="tied to the output layer"):
+        compress(tiny_decoder(tie=True), [{"type": "embedding_quantization"}])
+
+
+def test_vocabulary_pruning_is_refused_for_language_models():
+    with pytest.raises(UnsupportedModelError, match="language-model head"):
+        compress(
+            tiny_decoder(), [{"type": "vocab_pruning"}], tokenizer=object(), return_tokenizer=True
+        )
+
+
+def test_soft_targets_of_a_language_model_average_over_real_tokens():
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 5, VOCAB)
+    student = teacher.clone()
+    mask = torch.ones(2, 5)
+    mask[1, 3:] = 0
+    assert float(soft_target_loss(student, teacher, 2.0, attention_mask=mask)) == pytest.approx(0.0)
+    student[1, 3:] = torch.randn(2, VOCAB)  # padding positions differ: no loss
+    assert float(soft_target_loss(student, teacher, 2.0, attention_mask=mask)) == pytest.approx(
+        0.0, abs=1e-6
+    )
+    student[0, 0] = torch.randn(VOCAB)  # one real token differs: its KL over 8 real tokens
+    per_token = soft_target_loss(student[:1, :1], teacher[:1, :1], 2.0)
+    masked = soft_target_loss(student, teacher, 2.0, attention_mask=mask)
+    assert float(masked) == pytest.approx(float(per_token) / 8, rel=1e-5)
+
+
+def test_a_layer_dropped_decoder_distils_from_its_teacher(tmp_path):
+    teacher = tiny_decoder()
+    student = copy.deepcopy(teacher)
+    ids = token_batch(rows=8, length=12)
+    data = Dataset.from_dict(
+        {"input_ids": ids.tolist(), "attention_mask": [[1] * 12] * 8, "labels": ids.tolist()}
+    )
+    recipe = Recipe.from_dict(
+        {
+            "base_model": "tiny",
+            "task": "sst2",
+            "teacher": "tiny-teacher",
+            "output_dir": "unused",
+            "stages": [
+                {
+                    "name": "distil",
+                    "epochs": 1,
+                    "modifiers": [
+                        {"type": "distillation", "student": {"num_layers": 2}, "alpha_hidden": 0}
+                    ],
+                }
+            ],
+        },
+        source="test",
+    )
+    trainer = CompressionTrainer(
+        model=student,
+        args=tiny_training_args(output_dir=str(tmp_path)),
+        stages=recipe.stages,
+        teacher=teacher,
+        train_dataset=data,
+    )
+    trainer.train()
+    assert student.config.num_hidden_layers == 2
+    summary = trainer.stage_summaries[0]["modifiers"][0]
+    assert summary["student_layers"] == [0, 2]
+    assert 0 < summary["mean_weighted_losses"]["kd"] < float("inf")
+    generated = greedy(student, ids[:1, :4])
+    assert torch.equal(generated, greedy(student, ids[:1, :4], use_cache=False))
+
+
+def test_a_planted_silent_key_value_group_is_the_one_removed():
+    model = tiny_decoder(layers=2)
+    attention = model.model.layers[1].self_attn
+    with torch.no_grad():  # group 2 of layer 1: its values and its query heads' outputs are zero
+        attention.v_proj.weight[16:24] = 0
+        attention.o_proj.weight[:, 32:48] = 0
+    ids = token_batch()
+    with torch.no_grad():
+        before = model(ids).logits
+    model = compress(model, [{"type": "head_pruning", "count": 1, "importance": "magnitude"}])
+    assert model.config.compression_config["heads"] == {"0": 6, "1": 4}
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, before, atol=1e-5)
