@@ -1,19 +1,34 @@
-"""Export a compressed model to ONNX, optionally int8-quantized by ONNX Runtime, and run it.
+"""Export a compressed model to ONNX, keeping the recipe's int8 layers int8, and run it.
 
-Structural compression (fewer heads, narrower FFN, fewer layers, factorized layers, a smaller
-vocabulary) carries over to the graph as is. Storage formats that only PyTorch knows (int8 codes
-+ scales, packed sparse bitmasks, clustering codebooks, quantized embedding rows) are expanded
-to the float weights they stand for first; `quantize="int8"` then lets ONNX Runtime re-quantize
-every MatMul and the embeddings (Gather) with its own kernels. The export is the public
-`torch.onnx.export` (dynamo) and quantization is `onnxruntime.quantization.quantize_dynamic`:
-nothing here re-implements an exporter or a kernel.
+What each layer becomes in the graph:
 
-    hf-compress export outputs/quickstart --out outputs/quickstart-onnx --quantize int8
+- `Int8Linear` (int8 weights, one scale per output channel): the same int8 codes and scales as
+  initializers, multiplied by an integer MatMul (`DynamicQuantizeLinear` + `MatMulInteger` for
+  dynamic inputs, the fastest of the forms measured; `QuantizeLinear` + `MatMulInteger` with the
+  fixed input grid QAT learned), which ONNX Runtime fuses into its integer kernels: see
+  checkpoint/onnx_int8.py. Linear layers the recipe kept in float (`fp32_fallback`, the
+  classifier) stay float MatMuls.
+- `QuantizedEmbedding`: the int8 (or packed 4-bit) rows and their scales as initializers, looked up
+  with Gather, then Cast and Mul (4 bits: the packed bytes gathered, split into their two codes
+  with Div / Floor / Sub, the offset added).
+- Structural compression (fewer heads, narrower FFN, fewer layers, factorized layers, a smaller
+  vocabulary) carries over as is; storage formats only PyTorch knows (packed sparse bitmasks,
+  clustering codebooks) are expanded to the float weights they stand for (`to_float()`).
+
+The graph's logits are checked against the PyTorch model's on a few inputs (tolerance in
+`export_onnx`). `quantize="int8"` is for float checkpoints: ONNX Runtime then re-quantizes every
+MatMul and the embeddings with its own scales (`onnxruntime.quantization.quantize_dynamic`); a
+checkpoint that already holds int8 Linear layers is refused, since the export keeps them. The
+export is the public `torch.onnx.export` (dynamo): nothing here re-implements an exporter or a
+kernel.
+
+    hf-compress export outputs/quickstart --out outputs/quickstart-onnx
     hf-compress bench outputs/quickstart-onnx --task sst2
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import uuid
@@ -61,13 +76,7 @@ def _float_equivalent(module: nn.Module) -> nn.Module | None:
     return to_float() if callable(to_float) else None
 
 
-def float_model_for_export(model: PreTrainedModel) -> PreTrainedModel:
-    """`model` (changed in place) with every compressed storage module replaced by its float
-    equivalent.
-
-    Raises:
-        HfCompressError: the model holds bitsandbytes layers (their kernels have no ONNX form).
-    """
+def _refuse_bitsandbytes(model: nn.Module) -> None:
     for name, module in model.named_modules():
         if type(module).__module__.startswith("bitsandbytes"):
             raise HfCompressError(
@@ -76,13 +85,80 @@ def float_model_for_export(model: PreTrainedModel) -> PreTrainedModel:
                 "bitsandbytes stage and pass --quantize int8 to let ONNX Runtime quantize it "
                 "instead"
             )
-    replacements = [(name, _float_equivalent(module)) for name, module in model.named_modules()]
-    for name, replacement in replacements:
-        if replacement is None:
-            continue
+
+
+def _replace_modules(model: nn.Module, replace: Any) -> list[tuple[str, nn.Module, nn.Module]]:
+    """Swaps every module for which `replace(module)` is not None; (name, old, new) per swap."""
+    swaps = []
+    for name, module in list(model.named_modules()):
+        replacement = replace(module)
+        if replacement is not None:
+            swaps.append((name, module, replacement))
+    for name, _, replacement in swaps:
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, replacement)
+    return swaps
+
+
+def float_model_for_export(model: PreTrainedModel) -> PreTrainedModel:
+    """`model` (changed in place) with every compressed storage module replaced by its float
+    equivalent (int8 layers too: their dequantized weights).
+
+    Raises:
+        HfCompressError: the model holds bitsandbytes layers (their kernels have no ONNX form).
+    """
+    _refuse_bitsandbytes(model)
+    _replace_modules(model, _float_equivalent)
     return model.float().eval()
+
+
+def int8_model_for_export(model: PreTrainedModel) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """`model` (changed in place) ready for an export that keeps the recipe's int8: int8 Linear
+    layers and quantized embeddings become the export modules of checkpoint/onnx_int8.py (same
+    codes and scales), every other storage layer its float equivalent.
+
+    Returns:
+        The model and a summary of the layers: `int8_linear` (names), `float_linear` (names of
+        the Linear layers left in float, e.g. `fp32_fallback` and the classifier) and
+        `quantized_embeddings` (name -> bits).
+
+    Raises:
+        HfCompressError: the model holds bitsandbytes layers (their kernels have no ONNX form).
+    """
+    from .onnx_int8 import OnnxInt8Linear, OnnxQuantizedEmbedding, export_module
+
+    _refuse_bitsandbytes(model)
+    kept = _replace_modules(model, export_module)
+    _replace_modules(model, _float_equivalent)
+    model = model.float().eval()
+    return model, {
+        "int8_linear": [n for n, _, new in kept if isinstance(new, OnnxInt8Linear)],
+        "float_linear": [n for n, m in model.named_modules() if isinstance(m, nn.Linear)],
+        "quantized_embeddings": {
+            n: new.bits for n, _, new in kept if isinstance(new, OnnxQuantizedEmbedding)
+        },
+    }
+
+
+def holds_int8_linear(model: nn.Module) -> bool:
+    """Whether `model` has Linear layers stored in int8 (which the export keeps int8)."""
+    for module in model.modules():
+        describe = getattr(module, "onnx_int8_parts", None)
+        if callable(describe) and (describe() or {}).get("kind") == "linear":
+            return True
+    return False
+
+
+def _nodes_reading(path: Path, modules: Any) -> list[str]:
+    """Names of the nodes of the graph at `path` that read a tensor of one of `modules` (e.g. the
+    Gather of a quantized embedding's scales, which ONNX Runtime's quantizer must leave alone)."""
+    import onnx
+
+    prefixes = tuple(f"{name}." for name in modules)
+    if not prefixes:
+        return []
+    graph = onnx.load(str(path)).graph
+    return [n.name for n in graph.node if any(i.startswith(prefixes) for i in n.input)]
 
 
 def _strip_debug_info(path: Path) -> None:
@@ -110,6 +186,36 @@ def _input_names(model: PreTrainedModel, tokenizer: Any) -> list[str]:
     return names
 
 
+# The inputs the graph is checked on: three batch shapes, padding, short and long sentences. The
+# first is also the example the exporter traces with.
+CHECK_TEXTS = (
+    ("a short example sentence", "and another, longer one, to make two lengths"),
+    (
+        "the film is good",
+        "it was not very fun, but the actors were great and the story kept me watching to the end",
+        "bad",
+        "an awful plot, the worst movie of the year",
+    ),
+    ("one sentence alone, in a batch of one",),
+)
+
+# Tolerances of the check against PyTorch (max |logit difference| over CHECK_TEXTS):
+# - float graph: float rounding only.
+FLOAT_TOLERANCE = 1e-3
+# - the recipe's int8 kept: ONNX Runtime and PyTorch multiply the same int8 weights, but each
+#   quantizes the activations of dynamic layers itself (per tensor, uint8; PyTorch's kernel may use
+#   7 bits on CPUs without VNNI, or its own grid off x86), so they can round an activation to
+#   neighbouring codes. That difference is bounded by the rounding effect itself, which is
+#   measured at export: the PyTorch int8 model against the same model with float activations
+#   (its `to_float()`). Two such roundings differ by at most their sum; the factor 3 leaves room
+#   for ONNX Runtime's being the larger on some input. A wrong weight, scale or layout differs by
+#   the size of the logits, far above it.
+INT8_ROUNDING_FACTOR = 3.0
+# - ONNX Runtime re-quantizing a float model (`quantize="int8"`): its own int8 error, which no
+#   PyTorch model measures: a quarter of the logits' range.
+REQUANTIZED_TOLERANCE = 0.25
+
+
 def export_onnx(
     source: str,
     output_dir: str | Path,
@@ -117,53 +223,130 @@ def export_onnx(
     quantize: str | None = None,
     opset: int = 18,
     overwrite: bool = False,
+    int8_matmul: str | None = None,
 ) -> dict[str, Any]:
-    """Exports a sequence-classification model (compressed or plain) to `output_dir/model.onnx`.
+    """Exports a sequence-classification model (compressed or plain) to `output_dir/model.onnx`,
+    keeping the recipe's int8 layers int8 (see the module docstring).
+
+    The exported graph's logits are compared with the PyTorch model's (as it runs, int8 kernels
+    included) on `CHECK_TEXTS`. Tolerance: 1e-3 for a float graph; with int8 layers kept, 1e-3 plus
+    3x the effect of PyTorch's own activation rounding on the same inputs (`INT8_ROUNDING_FACTOR`);
+    with `quantize="int8"`, 0.25 x max(1, largest |logit|). Both figures go to `onnx_export.json`.
 
     Args:
         source: a model directory written by `hf-compress run` / `save_pretrained`, or a Hub id.
         output_dir: the export directory: `model.onnx`, the tokenizer, `config.json` and
-            `onnx_export.json` (what was exported, how, and the check against PyTorch).
-        quantize: None (float32 graph) or "int8": ONNX Runtime dynamic quantization of every
-            MatMul (per output channel) and of the embeddings.
+            `onnx_export.json` (what was exported, how, its size and the check against PyTorch).
+        quantize: None (the model as stored: float, or the recipe's int8) or "int8": ONNX Runtime
+            dynamic quantization of every float MatMul (per output channel) and float embedding
+            table, for a float checkpoint (tables the recipe quantized stay as stored); refused
+            for one that already holds int8 Linear layers.
         opset: ONNX opset of the exported graph.
         overwrite: replace a non-empty `output_dir`.
+        int8_matmul: the ONNX form of int8 Linear layers with dynamic inputs, one of
+            `onnx_int8.INT8_MATMUL_OPS`; default `onnx_int8.INT8_MATMUL_DEFAULT`, the fastest
+            measured (the others are kept for benchmarks/onnx_int8_export.py --compare-ops).
 
     Returns:
         The contents of `onnx_export.json`.
 
     Raises:
         OutputExistsError: `output_dir` exists and is not empty, without `overwrite`.
-        HfCompressError: missing ONNX packages, an unknown `quantize`, bitsandbytes layers, or a
-            graph whose outputs differ from PyTorch's.
+        HfCompressError: missing ONNX packages, an unknown `quantize`, `quantize="int8"` for an
+            int8 checkpoint, bitsandbytes layers, or a graph whose outputs differ from PyTorch's.
     """
-    import numpy as np
-    import onnxruntime as ort
-
     from .loading import load_checked_tokenizer, load_compressed
     from .sources import resolve_model_source
+
+    _check_request(quantize, int8_matmul, output_dir, overwrite)
+    checkpoint = resolve_model_source(source)
+    tokenizer = load_checked_tokenizer(checkpoint)
+    model = load_compressed(checkpoint, "sequence-classification").eval()
+    return export_model(
+        model,
+        tokenizer,
+        output_dir,
+        source=str(source),
+        quantize=quantize,
+        opset=opset,
+        overwrite=overwrite,
+        int8_matmul=int8_matmul,
+    )
+
+
+def _check_request(
+    quantize: str | None, int8_matmul: str | None, output_dir: str | Path, overwrite: bool
+) -> None:
+    from .onnx_int8 import INT8_MATMUL_OPS
 
     _require_onnx()
     if quantize not in (None, *QUANTIZE_CHOICES):
         raise HfCompressError(
             f"quantize must be one of {QUANTIZE_CHOICES} or None, got {quantize!r}"
         )
+    if int8_matmul not in (None, *INT8_MATMUL_OPS):
+        raise HfCompressError(
+            f"int8_matmul must be one of {INT8_MATMUL_OPS} or None, got {int8_matmul!r}"
+        )
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise OutputExistsError(
             f"{output_dir} exists and is not empty; choose another --out or pass --overwrite"
         )
-    checkpoint = resolve_model_source(source)
-    tokenizer = load_checked_tokenizer(checkpoint)
-    model = float_model_for_export(load_compressed(checkpoint, "sequence-classification"))
-    names = _input_names(model, tokenizer)
 
-    sample = tokenizer(
-        ["a short example sentence", "and another, longer one, to make two lengths"],
-        padding=True,
-        return_tensors="pt",
-    )
-    inputs = {n: sample[n] if n in sample else torch.zeros_like(sample["input_ids"]) for n in names}
+
+def export_model(
+    model: PreTrainedModel,
+    tokenizer: Any,
+    output_dir: str | Path,
+    *,
+    source: str = "",
+    quantize: str | None = None,
+    opset: int = 18,
+    overwrite: bool = False,
+    int8_matmul: str | None = None,
+) -> dict[str, Any]:
+    """`export_onnx` for a model already loaded (changed in place: its storage layers are
+    replaced by their export forms). `source` names it in `onnx_export.json`; the other arguments
+    are `export_onnx`'s."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from .onnx_int8 import INT8_MATMUL_DEFAULT, translation_table
+
+    _check_request(quantize, int8_matmul, output_dir, overwrite)
+    output_dir = Path(output_dir)
+    int8_matmul = int8_matmul or INT8_MATMUL_DEFAULT
+    model = model.eval()
+    _refuse_bitsandbytes(model)
+    if quantize == "int8" and holds_int8_linear(model):
+        raise HfCompressError(
+            f"{source or 'the model'} already holds int8 Linear layers and the export keeps the "
+            "recipe's int8 (its own weights and scales): drop --quantize int8"
+        )
+    names = _input_names(model, tokenizer)
+    batches = []
+    for texts in CHECK_TEXTS:
+        encoded = tokenizer(list(texts), padding=True, return_tensors="pt")
+        zeros = torch.zeros_like(encoded["input_ids"])
+        batches.append({n: encoded[n] if n in encoded else zeros for n in names})
+    with torch.no_grad():
+        # The reference is the model as PyTorch runs it, int8 kernels included.
+        reference = [model(**inputs).logits.float().numpy() for inputs in batches]
+    rounding_effect = 0.0
+    if quantize is None and holds_int8_linear(model):
+        float_model = float_model_for_export(copy.deepcopy(model))
+        with torch.no_grad():
+            rounding_effect = max(
+                float(np.abs(float_model(**inputs).logits.float().numpy() - want).max())
+                for inputs, want in zip(batches, reference, strict=True)
+            )
+        del float_model
+    # Also with quantize="int8" (no int8 Linear layers then): quantized embeddings stay as
+    # stored, ONNX Runtime quantizes the float MatMuls.
+    model, layers = int8_model_for_export(model)
+
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     staging = output_dir.with_name(f"{output_dir.name}.partial-{uuid.uuid4().hex[:8]}")
     staging.mkdir(parents=True)
@@ -174,7 +357,7 @@ def export_onnx(
                 torch.onnx.export(
                     model,
                     args=(),
-                    kwargs=inputs,
+                    kwargs=batches[0],
                     f=str(float_path),
                     input_names=names,
                     output_names=["logits"],
@@ -182,6 +365,7 @@ def export_onnx(
                     opset_version=opset,
                     external_data=False,
                     dynamo=True,
+                    custom_translation_table=translation_table(int8_matmul),
                     verbose=False,
                 )
         except (
@@ -193,6 +377,13 @@ def export_onnx(
                 "cause"
             ) from error
         _strip_debug_info(float_path)
+        try:  # the ONNX specification's own checks (types, shapes, opset) before the runtime's
+            onnx.checker.check_model(str(float_path), full_check=True)
+        except onnx.checker.ValidationError as error:
+            raise HfCompressError(
+                f"the exported graph of {source or 'the model'} is not valid ONNX: "
+                f"{str(error)[:300]}"
+            ) from error
         if quantize == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
             from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -205,17 +396,20 @@ def export_onnx(
                 str(staging / ONNX_FILE),
                 weight_type=QuantType.QInt8,
                 per_channel=True,
+                nodes_to_exclude=_nodes_reading(prepared, layers["quantized_embeddings"]),
             )
             float_path.unlink()
             prepared.unlink()
-        # The graph must compute what PyTorch computes (to rounding, or to int8 error when
-        # quantized).
-        with torch.no_grad():
-            reference = model(**inputs).logits.float().numpy()
         session = ort.InferenceSession(str(staging / ONNX_FILE), providers=["CPUExecutionProvider"])
-        exported = session.run(None, {n: inputs[n].numpy() for n in names})[0]
-        max_diff = float(np.abs(exported - reference).max())
-        tolerance = 1e-3 if quantize is None else 0.25 * max(1.0, float(np.abs(reference).max()))
+        max_diff = 0.0
+        for inputs, want in zip(batches, reference, strict=True):
+            got = session.run(None, {n: inputs[n].numpy() for n in names})[0]
+            max_diff = max(max_diff, float(np.abs(got - want).max()))
+        largest = max(float(np.abs(want).max()) for want in reference)
+        if quantize == "int8":
+            tolerance = REQUANTIZED_TOLERANCE * max(1.0, largest)
+        else:
+            tolerance = FLOAT_TOLERANCE + INT8_ROUNDING_FACTOR * rounding_effect
         if not max_diff <= tolerance:
             raise HfCompressError(
                 f"the exported graph's logits differ from PyTorch's by {max_diff:.3g} (tolerance "
@@ -225,14 +419,29 @@ def export_onnx(
         model.config.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         info = {
-            "source": str(source),
+            "source": source,
             "format": "onnx",
             "quantize": quantize,
             "opset": opset,
             "inputs": names,
+            "size_bytes": (staging / ONNX_FILE).stat().st_size,
             "max_abs_logit_diff_vs_pytorch": max_diff,
+            "tolerance": tolerance,
+            "tolerance_rule": (
+                f"{REQUANTIZED_TOLERANCE} x max(1, largest |logit|)"
+                if quantize == "int8"
+                else f"{FLOAT_TOLERANCE} + {INT8_ROUNDING_FACTOR} x pytorch_int8_rounding_effect"
+            ),
+            "pytorch_int8_rounding_effect": rounding_effect,
+            "checked_batches": [len(texts) for texts in CHECK_TEXTS],
             "torch": torch.__version__,
             "onnxruntime": ort.__version__,
+        }
+        info["int8_matmul"] = int8_matmul if layers["int8_linear"] else None
+        info["layers"] = {
+            "int8_linear": len(layers["int8_linear"]),
+            "float_linear": layers["float_linear"],
+            "quantized_embeddings": layers["quantized_embeddings"],
         }
         (staging / EXPORT_MARKER).write_text(json.dumps(info, indent=2))
         if output_dir.exists():
@@ -263,9 +472,15 @@ class OnnxSequenceClassifier(nn.Module):
         directory: a directory written by `export_onnx`.
         num_threads: ONNX Runtime intra-op threads (default: `torch.get_num_threads()`, so PyTorch
             and ONNX Runtime are timed with the same number of cores).
+        allow_spinning: let ONNX Runtime's threads busy-wait for more work after each run (its
+            own default, a little faster alone). Off here, because hf-compress times models in
+            turn in one process (round-robin): spinning threads take the cores from the others
+            (measured: PyTorch int8 at batch 1 took 5x longer beside a spinning session).
     """
 
-    def __init__(self, directory: str | Path, num_threads: int | None = None) -> None:
+    def __init__(
+        self, directory: str | Path, num_threads: int | None = None, allow_spinning: bool = False
+    ) -> None:
         super().__init__()
         import onnxruntime as ort
 
@@ -281,6 +496,8 @@ class OnnxSequenceClassifier(nn.Module):
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        if not allow_spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
                 str(directory / ONNX_FILE), options, providers=["CPUExecutionProvider"]
@@ -301,9 +518,10 @@ class OnnxSequenceClassifier(nn.Module):
         return SequenceClassifierOutput(logits=torch.from_numpy(self.session.run(None, feed)[0]))
 
     def compressed_numel(self) -> tuple[int, int]:
-        """(total, non-zero) elements of the graph's weights, int8 or float (quantization scales and
-        zero points and integer shape constants left out), so parameter counts compare with
-        PyTorch's."""
+        """(total, non-zero) elements of the graph's weights, int8 or float (quantization scales,
+        zero points, embedding offsets and integer shape constants left out), so parameter counts
+        compare with PyTorch's."""
+        import numpy as np
         import onnx
         from onnx import TensorProto, numpy_helper
 
@@ -312,11 +530,13 @@ class OnnxSequenceClassifier(nn.Module):
         for tensor in onnx.load(str(self.directory / ONNX_FILE)).graph.initializer:
             if (
                 tensor.data_type not in weight_types
-                or tensor.name.endswith(("_scale", "_zero_point"))
+                or tensor.name.endswith(("_scale", "_zero_point", ".scale", ".offset"))
                 or not tensor.dims
             ):
                 continue
             values = numpy_helper.to_array(tensor)
+            if tensor.name.endswith(".qweight") and tensor.data_type == TensorProto.UINT8:
+                values = np.stack((values & 0x0F, values >> 4))  # two 4-bit codes per byte
             total += values.size
             nonzero += int((values != 0).sum())
         return total, nonzero

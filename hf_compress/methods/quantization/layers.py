@@ -148,6 +148,20 @@ class Int8Linear(nn.Module):
         """A plain float `nn.Linear` with the dequantized weight."""
         return float_linear(self.dequantized_weight(), self.bias)
 
+    def onnx_int8_parts(self) -> dict[str, Any]:
+        """What an ONNX export needs to keep this layer int8 (checkpoint/onnx_int8.py): `kind`
+        "linear", `weight` (int8 `[out, in]`), `weight_scale`, `bias` (or None) and, with static
+        inputs, `input_scale` / `input_zero_point` as Python numbers (else None)."""
+        static = self.static_activations
+        return {
+            "kind": "linear",
+            "weight": self.weight.detach().cpu(),
+            "weight_scale": self.weight_scale.detach().float().cpu(),
+            "bias": None if self.bias is None else self.bias.detach().float().cpu(),
+            "input_scale": float(self.input_scale) if static else None,
+            "input_zero_point": int(self.input_zero_point) if static else None,
+        }
+
     def compressed_numel(self) -> tuple[int, int]:
         """(total, non-zero) elements of the dense Linear this layer stands for (see measure.py)."""
         total = self.weight.numel() + (self.bias.numel() if self.bias is not None else 0)
@@ -569,6 +583,19 @@ class QuantizedEmbedding(nn.Module):
         offset = self.offset if self.bits == 4 else None
         return self._dequantize(self.qweight, self.scale, offset)
 
+    def onnx_int8_parts(self) -> dict[str, Any]:
+        """What an ONNX export needs to keep this table quantized (checkpoint/onnx_int8.py):
+        `kind` "embedding", `bits`, `embedding_dim`, `qweight` (the stored codes), `scale`
+        `[rows, groups]` and, for 4 bits, `offset` (else None)."""
+        return {
+            "kind": "embedding",
+            "bits": self.bits,
+            "embedding_dim": self.embedding_dim,
+            "qweight": self.qweight.detach().cpu(),
+            "scale": self.scale.detach().float().cpu(),
+            "offset": self.offset.detach().float().cpu() if self.bits == 4 else None,
+        }
+
     def to_float(self) -> nn.Embedding:
         """A plain float `nn.Embedding` with the dequantized table."""
         weight = self.dequantize().float()
@@ -633,3 +660,58 @@ def expected_storage_bytes(
     groups = dim // (group_size or dim)
     codes = rows * (dim if bits == 8 else math.ceil(dim / 2))
     return codes + rows * groups * scale_bytes * (1 if bits == 8 else 2)
+
+
+class TiedInt8Embedding(nn.Module):
+    """The input embedding of a language model whose output layer shares its matrix (tied
+    embeddings, as in Llama-family small models and GPT-2), once that output layer is an
+    `Int8Linear`: it holds no tensor of its own and looks token rows up in the output layer's
+    int8 weight (one scale per row, i.e. per token), so the checkpoint stores the matrix once,
+    as int8, and both ends of the model read it.
+
+    Args:
+        head: the int8 output layer (`[vocabulary, hidden]`).
+        padding_idx: kept for code that reads `embedding.padding_idx`.
+        dtype: dtype of the looked-up rows (the model's float dtype).
+    """
+
+    def __init__(
+        self, head: Int8Linear, padding_idx: int | None = None, dtype: torch.dtype | None = None
+    ) -> None:
+        super().__init__()
+        # Not a submodule: registering it here too would save its tensors twice.
+        object.__setattr__(self, "_head", head)
+        self.num_embeddings = head.out_features
+        self.embedding_dim = head.in_features
+        self.padding_idx = padding_idx
+        self.dtype = dtype or torch.get_default_dtype()
+
+    @property
+    def head(self) -> Int8Linear:
+        return self._head
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        flat = input_ids.reshape(-1)
+        codes = self._head.weight.index_select(0, flat)
+        rows = codes.float() * self._head.weight_scale.index_select(0, flat).float()[:, None]
+        return rows.to(self.dtype).reshape(*input_ids.shape, self.embedding_dim)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized table, for code that reads `get_input_embeddings().weight`."""
+        return self._head.dequantized_weight().to(self.dtype)
+
+    def to_float(self) -> nn.Embedding:
+        """A plain float `nn.Embedding` with the dequantized table."""
+        weight = self._head.dequantized_weight()
+        embedding = nn.Embedding(*weight.shape, padding_idx=self.padding_idx, device=weight.device)
+        with torch.no_grad():
+            embedding.weight.copy_(weight)
+        return embedding
+
+    def compressed_numel(self) -> tuple[int, int]:
+        """Nothing of its own: the output layer counts the shared matrix once."""
+        return 0, 0
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8, tied to the output layer"
