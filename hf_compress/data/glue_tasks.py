@@ -7,6 +7,10 @@ trained on the Hub copy agree (e.g. RTE: entailment = 0, not_entailment = 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .text import LanguageModelingTask
 
 
 @dataclass(frozen=True)
@@ -145,10 +149,17 @@ GLUE_TASKS: dict[str, GlueTask] = {
 }
 
 
-def get_task(name: str) -> GlueTask:
+def get_task(name: str) -> GlueTask | LanguageModelingTask:
+    """The GLUE task `name` (`sst2`, `SST-2`, ...), or the causal-LM task for `causal_lm`."""
     from ..errors import DataError
+    from .text import LANGUAGE_MODELING
 
     key = name.lower().replace("-", "")
+    if key.replace("_", "") == "causallm":
+        return LANGUAGE_MODELING
     if key not in GLUE_TASKS:
-        raise DataError(f"unknown GLUE task {name!r}; tasks: {', '.join(GLUE_TASKS)}")
+        raise DataError(
+            f"unknown GLUE task {name!r}; tasks: {', '.join(GLUE_TASKS)} (or "
+            f"{LANGUAGE_MODELING.name} for language modelling)"
+        )
     return GLUE_TASKS[key]

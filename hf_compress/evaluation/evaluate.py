@@ -61,7 +61,12 @@ def evaluate_task(
     batch_size: int = 64,
     progress: bool = True,
 ) -> dict[str, float]:
-    """The task's official metrics on a tokenized dev set (with a `labels` column)."""
+    """The task's official metrics on a tokenized dev set (with a `labels` column); for the
+    causal-LM task, `perplexity` on its packed sequences (`hf_compress.evaluation.language`)."""
+    if task.name == "causal_lm":
+        from .language import perplexity
+
+        return perplexity(model, dataset, batch_size, progress)
     logits = predict(model, tokenizer, dataset, batch_size, progress)
     predictions = logits.squeeze(-1) if task.is_regression else logits.argmax(-1)
     results = glue_metrics(task, predictions, np.asarray(dataset["labels"]))

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..checkpoint.loading import load_for_task
 from ..data.glue_tasks import GlueTask
+from ..data.text import LanguageModelingTask
 from ..errors import HfCompressError
 from .precision import check_dtype
 
@@ -28,12 +29,16 @@ def bnb_config(load_in: str, skip_modules: list[str] | None = None) -> Any:
 
 
 def load_model_for_eval(
-    source: str, task: GlueTask | None, load_in: str | None = None, dtype: str | None = None
+    source: str,
+    task: GlueTask | LanguageModelingTask | None,
+    load_in: str | None = None,
+    dtype: str | None = None,
 ) -> Any:
-    """The model for `task` (`None`: the head it was saved with), quantized on load when `load_in`
-    is given (classifier and pooler kept in full precision: the classifier's few outputs break
-    bitsandbytes' 4-bit CPU kernel), computing in `dtype` ("float32", "bfloat16", "float16") when
-    given. A directory written by `hf-compress export` runs in ONNX Runtime.
+    """The model for `task` (`None`: the head it was saved with; the causal-LM task: a causal LM),
+    quantized on load when `load_in` is given (classifier and pooler kept in full precision: the
+    classifier's few outputs break bitsandbytes' 4-bit CPU kernel; a language model's output layer
+    likewise), computing in `dtype` ("float32", "bfloat16", "float16") when given. A directory
+    written by `hf-compress export` runs in ONNX Runtime (GLUE tasks).
 
     `dtype` is `from_pretrained(..., dtype=...)`: float weights are cast, stored integer codes
     (int8 layers, codebooks, sparse bitmasks) keep their dtype and compute in `dtype`. bfloat16
@@ -53,6 +58,7 @@ def load_model_for_eval(
     )
     from ..checkpoint.loading import load_checked_config, load_compressed
 
+    causal_lm = task is not None and task.name == "causal_lm"
     if dtype is not None:
         check_dtype(dtype)
     cast = dtype not in (None, "float32")
@@ -66,6 +72,11 @@ def load_model_for_eval(
             raise HfCompressError(
                 f"{source} is an ONNX export: its precision was fixed by `hf-compress export`; "
                 "--dtype applies to PyTorch checkpoints"
+            )
+        if causal_lm:
+            raise HfCompressError(
+                f"{source} is an ONNX export of a classifier; evaluate a causal LM from its "
+                "PyTorch checkpoint"
             )
         if task is None:
             return OnnxSequenceClassifier(source)
@@ -85,7 +96,9 @@ def load_model_for_eval(
             )
         kwargs["dtype"] = getattr(torch, dtype)
     if load_in is not None:
-        kwargs["quantization_config"] = bnb_config(load_in)
+        kwargs["quantization_config"] = bnb_config(load_in, ["lm_head"] if causal_lm else None)
+    if causal_lm:
+        return load_compressed(source, "causal-lm", **kwargs)
     if task is None:
         return load_compressed(source, "auto", **kwargs)
     return load_for_task(source, task, **kwargs)

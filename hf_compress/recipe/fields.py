@@ -39,7 +39,20 @@ def check_patterns(key: str, patterns: tuple[str, ...]) -> None:
                 ) from None
 
 
-GLUE_TASK_NAMES = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+# The recipe's `task` choices: the nine GLUE tasks and causal language modelling (text in
+# data.text_files / data.dataset, measured by perplexity).
+GLUE_TASK_NAMES = (
+    "cola",
+    "sst2",
+    "mrpc",
+    "stsb",
+    "qqp",
+    "mnli",
+    "qnli",
+    "rte",
+    "wnli",
+    "causal_lm",
+)
 
 RECIPE_VERSION = 1
 
@@ -72,12 +85,22 @@ class FinetuneBase:
 @dataclass(frozen=True)
 class DataConfig:
     max_train_samples: int | None = option(
-        None, help="use at most this many training examples (null = all)", range=(1, None)
+        None,
+        help="use at most this many training examples (null = all); causal_lm: sequences, a "
+        "seeded random choice",
+        range=(1, None),
     )
     max_eval_samples: int | None = option(
-        None, help="evaluate on at most this many dev examples (null = all)", range=(1, None)
+        None,
+        help="evaluate on at most this many dev examples (null = all); causal_lm: the first "
+        "held-out sequences",
+        range=(1, None),
     )
-    max_seq_length: int = option(128, help="truncate inputs to this many tokens", range=(8, 4096))
+    max_seq_length: int = option(
+        128,
+        help="truncate inputs to this many tokens; causal_lm: the length of every packed sequence",
+        range=(8, 4096),
+    )
     glue_dir: str | None = option(
         None,
         help="local GLUE folder (original TSV layout); default: HF_COMPRESS_GLUE_DIR, else the Hub",
@@ -91,6 +114,40 @@ class DataConfig:
         range=(0, 1),
         exclusive=(False, True),
     )
+    text_files: tuple[str, ...] = option(
+        (),
+        help="causal_lm: training text files (UTF-8, one text per line, blank lines skipped; "
+        "`.jsonl`: one JSON object per line with the text under `text_column`); the texts are "
+        "joined with the EOS token and packed into max_seq_length-token sequences",
+    )
+    eval_text_files: tuple[str, ...] = option(
+        (),
+        help="causal_lm: held-out text files, same format; default: the dataset's validation "
+        "(else test) split, else the last eval_fraction of the training text",
+    )
+    dataset: str | None = option(
+        None,
+        help="causal_lm: a Hub id or local path read with `datasets.load_dataset`, with or instead "
+        "of text_files (its train split, or its only split, is training text)",
+    )
+    text_column: str = option(
+        "text", help="causal_lm: the text column of `dataset` and the text field of `.jsonl` lines"
+    )
+    eval_fraction: float = option(
+        0.1,
+        help="causal_lm: without held-out text, this share of the training text's sequences (its "
+        "last ones, never trained on) is held out",
+        range=(0, 1),
+        exclusive=(True, True),
+    )
+
+    def __post_init__(self) -> None:
+        for key in ("text_files", "eval_text_files"):
+            for i, value in enumerate(getattr(self, key)):
+                check_text(f"{key}[{i}]", value, "the path of a text file")
+        if self.dataset is not None:
+            check_text("dataset", self.dataset, "a Hub dataset id or a local path")
+        check_text("text_column", self.text_column, "the name of the text column")
 
 
 @dataclass(frozen=True)
@@ -132,10 +189,17 @@ class _StageFields:
 @dataclass(frozen=True)
 class _RecipeFields:
     base_model: str = option(help="Hub id or local path of the model to compress")
-    task: str = option(help="GLUE task", choices=GLUE_TASK_NAMES)
+    task: str = option(
+        help="GLUE task, or `causal_lm` (language modelling on data.text_files / data.dataset)",
+        choices=GLUE_TASK_NAMES,
+    )
     stages: tuple[dict[str, Any], ...] = option(help="compression stages, run in order")
     output_dir: str = option(help="where the compressed model is written")
-    teacher: str = option("none", help="`finetuned-base`, a Hub id or local path, or `none`")
+    teacher: str = option(
+        "none",
+        help="`base` (a copy of the model the stages start from: the natural teacher of a "
+        "pretrained language model), `finetuned-base`, a Hub id or local path, or `none`",
+    )
     finetune_base: FinetuneBase | None = option(None, help="fine-tune the base on the task first")
     data: DataConfig = option(default_factory=DataConfig, help="data options")
     training: dict[str, Any] = option(
@@ -155,7 +219,9 @@ class _RecipeFields:
     def __post_init__(self) -> None:
         check_text("base_model", self.base_model, "a Hub id or a local model folder")
         check_text("output_dir", self.output_dir, "the folder the compressed model goes to")
-        check_text("teacher", self.teacher, "`finetuned-base`, a Hub id, a local path or `none`")
+        check_text(
+            "teacher", self.teacher, "`base`, `finetuned-base`, a Hub id, a local path or `none`"
+        )
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,7 @@ class Recipe:
                 f"{where} teacher: `finetuned-base` needs a `finetune_base: {{epochs: 1}}` section "
                 "(or name a fine-tuned teacher by path or Hub id)"
             )
+        self._check_text_data(where)
         names = [s.name for s in self.stages]
         duplicate = next((n for n in names if names.count(n) > 1), None)
         if duplicate:
@@ -220,6 +221,12 @@ class Recipe:
                 ),
                 None,
             )
+            if stage_vocabulary and self.task == "causal_lm":
+                raise RecipeError(
+                    f"{where} {stage_vocabulary}: a language model predicts tokens over its whole "
+                    "vocabulary, so pruning it would stop the model from ever producing the "
+                    "removed tokens; vocab_pruning is for task heads (GLUE tasks)"
+                )
             for j, (spec, cls) in enumerate(zip(stage.modifiers, classes)):
                 mod_where = f"{stage_where}.modifiers[{j}] ({spec.type})"
                 if cls.requires_teacher and vocabulary_changed_by:
@@ -230,8 +237,8 @@ class Recipe:
                     )
                 if cls.requires_teacher and self.teacher == "none":
                     raise RecipeError(
-                        f"{mod_where}: needs a teacher; set `teacher: finetuned-base` (with "
-                        "finetune_base) or a path"
+                        f"{mod_where}: needs a teacher; set `teacher: base` (the model before "
+                        "compression), `teacher: finetuned-base` (with finetune_base) or a path"
                     )
                 # A class flag, or per method (quantization: only qat_int8 trains).
                 if (
@@ -259,6 +266,36 @@ class Recipe:
                             f"data.token_mask_prob: {self.data.token_mask_prob} masks each batch "
                             "anew; set cache_teacher_logits: false (or data.token_mask_prob: 0)"
                         )
+
+    def _check_text_data(self, where: str) -> None:
+        """`task: causal_lm` reads text (data.text_files / data.dataset); GLUE tasks refuse it."""
+        text_keys = [
+            k for k in ("text_files", "eval_text_files", "dataset") if getattr(self.data, k)
+        ]
+        if self.task != "causal_lm":
+            if text_keys:
+                raise RecipeError(
+                    f"{where} data.{text_keys[0]}: text data is for `task: causal_lm`; task "
+                    f"{self.task!r} reads its GLUE files (data.glue_dir), remove the key"
+                )
+            return
+        if not (self.data.text_files or self.data.dataset):
+            raise RecipeError(
+                f"{where} data.text_files: `task: causal_lm` needs training text; set "
+                "data.text_files: [corpus.txt] (one text per line) or data.dataset (a Hub id or "
+                "a local path)"
+            )
+        for key in ("text_files", "eval_text_files"):
+            for i, name in enumerate(getattr(self.data, key)):
+                try:
+                    found = Path(name).expanduser().is_file()
+                except (OSError, ValueError):  # a name longer than the file system allows
+                    found = False
+                if not found:
+                    raise RecipeError(
+                        f"{where} data.{key}[{i}]: {show_value(name)} is not a file; give the path "
+                        "of a UTF-8 text file (relative paths start from the working directory)"
+                    )
 
     # Output -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
