@@ -312,3 +312,56 @@ def test_a_planted_silent_key_value_group_is_the_one_removed():
     assert model.config.compression_config["heads"] == {"0": 6, "1": 4}
     with torch.no_grad():
         assert torch.allclose(model(ids).logits, before, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["bnb_4bit_nf4", "bnb_8bit"])
+def test_bitsandbytes_decoder_reloads_and_generates_the_same(method, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    torch.manual_seed(0)
+    config = LlamaConfig(  # widths the CPU 4-bit kernel takes (in % 64, out % 32)
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        intermediate_size=128,
+        pad_token_id=0,
+    )
+    model = compress(LlamaForCausalLM(config).eval(), [{"type": "quantization", "method": method}])
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids = token_batch()
+    with torch.no_grad():  # after saving: bitsandbytes repacks CPU 4-bit weights on save
+        assert torch.equal(reloaded(ids).logits, model(ids).logits)
+    generated = greedy(reloaded, ids[:1])
+    assert torch.equal(generated, greedy(reloaded, ids[:1], use_cache=False))
+    assert torch.equal(generated, greedy(model, ids[:1]))
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_tied_embeddings_become_one_int8_matrix_read_at_both_ends(family, tmp_path):
+    from hf_compress.evaluation.measure import saved_size_bytes
+    from hf_compress.methods.quantization.layers import Int8Linear, TiedInt8Embedding
+
+    int8 = [{"type": "quantization", "method": "int8_dynamic"}]
+    model = tiny_decoder(family, tie=True)
+    ids = token_batch()
+    with torch.no_grad():
+        before = model(ids).logits
+    without = saved_size_bytes(compress(tiny_decoder(family, tie=True), copy.deepcopy(int8)))
+    model = compress(model, [{**int8[0], "include_embeddings": True}])
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    assert isinstance(embedding, TiedInt8Embedding) and isinstance(head, Int8Linear)
+    assert embedding.head is head  # one matrix
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert (logits - before).abs().max() < 0.05
+    model.save_pretrained(tmp_path)
+    names = __import__("safetensors").safe_open(tmp_path / "model.safetensors", "pt").keys()
+    assert not any("embed_tokens" in n or "wte" in n for n in names)  # stored once, as the head
+    assert saved_size_bytes(model) < without
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, logits)
+    assert torch.equal(greedy(reloaded, ids[:1]), greedy(model, ids[:1], use_cache=False))

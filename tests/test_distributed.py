@@ -134,3 +134,42 @@ def test_int8_fp32_fallback_picks_one_layer_on_two_processes(tmp_path, tiny_base
     )  # 2 layers x 6 + pooler - 1
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "fallback").eval()
     assert type(model.get_submodule(kept)) is torch.nn.Linear
+
+
+DECODER_STAGES = """  - name: shrink
+    epochs: 0
+    modifiers:
+      - {type: layer_dropping, num_layers: 1, importance: block_influence, calibration_batches: 4}
+      - {type: head_pruning, count: 1, importance: magnitude}
+      - {type: ffn_pruning, sparsity: 0.5, importance: magnitude}
+  - name: distil
+    epochs: 1
+    modifiers:
+      - {type: distillation, alpha_hidden: 0}
+"""
+
+
+def test_a_decoder_recipe_gives_the_same_structure_on_one_and_two_processes(tmp_path):
+    from decoder_fixtures import llama_recipe_text, make_tiny_llama_base, write_text
+    from transformers import AutoModelForCausalLM
+
+    base = make_tiny_llama_base(tmp_path / "llama")
+    text = write_text(tmp_path / "train.txt", lines=600)
+    configs = []
+    for name, processes in (("one", 1), ("two", 2)):
+        recipe = tmp_path / f"{name}.yaml"
+        recipe.write_text(llama_recipe_text(base, tmp_path / name, text, DECODER_STAGES))
+        _run(recipe, processes)
+        configs.append(json.loads((tmp_path / name / "config.json").read_text()))
+    # Block influence is averaged over the ranks' batches, magnitudes need none: every rank of the
+    # two-process run dropped and pruned alike (DDP would fail otherwise), as one process did.
+    for key in ("heads", "ffn_width"):
+        assert configs[0]["compression_config"][key] == configs[1]["compression_config"][key]
+    assert configs[0]["num_hidden_layers"] == configs[1]["num_hidden_layers"] == 1
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "two").eval()
+    ids = torch.tensor([[1, 5, 6, 7]])
+    with torch.no_grad():
+        assert torch.equal(
+            model.generate(ids, max_new_tokens=4, do_sample=False),
+            model.generate(ids, max_new_tokens=4, do_sample=False, use_cache=False),
+        )

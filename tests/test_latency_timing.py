@@ -58,7 +58,7 @@ def test_compare_latency_times_interleaved_and_takes_the_median_per_round_ratio(
 
     monkeypatch.setattr(measure, "machine_load", lambda: 0.1)
     timing = measure.compare_latency(
-        {"base": _Sleeper(0.004), "small": _Sleeper(0.002)}, batch_sizes=(1, 4), runs=6
+        {"base": _Sleeper(0.04), "small": _Sleeper(0.02)}, batch_sizes=(1, 4), runs=6
     )
     assert set(timing["latency_ms"]) == {"base", "small"} and set(timing["speedup"]) == {"small"}
     for batch in ("1", "4"):
@@ -76,7 +76,7 @@ def test_a_busy_machine_makes_the_speed_figures_unreliable(monkeypatch):
     )
     assert not busy["reliable"] and "spread" in busy["reason"]
     monkeypatch.setattr(measure, "machine_load", lambda: 2.5)
-    loaded = measure.compare_latency({"base": _Sleeper(0.002), "small": _Sleeper(0.001)}, runs=4)
+    loaded = measure.compare_latency({"base": _Sleeper(0.02), "small": _Sleeper(0.01)}, runs=4)
     assert not loaded["reliable"] and "load average was 2.50 per core" in loaded["reason"]
 
 

@@ -49,21 +49,32 @@ logger = logging.getLogger(__name__)
 
 
 def load_tokenizer(source: str) -> Any:
-    return AutoTokenizer.from_pretrained(resolve_model_source(source))
+    """The model's tokenizer; one without a padding token (GPT-2, many decoders) pads with its
+    end-of-sequence token, so batches of sentences can be padded."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(source))
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def load_for_task(
     source: str, task: GlueTask, reinit_head: bool = False, **kwargs: Any
 ) -> PreTrainedModel:
-    """A sequence-classification model for `task`: a fresh head when the checkpoint has none, the
+    """A causal LM for the causal-LM task; for a GLUE task, a sequence-classification model: a
+    fresh head when the checkpoint has none, the
     saved head when it matches. Loaded through `loading.load_compressed`: safetensors only, and
     a compressed checkpoint or one with a classification head must load completely (a
     `CheckpointError` instead of silently re-initialised weights), except that `reinit_head`
     replaces a saved head whose number of labels differs from the task's by a fresh one."""
 
     path = resolve_model_source(source)
+    if getattr(task, "name", None) == "causal_lm":
+        return load_compressed(path, "causal-lm", **kwargs)
     config = load_checked_config(path)
     label_kwargs: dict[str, Any] = {}
+    if getattr(config, "pad_token_id", None) is None and _end_of_sequence(config) is not None:
+        # A decoder classifies from its last non-padding token, which it finds by the padding id.
+        label_kwargs["pad_token_id"] = _end_of_sequence(config)
     saved_labels = getattr(config, "num_labels", None)
     has_head = any(
         a.endswith("ForSequenceClassification")
@@ -81,6 +92,11 @@ def load_for_task(
     )
 
 
+def _end_of_sequence(config: Any) -> int | None:
+    eos = getattr(config, "eos_token_id", None)
+    return eos[0] if isinstance(eos, list) and eos else eos if isinstance(eos, int) else None
+
+
 # task head -> (architecture-name suffix, Auto class); the Auto classes are the ones the
 # compressed model types are registered with.
 _HEAD_SUFFIXES = {
@@ -90,6 +106,7 @@ _HEAD_SUFFIXES = {
     "token-classification": "ForTokenClassification",
     "question-answering": "ForQuestionAnswering",
     "multiple-choice": "ForMultipleChoice",
+    "causal-lm": "ForCausalLM",
 }
 
 TASK_HEADS: dict[str, tuple[str, Any]] = {
@@ -316,8 +333,8 @@ def load_compressed(
     Args:
         path_or_repo: a directory written by `save_pretrained` / `hf-compress run`, or a Hub id.
         task_head: one of `TASK_HEADS`: "sequence-classification" (default), "base" (AutoModel),
-            "masked-lm", "token-classification", "question-answering", "multiple-choice"; or
-            "auto": the head the checkpoint was saved with.
+            "masked-lm", "token-classification", "question-answering", "multiple-choice",
+            "causal-lm" (AutoModelForCausalLM); or "auto": the head the checkpoint was saved with.
         trust_remote_code: run code from the repository (never needed for hf-compress checkpoints).
         reinit_head: a saved task head whose shape differs (another number of labels) is replaced
             by a fresh one instead of being an error; the rest must still fit exactly.

@@ -13,6 +13,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -205,8 +206,9 @@ def compare_latency(
     warmup: int = 2,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Times every model round-robin (run 1 of each, then run 2 of each, ...) per batch size, so
-    a slow moment of the machine hits them alike, and compares each with the first.
+    """Times every model's forward pass round-robin (run 1 of each, then run 2 of each, ...) per
+    batch size, so a slow moment of the machine hits them alike, and compares each with the
+    first.
 
     Each model gets its own random token ids (within its vocabulary: a pruned vocabulary is
     smaller), of the same shape, every position attended.
@@ -217,38 +219,61 @@ def compare_latency(
           model; the first is left out), `"reliable"`, `"reason"` (why not, else None),
           `"load_per_core"` (before and after)}.
     """
-    names = list(models)
+
+    def forward(model: nn.Module, batch: int) -> Callable[[], Any]:
+        vocab = getattr(getattr(model, "config", None), "vocab_size", 1000)
+        inputs = latency_inputs(batch, seq_len, vocab, model_device(model))
+        model.eval()
+        return lambda: model(**inputs)
+
+    steps = {
+        str(batch): {name: forward(model, batch) for name, model in models.items()}
+        for batch in batch_sizes
+    }
+    return compare_round_robin(steps, runs, warmup, progress)
+
+
+def compare_round_robin(
+    steps: dict[str, dict[str, Callable[[], Any]]],
+    runs: int = 10,
+    warmup: int = 2,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Times `steps[measure][model]()` for every measure (a batch size, prefill, generation)
+    round-robin over the models, and compares each model with the first.
+
+    Returns:
+        `{"latency_ms": {model: {measure: {median, p10, p90, runs}}}, "speedup": {model:
+        {measure: {median, p10, p90}}}` (per-round time ratios against the first model, which is
+        left out), `"reliable"`, `"reason"` (why not, else None), `"load_per_core"`}.
+    """
+    names = list(next(iter(steps.values()))) if steps else []
     load_before = machine_load()
     times: dict[str, dict[str, list[float]]] = {name: {} for name in names}
-    for batch in batch_sizes:
-        inputs = {
-            name: latency_inputs(
-                batch,
-                seq_len,
-                getattr(getattr(m, "config", None), "vocab_size", 1000),
-                model_device(m),
-            )
-            for name, m in models.items()
-        }
+    for measure, by_model in steps.items():
         for _ in range(warmup):
-            for name, model in models.items():
-                model.eval()(**inputs[name])
-        rounds = tqdm(range(runs), desc=f"latency bs={batch}", disable=not progress, leave=False)
+            for step in by_model.values():
+                step()
+        rounds = tqdm(range(runs), desc=f"timing {measure}", disable=not progress, leave=False)
         for _ in rounds:
-            for name, model in models.items():
+            for name, step in by_model.items():
                 start = time.perf_counter()
-                model(**inputs[name])
-                times[name].setdefault(str(batch), []).append((time.perf_counter() - start) * 1000)
+                step()
+                times[name].setdefault(measure, []).append((time.perf_counter() - start) * 1000)
     load_after = machine_load()
-    reference = times[names[0]]
+    reference = times[names[0]] if names else {}
     speedup: dict[str, dict[str, dict[str, float]]] = {}
     spreads = []
     for name in names[1:]:
         speedup[name] = {}
-        for batch, ref_times in reference.items():
-            ratios = [r / t for r, t in zip(ref_times, times[name][batch])]
+        for measure, ref_times in reference.items():
+            ratios = [r / t for r, t in zip(ref_times, times[name][measure])]
             low, high = _quantile(ratios, 0.1), _quantile(ratios, 0.9)
-            speedup[name][batch] = {"median": statistics.median(ratios), "p10": low, "p90": high}
+            speedup[name][measure] = {
+                "median": statistics.median(ratios),
+                "p10": low,
+                "p90": high,
+            }
             spreads.append(high / low)
     reason = None
     loads = [x for x in (load_before, load_after) if x is not None]
@@ -261,8 +286,8 @@ def compare_latency(
         reason = f"the load average was {max(loads):.2f} per core while timing"
     return {
         "latency_ms": {
-            name: {batch: latency_summary(t) for batch, t in per_batch.items()}
-            for name, per_batch in times.items()
+            name: {measure: latency_summary(t) for measure, t in per_measure.items()}
+            for name, per_measure in times.items()
         },
         "speedup": speedup,
         "reliable": reason is None,

@@ -2,7 +2,77 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+# How each metric reads: its label, and whether it is a fraction shown in percent (GLUE scores,
+# agreement) or a plain number (perplexity, KL divergence; lower is better for both).
+METRIC_LABELS = {
+    "accuracy": "Accuracy",
+    "f1": "F1",
+    "matthews_correlation": "Matthews correlation",
+    "pearson": "Pearson correlation",
+    "spearmanr": "Spearman correlation",
+    "perplexity": "Perplexity (lower is better)",
+    "kl_divergence": "KL divergence to the baseline (nats/token)",
+    "top1_agreement": "Top-1 next-token agreement with the baseline",
+}
+PLAIN_METRICS = {"perplexity": 2, "kl_divergence": 4}  # name -> decimals
+# Counts a report keeps beside the metrics: not results.
+COUNT_KEYS = ("eval_samples", "eval_tokens")
+
+
+def format_metric(name: str, value: float) -> str:
+    """A metric's value as the tables show it (fractions in percent, with two decimals)."""
+    if name in PLAIN_METRICS:
+        return f"{value:.{PLAIN_METRICS[name]}f}"
+    return f"{100 * value:.2f}"
+
+
+def metric_change(name: str, old: float | None, new: float | None) -> str:
+    """The change from `old` to `new`: percentage points for fractions, else the difference and
+    the relative change."""
+    if old is None or new is None or not (math.isfinite(old) and math.isfinite(new)):
+        return ""
+    if name in PLAIN_METRICS:
+        digits = PLAIN_METRICS[name]
+        relative = f" ({(new - old) / old * 100:+.1f}%)" if old else ""
+        return f"{new - old:+.{digits}f}{relative}"
+    return f"{100 * (new - old):+.2f} pt"
+
+
+def metric_names(*entries: dict[str, Any]) -> list[str]:
+    """The metrics of report entries (their `metrics` mappings), in first-seen order, counts left
+    out."""
+    names: dict[str, None] = {}
+    for entry in entries:
+        for name in entry.get("metrics") or {}:
+            if name not in COUNT_KEYS:
+                names[name] = None
+    return list(names)
+
+
+def measure_label(measure: str, report: dict[str, Any]) -> str:
+    """What a timed measure is: a batch size of the forward pass, or an LM's prefill / generation
+    at batch 1."""
+    timing = report.get("latency") or {}
+    threads = report.get("environment", {}).get("threads", "?")
+    if measure == "prefill":
+        return f"prefill {timing.get('prompt_tokens', '?')} tokens, bs=1 ({threads} thr)"
+    if measure == "generate":
+        return (
+            f"generate {timing.get('new_tokens', '?')} tokens after "
+            f"{timing.get('prompt_tokens', '?')}, bs=1 ({threads} thr)"
+        )
+    seq = report.get("latency_config", {}).get("seq_len", 128)
+    return f"latency bs={measure} seq={seq} ({threads} thr)"
+
+
+def measure_order(measure: str) -> tuple[int, int]:
+    """Sort key: batch sizes in numeric order, then prefill, then generation."""
+    if measure.isdigit():
+        return (0, int(measure))
+    return (1, {"prefill": 0, "generate": 1}.get(measure, 2))
 
 
 def _ratio(row: dict[str, Any], base: dict[str, Any], batch: str) -> float:
@@ -73,17 +143,14 @@ def comparison_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(measure, baseline, compressed, change) rows of a run report."""
     base, comp = report["baseline"], report["compressed"]
     rows: list[tuple[str, str, str, str]] = []
-    for name, value in base["metrics"].items():
-        if name == "eval_samples":
-            continue
-        new = comp["metrics"].get(name)
-        change = f"{100 * (new - value):+.2f} pt" if new is not None else ""
+    for name in metric_names(base, comp):
+        old, new = base["metrics"].get(name), comp["metrics"].get(name)
         rows.append(
             (
                 f"{report['task']} {name}",
-                f"{100 * value:.2f}",
-                f"{100 * new:.2f}" if new is not None else "-",
-                change,
+                format_metric(name, old) if old is not None else "-",
+                format_metric(name, new) if new is not None else "-",
+                metric_change(name, old, new),
             )
         )
     for key, label in (
@@ -98,21 +165,29 @@ def comparison_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows.append(
         ("size on disk", human_bytes(b), human_bytes(c), f"{b / c:.2f}x smaller" if c else "")
     )
-    seq = report.get("latency_config", {}).get("seq_len", 128)
-    threads = report.get("environment", {}).get("threads", "?")
     timing = report.get("latency") or {}
     unreliable = timing.get("reliable") is False
-    for batch in base.get("latency_ms") or {}:
-        lb, lc = _latency(base, batch), _latency(comp, batch)
+    for measure in sorted(base.get("latency_ms") or {}, key=measure_order):
+        lb, lc = _latency(base, measure), _latency(comp, measure)
         if lb is None or lc is None:
             continue
-        ratio = ((timing.get("speedup") or {}).get(batch) or {}).get("median") or lb / lc
+        ratio = ((timing.get("speedup") or {}).get(measure) or {}).get("median") or lb / lc
         rows.append(
             (
-                f"latency bs={batch} seq={seq} ({threads} thr)",
+                measure_label(measure, report),
                 f"{lb:.1f} ms",
                 f"{lc:.1f} ms",
                 f"{ratio:.2f}x faster" + (" (unreliable)" if unreliable else ""),
+            )
+        )
+    if base.get("tokens_per_second") and comp.get("tokens_per_second"):
+        b, c = base["tokens_per_second"], comp["tokens_per_second"]
+        rows.append(
+            (
+                "generation tokens/s",
+                f"{b:.1f}",
+                f"{c:.1f}",
+                f"{c / b:.2f}x" + (" (unreliable)" if unreliable else ""),
             )
         )
     return rows

@@ -27,6 +27,14 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..checkpoint.sources import base_model_license
 from ..data.glue_tasks import GLUE_TASKS
 from ..errors import HfCompressError
+from ..evaluation.tables import (
+    METRIC_LABELS,
+    PLAIN_METRICS,
+    format_metric,
+    measure_label,
+    measure_order,
+    metric_change,
+)
 from ..recipe.registry import MODIFIERS
 from .public import is_hub_id, public_recipe_yaml
 
@@ -54,7 +62,9 @@ METRICS = {
 }
 
 # Numbers a report keeps beside the metrics (losses, timings, counts): not results of the task.
-_NOT_METRICS = re.compile(r"(loss|runtime|per_second|epoch|step|samples)", re.IGNORECASE)
+_NOT_METRICS = re.compile(r"(loss|runtime|per_second|epoch|step|samples|tokens)", re.IGNORECASE)
+
+LANGUAGE_MODELING = "causal_lm"
 
 
 _DETAIL_SKIP = {"type", "targets", "ignore"}
@@ -85,6 +95,7 @@ def build_model_card(
         )
     recipe = _parse_recipe(recipe_yaml)
     task = GLUE_TASKS.get(str(report.get("task") or recipe.get("task") or ""))
+    language_model = (report.get("task") or recipe.get("task")) == LANGUAGE_MODELING
     task_pretty = task.directory if task else str(report.get("task") or "the task")
     baseline = report.get("baseline") or {}
     compressed = report.get("compressed") or {}
@@ -111,18 +122,24 @@ def build_model_card(
             metric_value=value,
         )
         for name, value in metrics.items()
+        if not language_model  # held-out text of the user's: no Hub dataset to name
     ]
     card_data = ModelCardData(
         base_model=hub_base,
         # The Hub only accepts base_model_relation next to a base_model.
         base_model_relation=("quantized" if quantized else "finetune") if hub_base else None,
-        datasets=[GLUE_DATASET],
+        datasets=None if language_model else [GLUE_DATASET],
         language="en",
         library_name="transformers",
-        pipeline_tag="text-classification",
+        pipeline_tag="text-generation" if language_model else "text-classification",
         license=license_,
         tags=_tags(
-            types, stages, compressed.get("methods") or [], quantized, task.name if task else None
+            types,
+            stages,
+            compressed.get("methods") or [],
+            quantized,
+            task.name if task else None,
+            language_model,
         ),
         metrics=list(metrics) or None,
         # model_name names the model-index entry; without results it would be a stray metadata key.
@@ -132,10 +149,12 @@ def build_model_card(
 
     context = {
         "title": model_name,
-        "summary": _summary(base_model, task_pretty, types, compressed, baseline),
+        "summary": _summary(base_model, task_pretty, types, compressed, baseline, language_model),
         "stages": [_describe_stage(stage) for stage in stages],
         "rows": _rows(baseline, compressed, metrics, report),
-        "results_intro": (
+        "results_intro": _language_results_intro(compressed, baseline)
+        if language_model
+        else (
             f"GLUE {task_pretty} validation set{_dev_size(compressed)}. "
             f"*{baseline.get('name') or 'baseline'}* is the uncompressed model the recipe started "
             "from; every number comes from `report.json`."
@@ -145,8 +164,9 @@ def build_model_card(
         "measurement_note": _measurement_note(report),
         "load_id": load_id,
         "example_text": "A gripping, beautifully acted film.",
+        **_usage(language_model),
         "recipe_yaml": public_recipe_yaml(recipe_yaml).rstrip("\n"),
-        "limitations": _limitations(report, task_pretty, hub_base, base_model),
+        "limitations": _limitations(report, task_pretty, hub_base, base_model, language_model),
         "environment": _environment_lines(report),
     }
     template_str = _read_template(template_path)
@@ -261,8 +281,12 @@ def _tags(
     methods: list[str],
     quantized: bool,
     task: str | None,
+    language_model: bool = False,
 ) -> list[str]:
-    tags = ["hf-compress", "compressed", "glue"] + ([task] if task else [])
+    if language_model:
+        tags = ["hf-compress", "compressed", "text-generation"]
+    else:
+        tags = ["hf-compress", "compressed", "glue"] + ([task] if task else [])
     for name in types:
         tags += list(_technique(name)[1])
     for stage in stages:
@@ -273,6 +297,37 @@ def _tags(
     if quantized:
         tags.append("quantized")
     return list(dict.fromkeys(t for t in tags if t))  # unique, in order
+
+
+def _language_results_intro(compressed: dict[str, Any], baseline: dict[str, Any]) -> str:
+    metrics = compressed.get("metrics") or {}
+    sequences, tokens = metrics.get("eval_samples"), metrics.get("eval_tokens")
+    size = (
+        f" ({sequences:,} sequences, {tokens:,} predicted tokens)" if sequences and tokens else ""
+    )
+    return (
+        f"Held-out text{size}, never trained on. *{baseline.get('name') or 'baseline'}* is the "
+        "uncompressed model the recipe started from; the KL divergence and top-1 agreement "
+        "compare this model's next-token distribution with its at every position. Every number "
+        "comes from `report.json`."
+    )
+
+
+def _usage(language_model: bool) -> dict[str, str]:
+    """The template's loading example: the Auto class, the pipeline and a call of it."""
+    if language_model:
+        return {
+            "auto_class": "AutoModelForCausalLM",
+            "pipeline_task": "text-generation",
+            "pipeline_name": "generator",
+            "example_call": '"The capital of France is", max_new_tokens=20',
+        }
+    return {
+        "auto_class": "AutoModelForSequenceClassification",
+        "pipeline_task": "text-classification",
+        "pipeline_name": "classifier",
+        "example_call": '"A gripping, beautifully acted film."',
+    }
 
 
 def _dev_size(entry: dict[str, Any]) -> str:
@@ -335,11 +390,20 @@ def _describe_stage(stage: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary(
-    base_model: Any, task_pretty: str, types: list[str], compressed: dict, baseline: dict
+    base_model: Any,
+    task_pretty: str,
+    types: list[str],
+    compressed: dict,
+    baseline: dict,
+    language_model: bool = False,
 ) -> str:
     techniques = list(dict.fromkeys(_technique(t)[0] for t in types if t))
-    base = f"`{base_model}`" if base_model else "A transformers encoder"
-    text = f"{base} fine-tuned on GLUE {task_pretty} and compressed with hf-compress"
+    if language_model:
+        base = f"`{base_model}`" if base_model else "A transformers language model"
+        text = f"{base} compressed with hf-compress"
+    else:
+        base = f"`{base_model}`" if base_model else "A transformers encoder"
+        text = f"{base} fine-tuned on GLUE {task_pretty} and compressed with hf-compress"
     text += f" ({', '.join(techniques)})." if techniques else "."
     size, base_size = compressed.get("size_bytes"), baseline.get("size_bytes")
     if size and base_size:
@@ -373,12 +437,20 @@ def _rows(
     base_metrics = _metrics(baseline.get("metrics") or {}, None)
     for name, value in metrics.items():
         old = base_metrics.get(name)
-        change = f"{(value - old) * 100:+.2f} pts" if old is not None else ""
+        if name in PLAIN_METRICS:  # perplexity, KL: plain numbers, lower is better
+            shown = (
+                (format_metric(name, old) if old is not None else "n/a"),
+                format_metric(name, value),
+            )
+            change = metric_change(name, old, value)
+        else:  # fractions (accuracy, F1, agreement) as the Hub's model index holds them
+            shown = (f"{old:.4f}" if old is not None else "n/a"), f"{value:.4f}"
+            change = f"{(value - old) * 100:+.2f} pts" if old is not None else ""
         rows.append(
             {
-                "label": METRICS.get(name, (name,))[0],
-                "baseline": f"{old:.4f}" if old is not None else "n/a",
-                "compressed": f"{value:.4f}",
+                "label": METRIC_LABELS.get(name, name),
+                "baseline": shown[0],
+                "compressed": shown[1],
                 "change": change,
             }
         )
@@ -412,16 +484,21 @@ def _rows(
         return rows  # the measurement note says why the speed figures are left out
     seq_len = (report.get("latency_config") or {}).get("seq_len")
     speedup = (report.get("latency") or {}).get("speedup") or {}
-    for batch, new in sorted(
-        (compressed.get("latency_ms") or {}).items(), key=lambda kv: int(kv[0])
+    for measure, new in sorted(
+        (compressed.get("latency_ms") or {}).items(), key=lambda kv: measure_order(kv[0])
     ):
-        old = (baseline.get("latency_ms") or {}).get(batch) or {}
-        label = (
-            f"Latency, batch {batch}" + (f" x {seq_len} tokens" if seq_len else "") + " (median ms)"
-        )
+        old = (baseline.get("latency_ms") or {}).get(measure) or {}
+        if measure.isdigit():
+            label = (
+                f"Latency, batch {measure}"
+                + (f" x {seq_len} tokens" if seq_len else "")
+                + " (median ms)"
+            )
+        else:
+            label = measure_label(measure, report).capitalize() + ", median ms"
         change = ""
         # the median of per-round ratios (both timed round-robin); older reports: the medians' ratio
-        ratio = (speedup.get(batch) or {}).get("median")
+        ratio = (speedup.get(measure) or {}).get("median")
         if ratio is None and old.get("median") and new.get("median"):
             ratio = old["median"] / new["median"]
         if ratio:
@@ -432,6 +509,16 @@ def _rows(
                 "baseline": _latency(old),
                 "compressed": _latency(new),
                 "change": change,
+            }
+        )
+    old_rate, new_rate = baseline.get("tokens_per_second"), compressed.get("tokens_per_second")
+    if old_rate and new_rate:
+        rows.append(
+            {
+                "label": "Generation speed (tokens/s)",
+                "baseline": f"{old_rate:.1f}",
+                "compressed": f"{new_rate:.1f}",
+                "change": f"{new_rate / old_rate:.2f}x",
             }
         )
     return rows
@@ -459,6 +546,15 @@ def _measurement_note(report: dict[str, Any]) -> str:
             "Speed figures are left out: the machine was busy while they were measured "
             f"({report['latency']['reason']}). Time the two models on a quiet machine with "
             "`hf-compress bench <baseline> <this model>`."
+        )
+    elif config and (report.get("latency") or {}).get("new_tokens"):
+        timing = report["latency"]
+        parts.append(
+            "Speed: the baseline and this model timed round-robin in one process at batch 1: a "
+            f"forward pass over a {timing.get('prompt_tokens', '?')}-token prompt (prefill), and "
+            f"greedy generation of {timing['new_tokens']} tokens with the KV cache (prompt "
+            f"included); median of {config.get('runs', '?')} rounds, "
+            f"{env.get('threads', '?')} threads on {env.get('cpu', 'an unknown CPU')}."
         )
     elif config:
         device = env.get("device")
@@ -488,14 +584,25 @@ def _measurement_note(report: dict[str, Any]) -> str:
 
 
 def _limitations(
-    report: dict[str, Any], task_pretty: str, hub_base: str | None, base_model: Any
+    report: dict[str, Any],
+    task_pretty: str,
+    hub_base: str | None,
+    base_model: Any,
+    language_model: bool = False,
 ) -> list[str]:
     notes = [str(n) for n in report.get("notes") or []]
-    notes.append(
-        f"Evaluated only on the GLUE {task_pretty} validation set; accuracy on other text, domains "
-        "or languages is unknown and the model inherits the biases of its base model and of the "
-        "training data."
-    )
+    if language_model:
+        notes.append(
+            "Perplexity and agreement were measured only on the held-out text named in the "
+            "recipe; quality on other text, tasks or languages, and the safety of its "
+            "generations, are unknown, and the model inherits the biases of its base model."
+        )
+    else:
+        notes.append(
+            f"Evaluated only on the GLUE {task_pretty} validation set; accuracy on other text, "
+            "domains or languages is unknown and the model inherits the biases of its base model "
+            "and of the training data."
+        )
     notes.append(
         "Loading needs `import hf_compress` first: the compressed modules are rebuilt by "
         "hf-compress, so plain transformers without it cannot load this checkpoint."

@@ -33,7 +33,7 @@ def check_recipe(recipe: Recipe) -> None:
     config = load_checked_config(check_base_model(recipe))
     check_classification_head(recipe, config)
     check_pruning_counts(recipe, config)
-    if recipe.teacher not in ("none", "finetuned-base"):
+    if recipe.teacher not in ("none", "base", "finetuned-base"):
         load_checked_config(resolve_model_source(recipe.teacher))
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from transformers import (
     DataCollatorWithPadding,
     PreTrainedModel,
+    default_data_collator,
     set_seed,
 )
 
@@ -33,6 +34,7 @@ from ..checkpoint.sources import base_model_license, resolve_model_source
 from ..data.glue_tasks import GlueTask, get_task
 from ..data.metrics import chance_warning
 from ..data.preprocess import TaskData
+from ..data.text import TextData
 from ..errors import OutputExistsError
 from ..evaluation.evaluate import LATENCY_DEFAULTS, evaluate_task, model_figures
 from ..evaluation.measure import compare_latency, environment
@@ -62,8 +64,11 @@ class RunResult:
     tokenizer: Any
 
 
-def task_data(recipe: Recipe, glue_dir: str | None = None) -> TaskData:
-    """The examples a recipe trains and evaluates on (`glue_dir` overrides `data.glue_dir`)."""
+def task_data(recipe: Recipe, glue_dir: str | None = None) -> TaskData | TextData:
+    """The examples a recipe trains and evaluates on (`glue_dir` overrides `data.glue_dir`): a
+    GLUE task's, or the packed text sequences of `task: causal_lm`."""
+    if is_language_modeling(recipe.task):
+        return TextData.from_config(recipe.data, seed=recipe.seed)
     return TaskData(
         task=get_task(recipe.task),
         max_seq_length=recipe.data.max_seq_length,
@@ -72,6 +77,20 @@ def task_data(recipe: Recipe, glue_dir: str | None = None) -> TaskData:
         glue_dir=glue_dir or recipe.data.glue_dir,
         seed=recipe.seed,
     )
+
+
+def is_language_modeling(task: Any) -> bool:
+    """Whether `task` (a name or a task object) is the causal-LM task."""
+    name = getattr(task, "name", task)
+    return str(name).lower().replace("-", "").replace("_", "") == "causallm"
+
+
+def data_collator(task: Any, tokenizer: Any) -> Any:
+    """Batches of a task's examples: packed LM sequences all have one length (and a decoder's
+    tokenizer often has no padding token); GLUE sentences are padded per batch."""
+    if is_language_modeling(task):
+        return default_data_collator
+    return DataCollatorWithPadding(tokenizer)
 
 
 def _finetune_fingerprint(recipe: Recipe) -> str:
@@ -133,7 +152,7 @@ def finetune_base(
         model=model,
         args=args,
         train_dataset=train_dataset,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=data_collator(data.task, tokenizer),
         processing_class=tokenizer,
     )
     started = time.perf_counter()
@@ -270,7 +289,7 @@ class _RecipeRun:
             )
             self.work.save_model("finetuned-base", model, self.tokenizer)
         teacher = None
-        if recipe.teacher == "finetuned-base":
+        if recipe.teacher in ("base", "finetuned-base"):  # the model before compression
             teacher = copy.deepcopy(model)
         elif recipe.teacher != "none":
             teacher = load_for_task(recipe.teacher, task)
@@ -282,7 +301,7 @@ class _RecipeRun:
         if self.recipe.finetune_base is not None:
             name = "fine-tuned base"
         else:
-            name = "teacher" if self.recipe.teacher != "none" else "base"
+            name = "teacher" if self.recipe.teacher not in ("none", "base") else "base"
         report: dict[str, Any] = self.work.progress.get("baseline") or {"name": name}
         if _is_main_process() and "metrics" not in report:
             logger.info("measuring the baseline (%s)", name)
@@ -290,7 +309,11 @@ class _RecipeRun:
                 baseline, self.tokenizer, self.data.task, self.dev, progress=self.progress
             )
             report.update(model_figures(baseline, latency=False))  # timed later, with the result
-            warning = chance_warning(self.data.task, self.dev["labels"], report["metrics"])
+            warning = (
+                None
+                if is_language_modeling(self.data.task)
+                else chance_warning(self.data.task, self.dev["labels"], report["metrics"])
+            )
             if warning:
                 report["warning"] = warning
             self.work.update(baseline=report)
@@ -338,13 +361,13 @@ class _RecipeRun:
             task=task,
             train_dataset=train,
             eval_dataset=dev,
-            data_collator=DataCollatorWithPadding(tokenizer),
+            data_collator=data_collator(task, tokenizer),
             processing_class=tokenizer,
             retokenize=self.data.train_and_dev,
             start_stage=start_stage,
             on_stage_end=on_stage_end,
         )
-        trainer.context.glue_dir = self.data.glue_dir
+        trainer.context.glue_dir = getattr(self.data, "glue_dir", None)
         trainer.stage_summaries = list(work.progress.get("stage_summaries", []))
         trainer.context.notes = list(work.progress.get("notes", []))
         trainer.train(resume_from_checkpoint=resume or None)
@@ -375,18 +398,16 @@ class _RecipeRun:
             compressed_report = {
                 "name": "compressed",
                 "methods": list(structure.get("methods", [])),
-                "metrics": evaluate_task(
-                    compressed,
-                    tokenizer,
-                    self.data.task,
-                    trainer.eval_dataset,
-                    progress=self.progress,
+                "metrics": self._metrics(
+                    compressed, tokenizer, trainer.eval_dataset, baseline_model
                 ),
                 **model_figures(compressed, saved_dir=str(staging), latency=False),
             }
-            timing = self._timing(baseline_model, compressed)
-            baseline = {**baseline, "latency_ms": timing.get("latency_ms", {}).get("baseline")}
-            compressed_report["latency_ms"] = timing.get("latency_ms", {}).get("compressed")
+            timing = self._timing(baseline_model, compressed, tokenizer)
+            for name, entry in (("baseline", baseline), ("compressed", compressed_report)):
+                entry["latency_ms"] = timing.get("latency_ms", {}).get(name)
+                if "tokens_per_second" in timing:
+                    entry["tokens_per_second"] = timing["tokens_per_second"][name]
             report = build_report(
                 self.recipe,
                 self.data.task,
@@ -396,7 +417,9 @@ class _RecipeRun:
                 self.latency_config,
                 compression_time,
             )
-            report["latency"] = {k: v for k, v in timing.items() if k != "latency_ms"}
+            report["latency"] = {
+                k: v for k, v in timing.items() if k not in ("latency_ms", "tokens_per_second")
+            }
             report["total_time_s"] = time.perf_counter() - started
             (staging / "report.json").write_text(json.dumps(report, indent=2))
             write_model_card(staging, report, self.recipe.to_yaml())  # last: marks it complete
@@ -408,12 +431,44 @@ class _RecipeRun:
             raise
         return report
 
-    def _timing(self, baseline: PreTrainedModel, compressed: PreTrainedModel) -> dict[str, Any]:
-        """`compare_latency` of the two (the result's speed-up is against the baseline)."""
+    def _metrics(
+        self, model: PreTrainedModel, tokenizer: Any, dev: Any, baseline: PreTrainedModel
+    ) -> dict[str, Any]:
+        """The task's metrics of `model`; a language model's also say how closely it follows the
+        baseline (KL divergence of the next-token distributions, top-1 agreement)."""
+        metrics = evaluate_task(model, tokenizer, self.data.task, dev, progress=self.progress)
+        if is_language_modeling(self.data.task):
+            from ..evaluation.language import agreement
+
+            follows = agreement(model, baseline, dev, progress=self.progress)
+            metrics.update(
+                kl_divergence=follows["kl_divergence"], top1_agreement=follows["top1_agreement"]
+            )
+        return metrics
+
+    def _timing(
+        self, baseline: PreTrainedModel, compressed: PreTrainedModel, tokenizer: Any
+    ) -> dict[str, Any]:
+        """The two timed round-robin (the result's speed-up is against the baseline): forward
+        latency per batch size, or for a language model batch-1 prefill and generation."""
         if not self.latency:
             return {}
         logger.info("timing the baseline and the compressed model, interleaved")
         config = self.latency_config
+        if is_language_modeling(self.data.task):
+            from ..evaluation.generation import compare_generation_speed
+
+            timing = compare_generation_speed(
+                {"baseline": baseline, "compressed": compressed},
+                tokenizer,
+                prompt_tokens=config["seq_len"],
+                new_tokens=config.get("new_tokens", 64),
+                runs=min(config["runs"], 5),
+                progress=self.progress,
+            )
+            if not timing["reliable"]:
+                logger.warning("speed figures are unreliable: %s", timing["reason"])
+            return {**timing, "speedup": timing["speedup"]["compressed"]}
         timing = compare_latency(
             {"baseline": baseline, "compressed": compressed},
             batch_sizes=tuple(config["batch_sizes"]),

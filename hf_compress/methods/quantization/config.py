@@ -107,7 +107,8 @@ class QuantizationConfig(ModifierConfig):
     )
     include_embeddings: bool = option(
         False,
-        help="int8_dynamic / qat_int8: also store the word embeddings as int8 (one scale per row)",
+        help="int8_dynamic / qat_int8: also store the word embeddings as int8 (one scale per row); "
+        "a language model whose output layer is tied to them keeps one int8 matrix for both",
     )
     double_quant: bool = option(
         False,

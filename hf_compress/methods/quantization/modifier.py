@@ -50,7 +50,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from ...checkpoint.format import record_method, record_structure
+from ...checkpoint.format import get_structure, record_method, record_structure
 from ...checkpoint.rebuild import set_submodule
 from ...errors import (
     HfCompressError,
@@ -69,9 +69,14 @@ from .config import (
     is_skipped,
 )
 from .kernels import cpu_backend
-from .layers import Int8Linear, QATLinear, QuantizedEmbedding
+from .layers import Int8Linear, QATLinear, QuantizedEmbedding, TiedInt8Embedding
 from .lora import LORA_KEY, _hold_cpu_4bit_layout, _inject
-from .rebuild import INT8_LINEAR_KEY, QUANTIZED_EMBEDDING_KEY, _skip_lora_layers_on_load
+from .rebuild import (
+    INT8_LINEAR_KEY,
+    QUANTIZED_EMBEDDING_KEY,
+    TIED_EMBEDDING_KEY,
+    _skip_lora_layers_on_load,
+)
 from .selection import quantizable_linears
 from .sensitivity import calibration_inputs, layer_sensitivity, most_sensitive
 
@@ -497,12 +502,43 @@ class QuantizationModifier(Modifier):
         return spec
 
     def _quantize_embeddings(self, model: PreTrainedModel, ctx: StageContext) -> None:
+        embedding, output = model.get_input_embeddings(), model.get_output_embeddings()
+        if isinstance(embedding, nn.Embedding) and getattr(output, "weight", 0) is embedding.weight:
+            self._quantize_tied_embeddings(model, embedding, output)
+            return
         # One implementation of int8 tables in the package: the embedding_quantization technique.
         from .config import EmbeddingQuantizationConfig
 
         embeddings = EmbeddingQuantizationModifier(EmbeddingQuantizationConfig(bits=8))
         embeddings.on_finalize(model, ctx)
         self.report["embeddings"] = {k: v for k, v in embeddings.summary().items() if k != "type"}
+
+    def _quantize_tied_embeddings(
+        self, model: PreTrainedModel, embedding: nn.Embedding, output: nn.Linear
+    ) -> None:
+        """A language model's tied embedding and output layer: the output layer becomes an
+        `Int8Linear` and the embedding looks its rows up there (the matrix is stored once)."""
+        names = {id(module): name for name, module in model.named_modules()}
+        head_name, embedding_name = names[id(output)], names[id(embedding)]
+        head = Int8Linear.from_linear(output, kernel=self.config.kernel)
+        set_submodule(model, head_name, head)
+        tied = TiedInt8Embedding(head, embedding.padding_idx, embedding.weight.dtype)
+        set_submodule(model, embedding_name, tied)
+        model.config.tie_word_embeddings = False  # the tie is now the shared int8 matrix
+        linears = dict(get_structure(model, INT8_LINEAR_KEY, {}))
+        record_structure(
+            model, INT8_LINEAR_KEY, {**linears, head_name: self._layer_spec("dynamic")}
+        )
+        record_structure(
+            model, TIED_EMBEDDING_KEY, {"embedding": embedding_name, "head": head_name}
+        )
+        size = embedding.weight.numel() * embedding.weight.element_size()
+        self.report["embeddings"] = {
+            "modules": [embedding_name, head_name],
+            "tied": True,
+            "bytes_before": size,
+            "bytes_after": head.weight.numel() + head.weight_scale.numel() * 4,
+        }
 
     def _nothing_to_quantize(self, model: PreTrainedModel) -> str:
         return (

@@ -1,5 +1,6 @@
 """Rebuilds quantized storage for `from_pretrained`: int8 Linear layers (`int8_linear`), int8 /
-4-bit embeddings (`embedding_quant`) and LoRA adapters on a quantized model (`lora`)."""
+4-bit embeddings (`embedding_quant`), a language model's embedding tied to its int8 output layer
+(`int8_tied_embedding`) and LoRA adapters on a quantized model (`lora`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ...errors import (
     CheckpointError,
 )
 from .config import KERNELS
-from .layers import Int8Linear, QuantizedEmbedding
+from .layers import Int8Linear, QuantizedEmbedding, TiedInt8Embedding
 from .lora import LORA_KEY, LORA_SKIP_PATTERNS, _inject, _resolve_names
 
 
@@ -135,3 +136,25 @@ def rebuild_int8_linears(model: PreTrainedModel, value: dict[str, Any]) -> None:
         )
         replacement.kernel = kernel
         set_submodule(model, name, replacement)
+
+
+TIED_EMBEDDING_KEY = "int8_tied_embedding"
+
+
+@register_rebuild(TIED_EMBEDDING_KEY, 75)  # after int8_linear (70) made the output layer int8
+def rebuild_tied_int8_embedding(model: PreTrainedModel, value: dict[str, str]) -> None:
+    """Points the input embedding named in `compression_config["int8_tied_embedding"]` at the
+    int8 output layer whose matrix it shares."""
+    head = model.get_submodule(value["head"])
+    if not isinstance(head, Int8Linear):
+        raise CheckpointError(
+            f"compression_config[{TIED_EMBEDDING_KEY!r}] ties {value['embedding']} to "
+            f"{value['head']}, which is a {type(head).__name__}, not an int8 layer; the checkpoint "
+            "does not match this model"
+        )
+    embedding = model.get_submodule(value["embedding"])
+    if isinstance(embedding, TiedInt8Embedding):
+        return
+    dtype = embedding.weight.dtype if isinstance(embedding, nn.Embedding) else None
+    padding = getattr(embedding, "padding_idx", None)
+    set_submodule(model, value["embedding"], TiedInt8Embedding(head, padding, dtype))
