@@ -127,3 +127,40 @@ def test_the_cli_validates_and_refuses_vocabulary_pruning(tmp_path, capsys):
     assert "vocab_pruning" in err and "language model" in err and err.count("\n") == 1
     with pytest.raises(RecipeError, match="whole vocabulary"):
         Recipe.from_yaml(bad)
+
+
+def test_a_glue_task_runs_on_a_decoder_with_a_classification_head(tmp_path, glue_dir):
+    # A decoder classifies from its last non-padding token: the base (saved without a pad token
+    # id) gets one, and the pruned classifier reloads with AutoModelForSequenceClassification.
+    from transformers import AutoModelForSequenceClassification
+
+    base = make_tiny_llama_base(tmp_path / "base")
+    config = json.loads((base / "config.json").read_text())
+    config.pop("pad_token_id")
+    (base / "config.json").write_text(json.dumps(config))
+    recipe = tmp_path / "sst2.yaml"
+    recipe.write_text(
+        f"""
+base_model: {base}
+task: sst2
+data: {{max_train_samples: 32, max_eval_samples: 16, max_seq_length: 16, glue_dir: {glue_dir}}}
+stages:
+  - name: prune
+    epochs: 0
+    modifiers:
+      - {{type: head_pruning, count: 1, importance: magnitude}}
+      - {{type: ffn_pruning, sparsity: 0.5, importance: magnitude}}
+output_dir: {tmp_path / "out"}
+"""
+    )
+    assert main(["run", str(recipe), "--no-latency"]) == 0
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
+    assert type(model).__name__ == "CompressedLlamaForSequenceClassification"
+    assert model.config.pad_token_id == 2
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert 0 <= report["compressed"]["metrics"]["accuracy"] <= 1
+    padded = torch.tensor([[5, 6, 7, 2, 2], [5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        logits = model(padded, attention_mask=(padded != 2).long()).logits
+        alone = model(padded[:1, :3]).logits
+    assert torch.allclose(logits[0], alone[0], atol=1e-5)  # padding does not change the answer
