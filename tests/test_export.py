@@ -45,11 +45,23 @@ def _onnx_logits(directory: Path, inputs: dict[str, torch.Tensor]) -> torch.Tens
     return OnnxSequenceClassifier(directory)(**inputs).logits
 
 
+def _export_marks(case, seen: set[str]) -> list:
+    """The first case of each technique (and every int8 case, what the export must keep) runs by
+    default; the other cases of a technique add minutes of ONNX exports, so they run with
+    --run-slow."""
+    kinds = tuple(sorted({m["type"] for m in case.modifiers}))
+    first = kinds not in seen
+    seen.add(kinds)
+    int8 = any(m.get("method", "").endswith("int8") or "int8" in case.id for m in case.modifiers)
+    return [] if first or int8 else [pytest.mark.slow]
+
+
 # Every matrix case on BERT (one family keeps the suite short; the families differ only in the
 # layers the techniques replace, which the PyTorch matrix covers), plus the uneven-head cases on
 # all.
+_SEEN: set[str] = set()
 EXPORT_CASES = [
-    pytest.param(case, "bert", id=f"{case.id}-bert")
+    pytest.param(case, "bert", id=f"{case.id}-bert", marks=_export_marks(case, _SEEN))
     for case in all_cases()
     if "bert" in case.families
 ]
