@@ -365,3 +365,31 @@ def test_tied_embeddings_become_one_int8_matrix_read_at_both_ends(family, tmp_pa
     with torch.no_grad():
         assert torch.equal(reloaded(ids).logits, logits)
     assert torch.equal(greedy(reloaded, ids[:1]), greedy(model, ids[:1], use_cache=False))
+
+
+def test_a_model_trained_in_bf16_hands_on_what_it_saves(tmp_path):
+    # accelerate wraps forward in autocast for bf16 training; the stage must unwrap it, or the
+    # run measures a half-precision model while the checkpoint reloads in float32.
+    teacher = tiny_decoder()
+    student = compress(copy.deepcopy(teacher), [{"type": "ffn_pruning", "sparsity": 0.25}])
+    ids = token_batch(rows=8, length=12)
+    data = Dataset.from_dict(
+        {"input_ids": ids.tolist(), "attention_mask": [[1] * 12] * 8, "labels": ids.tolist()}
+    )
+    stage = {"name": "d", "epochs": 1, "modifiers": [{"type": "distillation", "alpha_hidden": 0}]}
+    recipe = Recipe.from_dict(
+        {"base_model": "t", "task": "sst2", "teacher": "t", "output_dir": "u", "stages": [stage]},
+        source="test",
+    )
+    trainer = CompressionTrainer(
+        model=student,
+        args=tiny_training_args(bf16=True),
+        stages=recipe.stages,
+        teacher=teacher,
+        train_dataset=data,
+    )
+    trainer.train()
+    trainer.model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(trainer.model.eval()(ids).logits, reloaded(ids).logits)

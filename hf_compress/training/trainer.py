@@ -165,6 +165,7 @@ class CompressionTrainer(Trainer):
                 load_modifier_states(self.modifiers, checkpoint)
             with self._stage_args(stage, index):
                 output = super().train(resume_from_checkpoint=checkpoint)
+            self._drop_mixed_precision_forward()
         self._swap_model(run.finalize(self.model))
         self._follow_tokenizer()
         self.stage_summaries.append(run.summary())
@@ -189,6 +190,14 @@ class CompressionTrainer(Trainer):
         finally:
             for key, value in saved.items():
                 setattr(self.args, key, value)
+
+    def _drop_mixed_precision_forward(self) -> None:
+        # With bf16 / fp16 training, accelerate wraps the model's forward in autocast and leaves
+        # it wrapped: the model the stage hands on, which the run measures and saves, would keep
+        # computing in half precision in memory but not after reloading.
+        from accelerate.utils import extract_model_from_parallel
+
+        self.model = extract_model_from_parallel(self.model, keep_fp32_wrapper=False)
 
     def _reset_optimizer(self) -> None:
         # A stage may have changed the parameters (pruned, factorized, replaced): the next stage
