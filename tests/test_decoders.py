@@ -393,3 +393,58 @@ def test_a_model_trained_in_bf16_hands_on_what_it_saves(tmp_path):
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         assert torch.equal(trainer.model.eval()(ids).logits, reloaded(ids).logits)
+
+
+def _with_outlier_channel(family: str) -> PreTrainedModel:
+    """A decoder whose second FFN input has one channel ~60x the others (as real LLMs do)."""
+    model = tiny_decoder(family)
+    layer = model.model.layers[1] if family != "gpt2" else model.transformer.h[1]
+    norm = layer.post_attention_layernorm if family != "gpt2" else layer.ln_2
+    with torch.no_grad():
+        norm.weight[5] = 60.0
+    return model
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_smoothing_is_exact_in_float_and_shrinks_the_int8_error(family, tmp_path):
+    from hf_compress.methods.quantization.smoothing import input_maxima, smooth, smoothing_groups
+
+    ids = token_batch(4, 12)
+    calibration = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}] * 2
+    model = _with_outlier_channel(family)
+    prepare_layout(model)
+    with torch.no_grad():
+        reference = model(ids).logits
+    smoothed = copy.deepcopy(model)
+    groups = smoothing_groups(smoothed)
+    assert len(groups) == (8 if family == "gpt2" else 12)  # 2 or 3 places x 4 layers
+    smooth(groups, input_maxima(smoothed, groups, calibration), 0.5)
+    with torch.no_grad():
+        assert torch.allclose(smoothed(ids).logits, reference, atol=1e-4)
+
+    int8 = {"type": "quantization", "method": "int8_dynamic", "skip_modules": []}
+    plain = compress(copy.deepcopy(model), [int8])
+    smooth_int8 = compress(model, [{**int8, "smoothing": 0.5}], calibration_data=calibration)
+    with torch.no_grad():
+        plain_error = (plain(ids).logits - reference).abs().max()
+        smooth_error = (smooth_int8(ids).logits - reference).abs().max()
+    assert smooth_error < plain_error / 1.5
+    smooth_int8.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, smooth_int8(ids).logits)
+
+
+def test_smoothing_needs_data_and_a_pre_norm_layout():
+    int8 = {"type": "quantization", "method": "int8_dynamic", "smoothing": 0.5}
+    with pytest.raises(RecipeError, match="smoothing"):
+        compress(tiny_decoder(), [int8])
+    from tiny import tiny_model
+
+    ids = token_batch(2, 8)
+    with pytest.raises(UnsupportedModelError, match="set smoothing: 0"):
+        compress(
+            tiny_model("bert"),
+            [int8],
+            calibration_data=[{"input_ids": ids, "attention_mask": torch.ones_like(ids)}],
+        )

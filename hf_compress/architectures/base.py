@@ -46,6 +46,9 @@ class ArchitectureAdapter:
         config_head_dim: config field of the head size when the config sets it; else hidden size
             divided by the head count.
         causal: a decoder (its layers carry a `layer_idx` for the KV cache).
+        attention_norm, ffn_norm: paths of the normalization layers whose outputs feed the q/k/v
+            projections and the FFN's input projections (pre-norm decoders); `None` where the
+            layout has none in that place (post-norm encoders). Smoothing folds scales into them.
         prepare: converts a model of the family, in place and losslessly, into this layout
             before any technique runs (GPT-2: `Conv1D` to `nn.Linear`); `None` when the family
             is laid out this way already. Must leave any other model untouched.
@@ -72,6 +75,8 @@ class ArchitectureAdapter:
     config_head_dim: str | None = None
     causal: bool = False
     prepare: Callable[[nn.Module], None] | None = None
+    attention_norm: str | None = None
+    ffn_norm: str | None = None
 
     # Access -------------------------------------------------------------------------------
     def layer_list(self, model: PreTrainedModel) -> nn.ModuleList:

@@ -88,6 +88,8 @@ GPT2 = register_adapter(
         config_ffn="n_inner",
         config_hidden="hidden_size",
         causal=True,
+        attention_norm="ln_1",
+        ffn_norm="ln_2",
         prepare=to_linear_layout,
     )
 )

@@ -29,5 +29,7 @@ LLAMA = register_adapter(
         config_kv_heads="num_key_value_heads",
         config_head_dim="head_dim",
         causal=True,
+        attention_norm="input_layernorm",
+        ffn_norm="post_attention_layernorm",
     )
 )

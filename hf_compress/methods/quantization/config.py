@@ -127,10 +127,20 @@ class QuantizationConfig(ModifierConfig):
         "them per Linear layer)",
         range=(0, None),
     )
+    smoothing: float = option(
+        0.0,
+        help="int8_dynamic: SmoothQuant migration strength alpha (Xiao et al. 2023; 0.5 in the "
+        "paper); 0 = off. Before quantizing, each input channel of the q/k/v, FFN and down "
+        "projections is divided by max|x|^alpha / max|w|^(1 - alpha), measured on "
+        "`calibration_batches` training batches, and the weights multiplied by it (folded into "
+        "the preceding norm or up projection: exact in float). For decoders, whose activations "
+        "have outlier channels",
+        range=(0, 1),
+    )
     calibration_batches: int = option(
         8,
-        help="int8_dynamic with fp32_fallback: training batches the layer sensitivities are "
-        "measured on",
+        help="int8_dynamic with fp32_fallback or smoothing: training batches the layer "
+        "sensitivities / activation ranges are measured on",
         range=(1, None),
     )
     kernel: str = option(
@@ -170,8 +180,12 @@ class QuantizationConfig(ModifierConfig):
                 f"fp32_fallback applies to int8_dynamic only, not {self.method}; for {self.method} "
                 "list the layers to keep in float in skip_modules"
             )
-        if self.calibration_batches != 8 and not self.fp32_fallback:
-            raise ValueError("calibration_batches applies with fp32_fallback > 0 only")
+        if self.smoothing and self.method != "int8_dynamic":
+            raise ValueError(f"smoothing applies to int8_dynamic only, not {self.method}")
+        if self.calibration_batches != 8 and not (self.fp32_fallback or self.smoothing):
+            raise ValueError(
+                "calibration_batches applies with fp32_fallback > 0 or smoothing > 0 only"
+            )
         if self.kernel != "auto" and self.method not in INT8_METHODS:
             raise ValueError(
                 f"kernel applies to int8_dynamic / qat_int8 only, not {self.method} (bitsandbytes "

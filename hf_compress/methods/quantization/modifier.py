@@ -79,6 +79,7 @@ from .rebuild import (
 )
 from .selection import quantizable_linears
 from .sensitivity import calibration_inputs, layer_sensitivity, most_sensitive
+from .smoothing import input_maxima, smooth, smoothing_groups
 
 
 @register_modifier("lora")
@@ -410,6 +411,8 @@ class QuantizationModifier(Modifier):
     ) -> dict[str, dict[str, str]]:
         converted: dict[str, dict[str, str]] = {}
         before = after = 0
+        if self.config.smoothing:
+            self._smooth(model, ctx)
         targets = quantizable_linears(model, self.config)
         kept = set(self._fp32_fallback(model, [name for name, _ in targets], ctx))
         for name, linear in targets:
@@ -421,6 +424,25 @@ class QuantizationModifier(Modifier):
             converted[name] = self._layer_spec("dynamic")
         self.report.update(_size_report(converted, before, after))
         return converted
+
+    def _smooth(self, model: PreTrainedModel, ctx: StageContext) -> None:
+        """SmoothQuant's channel scales (smoothing.py), measured on the calibration batches and
+        averaged over processes so every rank scales alike."""
+        groups = smoothing_groups(model)
+        batches = ctx.first_training_batches(
+            self.config.calibration_batches,
+            "quantization (int8_dynamic, smoothing)",
+            "to measure the activation ranges",
+            "set smoothing: 0",
+        )
+        inputs = [{k: v for k, v in batch.items() if k != "labels"} for batch in batches]
+        maxima = [ctx.all_reduce_mean(m) for m in input_maxima(model, groups, inputs)]
+        smooth(groups, maxima, self.config.smoothing)
+        self.report["smoothing"] = {
+            "alpha": self.config.smoothing,
+            "smoothed_groups": len(groups),
+            "calibration_batches": len(inputs),
+        }
 
     def _fp32_fallback(
         self, model: PreTrainedModel, names: list[str], ctx: StageContext
