@@ -11,11 +11,16 @@ busy-wait between runs, which would take the cores from the model timed next), a
 median ms, bytes on disk, the largest |logit - PyTorch logit| on those inputs (also for PyTorch's
 float equivalent: the size of int8 rounding itself), and the CPU.
 
+`--openvino` adds the OpenVINO export (`export_onnx(..., format="openvino")`: the recipe's int8
+weights kept as int8 in the IR) to the same loop, run with f32 inference precision (as exported
+and checked) and with bf16 (OpenVINO's default on CPUs with AMX / AVX-512 BF16).
+
 `--compare-ops` instead exports the checkpoint once per ONNX form of the int8 MatMul
 (`hf_compress.checkpoint.onnx_int8.INT8_MATMUL_OPS`) and times those round-robin: the measurement
 behind `INT8_MATMUL_DEFAULT`.
 
     python benchmarks/onnx_int8_export.py outputs/quickstart --out bench_out/onnx-int8
+    python benchmarks/onnx_int8_export.py outputs/quickstart --out bench_out/onnx-ov --openvino
     python benchmarks/onnx_int8_export.py outputs/quickstart --out bench_out/onnx-ops --compare-ops
 """
 
@@ -31,6 +36,7 @@ import torch
 from hf_compress.checkpoint.export import (
     ONNX_FILE,
     OnnxSequenceClassifier,
+    OpenVinoSequenceClassifier,
     export_model,
     export_onnx,
     float_model_for_export,
@@ -38,6 +44,7 @@ from hf_compress.checkpoint.export import (
 )
 from hf_compress.checkpoint.loading import load_compressed_with_tokenizer
 from hf_compress.checkpoint.onnx_int8 import INT8_MATMUL_OPS
+from hf_compress.checkpoint.openvino_ir import OPENVINO_BIN, OPENVINO_XML
 from hf_compress.evaluation.measure import environment, round_robin_latency
 
 
@@ -59,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=15, help="timed runs per model and batch")
     parser.add_argument(
         "--compare-ops", action="store_true", help="time the ONNX forms of the int8 MatMul instead"
+    )
+    parser.add_argument(
+        "--openvino", action="store_true", help="also the OpenVINO export (f32 and bf16)"
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -83,8 +93,18 @@ def main(argv: list[str] | None = None) -> None:
             quantize="int8",
             overwrite=True,
         )
+        if args.openvino:
+            exports["openvino"] = export_onnx(
+                args.checkpoint, out / "openvino", overwrite=True, format="openvino"
+            )
     models: dict[str, torch.nn.Module] = {} if args.compare_ops else {"pytorch": model.eval()}
     for name in exports:
+        if name == "openvino":
+            for precision in ("f32", "bf16"):
+                models[f"openvino_{precision}"] = OpenVinoSequenceClassifier(
+                    out / name, num_threads=args.threads, precision=precision
+                )
+            continue
         # no busy-waiting ONNX Runtime threads between runs: they would slow the next model
         models[name] = OnnxSequenceClassifier(
             out / name, num_threads=args.threads, allow_spinning=False
@@ -109,7 +129,13 @@ def main(argv: list[str] | None = None) -> None:
                 latency[name][str(batch)] = round(statistics.median(wall), 1)
 
     checkpoint_bytes = sum(p.stat().st_size for p in Path(args.checkpoint).glob("*.safetensors"))
-    sizes = {name: (out / name / ONNX_FILE).stat().st_size for name in exports}
+    sizes = {
+        name: sum(
+            (out / name / f).stat().st_size
+            for f in ((OPENVINO_XML, OPENVINO_BIN) if name == "openvino" else (ONNX_FILE,))
+        )
+        for name in exports
+    }
     if not args.compare_ops:
         sizes = {"pytorch": checkpoint_bytes, **sizes}
     report = {

@@ -29,7 +29,15 @@ def _quiet_libraries() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("torchao", "bitsandbytes", "httpx", "datasets"):
+    # transformers' tensor-parallel check lists every layer as "not sharded" when a model with an
+    # empty TP plan loads on one process: nothing to act on.
+    for noisy in (
+        "torchao",
+        "bitsandbytes",
+        "httpx",
+        "datasets",
+        "transformers.distributed.tensor_parallel",
+    ):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     # Bars of steps that take a second (tokenizing a split, writing or loading a checkpoint)
     # would interleave with the training bar; training and evaluation keep theirs.
@@ -347,10 +355,17 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint.export import export_onnx
+    from .checkpoint.export import ONNX_FILE, export_onnx
+    from .checkpoint.openvino_ir import OPENVINO_XML
 
     info = export_onnx(
-        args.model, args.out, quantize=args.quantize, opset=args.opset, overwrite=args.overwrite
+        args.model,
+        args.out,
+        quantize=args.quantize,
+        opset=args.opset,
+        overwrite=args.overwrite,
+        format=args.format,
+        openvino_precision=args.openvino_precision,
     )
     if info["quantize"]:
         kept = f", {info['quantize']} by ONNX Runtime"
@@ -359,8 +374,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         kept = [f"{layers['int8_linear']} int8 Linear layers"] if layers["int8_linear"] else []
         kept += [f"{name} {bits}-bit" for name, bits in layers["quantized_embeddings"].items()]
         kept = f", kept as stored: {', '.join(kept)}" if kept else ""
+    model_file = OPENVINO_XML if info["format"] == "openvino" else ONNX_FILE
     print(
-        f"exported {args.model} to {args.out}/model.onnx ({info['size_bytes'] / 1e6:.1f} MB"
+        f"exported {args.model} to {args.out}/{model_file} ({info['size_bytes'] / 1e6:.1f} MB"
         f"{kept}; max |logit - PyTorch logit| = {info['max_abs_logit_diff_vs_pytorch']:.2g}, "
         f"tolerance {info['tolerance']:.2g})"
     )
@@ -574,11 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "export",
-        help="export a (compressed) model to ONNX, keeping the recipe's int8 layers int8",
+        help="export a (compressed) model to ONNX or OpenVINO, keeping the recipe's int8 layers",
         description="Export a sequence-classification model to ONNX (model.onnx + tokenizer + "
-        "onnx_export.json). The recipe's int8 Linear layers and quantized embeddings stay "
-        "integer in the graph with their own weights and scales; other storage formats become "
-        "the float weights they stand for. The graph's logits are checked against PyTorch's.",
+        "onnx_export.json) or OpenVINO IR (openvino_model.xml / .bin, converted from the ONNX "
+        "graph). The recipe's int8 Linear layers and quantized embeddings stay integer in the "
+        "graph with their own weights and scales; other storage formats become the float "
+        "weights they stand for. The graph's logits are checked against PyTorch's.",
     )
     p.add_argument("model", help="model directory (e.g. an hf-compress run's output_dir) or Hub id")
     p.add_argument(
@@ -591,6 +608,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("int8",),
         help="int8: ONNX Runtime dynamic quantization of MatMuls and embeddings, for float "
         "checkpoints (an int8 checkpoint's export already keeps the recipe's int8)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("onnx", "openvino"),
+        default="onnx",
+        help="onnx (ONNX Runtime, the default) or openvino (OpenVINO IR; pip install "
+        "'hf-compress[openvino]')",
+    )
+    p.add_argument(
+        "--openvino-precision",
+        choices=("f32", "bf16"),
+        default="f32",
+        help="--format openvino: the inference precision the IR is checked and run in (bf16: "
+        "faster on CPUs with AMX / AVX-512 BF16)",
     )
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")

@@ -22,7 +22,11 @@ checkpoint that already holds int8 Linear layers is refused, since the export ke
 export is the public `torch.onnx.export` (dynamo): nothing here re-implements an exporter or a
 kernel.
 
+`format="openvino"` converts that checked graph to OpenVINO IR (checkpoint/openvino_ir.py) and
+checks the IR against PyTorch in turn.
+
     hf-compress export outputs/quickstart --out outputs/quickstart-onnx
+    hf-compress export outputs/quickstart --out outputs/quickstart-ov --format openvino
     hf-compress bench outputs/quickstart-onnx --task sst2
 """
 
@@ -32,6 +36,7 @@ import copy
 import json
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +46,36 @@ from transformers import AutoConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..errors import CheckpointError, HfCompressError, OutputExistsError
+from .openvino_ir import OPENVINO_XML
+from .openvino_ir import PRECISIONS as OPENVINO_PRECISIONS
 
 ONNX_FILE = "model.onnx"
 
+# The export record (what was exported, how, its size, the check against PyTorch); its name
+# predates the OpenVINO format and stays, so earlier exports keep loading.
 EXPORT_MARKER = "onnx_export.json"
 
 QUANTIZE_CHOICES = ("int8",)
 
+FORMATS = ("onnx", "openvino")
+FORMAT_NAMES = {"onnx": "ONNX", "openvino": "OpenVINO"}
+
+
+def export_format(path: str | Path) -> str | None:
+    """ "onnx" or "openvino" for a directory written by `export_onnx`, else None."""
+    path = Path(path)
+    if not (path.is_dir() and (path / EXPORT_MARKER).is_file()):
+        return None
+    if (path / ONNX_FILE).is_file():
+        return "onnx"
+    if (path / OPENVINO_XML).is_file():
+        return "openvino"
+    return None
+
 
 def is_onnx_export(path: str | Path) -> bool:
-    """Whether `path` is a directory written by `export_onnx`."""
-    path = Path(path)
-    return path.is_dir() and (path / ONNX_FILE).is_file() and (path / EXPORT_MARKER).is_file()
+    """Whether `path` is an ONNX directory written by `export_onnx`."""
+    return export_format(path) == "onnx"
 
 
 def _require_onnx() -> None:
@@ -224,9 +247,12 @@ def export_onnx(
     opset: int = 18,
     overwrite: bool = False,
     int8_matmul: str | None = None,
+    format: str = "onnx",
+    openvino_precision: str = "f32",
 ) -> dict[str, Any]:
-    """Exports a sequence-classification model (compressed or plain) to `output_dir/model.onnx`,
-    keeping the recipe's int8 layers int8 (see the module docstring).
+    """Exports a sequence-classification model (compressed or plain) to `output_dir/model.onnx`
+    (or, with `format="openvino"`, OpenVINO IR), keeping the recipe's int8 layers int8 (see the
+    module docstring).
 
     The exported graph's logits are compared with the PyTorch model's (as it runs, int8 kernels
     included) on `CHECK_TEXTS`. Tolerance: 1e-3 for a float graph; with int8 layers kept, 1e-3 plus
@@ -245,20 +271,29 @@ def export_onnx(
         overwrite: replace a non-empty `output_dir`.
         int8_matmul: the ONNX form of int8 Linear layers with dynamic inputs, one of
             `onnx_int8.INT8_MATMUL_OPS`; default `onnx_int8.INT8_MATMUL_DEFAULT`, the fastest
-            measured (the others are kept for benchmarks/onnx_int8_export.py --compare-ops).
+            measured in ONNX Runtime (the others are kept for benchmarks/onnx_int8_export.py
+            --compare-ops), and `OPENVINO_INT8_MATMUL` for OpenVINO (int8 weights its reader
+            keeps int8).
+        format: "onnx" (`model.onnx`, for ONNX Runtime) or "openvino" (`openvino_model.xml` /
+            `.bin` converted from the checked ONNX graph, for the OpenVINO runtime and
+            optimum-intel; checked against PyTorch again).
+        openvino_precision: the inference precision the IR is checked and later run in: "f32",
+            or "bf16" (OpenVINO's own default on CPUs with AMX / AVX-512 BF16: faster, and
+            checked against the same tolerance).
 
     Returns:
         The contents of `onnx_export.json`.
 
     Raises:
         OutputExistsError: `output_dir` exists and is not empty, without `overwrite`.
-        HfCompressError: missing ONNX packages, an unknown `quantize`, `quantize="int8"` for an
-            int8 checkpoint, bitsandbytes layers, or a graph whose outputs differ from PyTorch's.
+        HfCompressError: missing ONNX (or OpenVINO) packages, an unknown `quantize` or
+            `format`, `quantize="int8"` for an int8 checkpoint or with OpenVINO, bitsandbytes
+            layers, or a graph whose outputs differ from PyTorch's.
     """
     from .loading import load_checked_tokenizer, load_compressed
     from .sources import resolve_model_source
 
-    _check_request(quantize, int8_matmul, output_dir, overwrite)
+    _check_request(quantize, int8_matmul, output_dir, overwrite, format)
     checkpoint = resolve_model_source(source)
     tokenizer = load_checked_tokenizer(checkpoint)
     model = load_compressed(checkpoint, "sequence-classification").eval()
@@ -271,15 +306,33 @@ def export_onnx(
         opset=opset,
         overwrite=overwrite,
         int8_matmul=int8_matmul,
+        format=format,
+        openvino_precision=openvino_precision,
     )
 
 
 def _check_request(
-    quantize: str | None, int8_matmul: str | None, output_dir: str | Path, overwrite: bool
+    quantize: str | None,
+    int8_matmul: str | None,
+    output_dir: str | Path,
+    overwrite: bool,
+    format: str = "onnx",
 ) -> None:
     from .onnx_int8 import INT8_MATMUL_OPS
+    from .openvino_ir import require_openvino
 
+    if format not in FORMATS:
+        raise HfCompressError(f"format must be one of {FORMATS}, got {format!r}")
     _require_onnx()
+    if format == "openvino":
+        if quantize is not None:
+            # OpenVINO's ONNX reader would turn ONNX Runtime's int8 MatMulInteger weights into
+            # int32 constants: larger than the float model's.
+            raise HfCompressError(
+                "--quantize int8 is ONNX Runtime's re-quantization, for --format onnx; with "
+                "--format openvino, export the checkpoint as stored (a recipe's int8 stays int8)"
+            )
+        require_openvino()
     if quantize not in (None, *QUANTIZE_CHOICES):
         raise HfCompressError(
             f"quantize must be one of {QUANTIZE_CHOICES} or None, got {quantize!r}"
@@ -305,6 +358,8 @@ def export_model(
     opset: int = 18,
     overwrite: bool = False,
     int8_matmul: str | None = None,
+    format: str = "onnx",
+    openvino_precision: str = "f32",
 ) -> dict[str, Any]:
     """`export_onnx` for a model already loaded (changed in place: its storage layers are
     replaced by their export forms). `source` names it in `onnx_export.json`; the other arguments
@@ -313,11 +368,18 @@ def export_model(
     import onnx
     import onnxruntime as ort
 
-    from .onnx_int8 import INT8_MATMUL_DEFAULT, translation_table
+    from .onnx_int8 import INT8_MATMUL_DEFAULT, OPENVINO_INT8_MATMUL, translation_table
 
-    _check_request(quantize, int8_matmul, output_dir, overwrite)
+    _check_request(quantize, int8_matmul, output_dir, overwrite, format)
+    if openvino_precision not in OPENVINO_PRECISIONS:
+        raise HfCompressError(
+            f"openvino_precision must be one of {sorted(OPENVINO_PRECISIONS)}, got "
+            f"{openvino_precision!r}"
+        )
     output_dir = Path(output_dir)
-    int8_matmul = int8_matmul or INT8_MATMUL_DEFAULT
+    int8_matmul = int8_matmul or (
+        OPENVINO_INT8_MATMUL if format == "openvino" else INT8_MATMUL_DEFAULT
+    )
     model = model.eval()
     _refuse_bitsandbytes(model)
     if quantize == "int8" and holds_int8_linear(model):
@@ -353,7 +415,10 @@ def export_model(
     try:
         float_path = staging / (ONNX_FILE if quantize is None else "model-float32.onnx")
         try:
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                # The exporter notes that batch and sequence axes shared by several inputs keep
+                # one name: expected here, and not something the user can act on.
+                warnings.filterwarnings("ignore", message=".*will not be used, since it shares")
                 torch.onnx.export(
                     model,
                     args=(),
@@ -437,6 +502,13 @@ def export_model(
             "torch": torch.__version__,
             "onnxruntime": ort.__version__,
         }
+        if format == "openvino":
+            info["onnxruntime_max_abs_logit_diff"] = max_diff
+            info.update(
+                _convert_to_openvino(
+                    staging, names, batches, reference, tolerance, openvino_precision
+                )
+            )
         info["int8_matmul"] = int8_matmul if layers["int8_linear"] else None
         info["layers"] = {
             "int8_linear": len(layers["int8_linear"]),
@@ -453,9 +525,56 @@ def export_model(
     return info
 
 
-def load_onnx_for_task(directory: str | Path, task: Any) -> OnnxSequenceClassifier:
-    """An ONNX export as a model for a GLUE task; an error if its labels do not fit the task."""
-    model = OnnxSequenceClassifier(directory)
+def _convert_to_openvino(
+    staging: Path,
+    names: list[str],
+    batches: list[dict[str, torch.Tensor]],
+    reference: list[Any],
+    tolerance: float,
+    precision: str = "f32",
+) -> dict[str, Any]:
+    """Converts the checked `staging/model.onnx` to OpenVINO IR in `staging`, checks the IR's
+    logits against PyTorch's with the ONNX graph's tolerance and removes the ONNX file; returns
+    what changes in `onnx_export.json`."""
+    import numpy as np
+
+    from .openvino_ir import compile_ir, convert_onnx_to_ir, openvino_version, run_compiled
+
+    onnx_path = staging / ONNX_FILE
+    parameters = onnx_weight_numel(onnx_path)
+    size = convert_onnx_to_ir(onnx_path, staging)
+    compiled = compile_ir(staging, torch.get_num_threads(), precision)
+    max_diff = 0.0
+    for inputs, want in zip(batches, reference, strict=True):
+        got = run_compiled(compiled, {n: inputs[n].numpy() for n in names})
+        max_diff = max(max_diff, float(np.abs(got - want).max()))
+    if not max_diff <= tolerance:
+        raise HfCompressError(
+            f"the OpenVINO IR's logits differ from PyTorch's by {max_diff:.3g} (tolerance "
+            f"{tolerance:.3g}, the ONNX graph's passed, precision {precision}); export with "
+            "--openvino-precision f32 or --format onnx instead"
+        )
+    onnx_path.unlink()
+    return {
+        "format": "openvino",
+        "size_bytes": size,
+        "max_abs_logit_diff_vs_pytorch": max_diff,
+        "openvino": openvino_version(),
+        "openvino_precision": precision,
+        "parameters": {"total": parameters[0], "nonzero": parameters[1]},
+    }
+
+
+def load_export(directory: str | Path) -> ExportedSequenceClassifier:
+    """An export directory (ONNX or OpenVINO) as a model with a transformers call signature."""
+    if export_format(directory) == "openvino":
+        return OpenVinoSequenceClassifier(directory)
+    return OnnxSequenceClassifier(directory)
+
+
+def load_export_for_task(directory: str | Path, task: Any) -> ExportedSequenceClassifier:
+    """An export as a model for a GLUE task; an error if its labels do not fit the task."""
+    model = load_export(directory)
     if model.config.num_labels != task.num_labels:
         raise CheckpointError(
             f"{directory} was exported with {model.config.num_labels} labels but {task.name} has "
@@ -464,9 +583,71 @@ def load_onnx_for_task(directory: str | Path, task: Any) -> OnnxSequenceClassifi
     return model
 
 
-class OnnxSequenceClassifier(nn.Module):
-    """An exported model run by ONNX Runtime behind the call signature of a transformers model,
-    so `evaluate_task`, `measure_latency` and `bench` measure it like any other.
+class ExportedSequenceClassifier(nn.Module):
+    """An exported model run by its runtime behind the call signature of a transformers model, so
+    `evaluate_task`, `measure_latency` and `bench` measure it like any other. Subclasses give
+    `input_names` and `run(feed) -> logits`."""
+
+    expected_format = ""
+    model_file = ""
+
+    def __init__(self, directory: str | Path) -> None:
+        super().__init__()
+        directory = Path(directory)
+        if export_format(directory) != self.expected_format:
+            raise CheckpointError(
+                f"{directory} is not an {FORMAT_NAMES[self.expected_format]} export (no "
+                f"{self.model_file} / {EXPORT_MARKER}); run `hf-compress export` first"
+            )
+        self.directory = directory
+        self.info = json.loads((directory / EXPORT_MARKER).read_text())
+        self.config = AutoConfig.from_pretrained(directory)
+        self.input_names: list[str] = []
+
+    def run(self, feed: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def forward(self, input_ids: torch.Tensor, **inputs: torch.Tensor) -> SequenceClassifierOutput:
+        inputs["input_ids"] = input_ids
+        feed = {}
+        for name in self.input_names:
+            value = inputs.get(name)
+            feed[name] = (value if value is not None else torch.zeros_like(input_ids)).cpu().numpy()
+        return SequenceClassifierOutput(logits=torch.from_numpy(self.run(feed)))
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Copies the export (so `evaluation.model_figures` can measure bytes on disk like any
+        model)."""
+        shutil.copytree(self.directory, directory, dirs_exist_ok=True)
+
+
+def onnx_weight_numel(path: Path) -> tuple[int, int]:
+    """(total, non-zero) elements of an ONNX graph's weights, int8 or float (quantization
+    scales, zero points, embedding offsets and integer shape constants left out), so parameter
+    counts compare with PyTorch's."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    weight_types = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.INT8, TensorProto.UINT8}
+    total = nonzero = 0
+    for tensor in onnx.load(str(path)).graph.initializer:
+        if (
+            tensor.data_type not in weight_types
+            or tensor.name.endswith(("_scale", "_zero_point", ".scale", ".offset"))
+            or not tensor.dims
+        ):
+            continue
+        values = numpy_helper.to_array(tensor)
+        if tensor.name.endswith(".qweight") and tensor.data_type == TensorProto.UINT8:
+            values = np.stack((values & 0x0F, values >> 4))  # two 4-bit codes per byte
+        total += values.size
+        nonzero += int((values != 0).sum())
+    return total, nonzero
+
+
+class OnnxSequenceClassifier(ExportedSequenceClassifier):
+    """An ONNX export run by ONNX Runtime.
 
     Args:
         directory: a directory written by `export_onnx`.
@@ -478,21 +659,15 @@ class OnnxSequenceClassifier(nn.Module):
             (measured: PyTorch int8 at batch 1 took 5x longer beside a spinning session).
     """
 
+    expected_format = "onnx"
+    model_file = ONNX_FILE
+
     def __init__(
         self, directory: str | Path, num_threads: int | None = None, allow_spinning: bool = False
     ) -> None:
-        super().__init__()
+        super().__init__(directory)
         import onnxruntime as ort
 
-        directory = Path(directory)
-        if not is_onnx_export(directory):
-            raise CheckpointError(
-                f"{directory} is not an ONNX export (no {ONNX_FILE} / {EXPORT_MARKER}); run "
-                "`hf-compress export` first"
-            )
-        self.directory = directory
-        self.info = json.loads((directory / EXPORT_MARKER).read_text())
-        self.config = AutoConfig.from_pretrained(directory)
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -500,48 +675,58 @@ class OnnxSequenceClassifier(nn.Module):
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
-                str(directory / ONNX_FILE), options, providers=["CPUExecutionProvider"]
+                str(self.directory / ONNX_FILE), options, providers=["CPUExecutionProvider"]
             )
         except Exception as error:  # onnxruntime raises its own untyped errors for a corrupt file
             raise CheckpointError(
-                f"{directory / ONNX_FILE} could not be loaded by ONNX Runtime ({error}); export it "
-                "again"
+                f"{self.directory / ONNX_FILE} could not be loaded by ONNX Runtime ({error}); "
+                "export it again"
             ) from error
         self.input_names = [i.name for i in self.session.get_inputs()]
 
-    def forward(self, input_ids: torch.Tensor, **inputs: torch.Tensor) -> SequenceClassifierOutput:
-        inputs["input_ids"] = input_ids
-        feed = {}
-        for name in self.input_names:
-            value = inputs.get(name)
-            feed[name] = (value if value is not None else torch.zeros_like(input_ids)).cpu().numpy()
-        return SequenceClassifierOutput(logits=torch.from_numpy(self.session.run(None, feed)[0]))
+    def run(self, feed: dict[str, Any]) -> Any:
+        return self.session.run(None, feed)[0]
 
     def compressed_numel(self) -> tuple[int, int]:
-        """(total, non-zero) elements of the graph's weights, int8 or float (quantization scales,
-        zero points, embedding offsets and integer shape constants left out), so parameter counts
-        compare with PyTorch's."""
-        import numpy as np
-        import onnx
-        from onnx import TensorProto, numpy_helper
+        """(total, non-zero) weight elements of the graph (`onnx_weight_numel`)."""
+        return onnx_weight_numel(self.directory / ONNX_FILE)
 
-        weight_types = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.INT8, TensorProto.UINT8}
-        total = nonzero = 0
-        for tensor in onnx.load(str(self.directory / ONNX_FILE)).graph.initializer:
-            if (
-                tensor.data_type not in weight_types
-                or tensor.name.endswith(("_scale", "_zero_point", ".scale", ".offset"))
-                or not tensor.dims
-            ):
-                continue
-            values = numpy_helper.to_array(tensor)
-            if tensor.name.endswith(".qweight") and tensor.data_type == TensorProto.UINT8:
-                values = np.stack((values & 0x0F, values >> 4))  # two 4-bit codes per byte
-            total += values.size
-            nonzero += int((values != 0).sum())
-        return total, nonzero
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Copies the export (so `evaluation.model_figures` can measure bytes on disk like any
-        model)."""
-        shutil.copytree(self.directory, directory, dirs_exist_ok=True)
+class OpenVinoSequenceClassifier(ExportedSequenceClassifier):
+    """An OpenVINO export run by the OpenVINO runtime (CPU, latency hint, the precision it was
+    checked in).
+
+    Args:
+        directory: a directory written by `export_onnx(..., format="openvino")`.
+        num_threads: OpenVINO inference threads (default: `torch.get_num_threads()`).
+        precision: OpenVINO's inference precision, "f32" or "bf16" (default: the one the export
+            was checked in, f32).
+    """
+
+    expected_format = "openvino"
+    model_file = OPENVINO_XML
+
+    def __init__(
+        self, directory: str | Path, num_threads: int | None = None, precision: str | None = None
+    ) -> None:
+        super().__init__(directory)
+        from .openvino_ir import compile_ir, ir_input_names, require_openvino
+
+        require_openvino()
+        self.compiled = compile_ir(
+            self.directory,
+            num_threads or torch.get_num_threads(),
+            precision or self.info.get("openvino_precision", "f32"),
+        )
+        self.input_names = ir_input_names(self.compiled)
+
+    def run(self, feed: dict[str, Any]) -> Any:
+        from .openvino_ir import run_compiled
+
+        return run_compiled(self.compiled, feed)
+
+    def compressed_numel(self) -> tuple[int, int]:
+        """(total, non-zero) weight elements of the ONNX graph the IR was converted from, counted
+        at export (the IR's constants carry no names to tell weights from scales)."""
+        parameters = self.info["parameters"]
+        return parameters["total"], parameters["nonzero"]

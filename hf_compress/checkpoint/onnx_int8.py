@@ -44,8 +44,13 @@ from torch import nn
 # The forms are within 3% of each other; MatMulInteger was the fastest or tied in 5 of 6 (its
 # shared input quantization), and its standard ops also run on runtimes without ONNX Runtime's
 # contrib ops, so it is the default.
-INT8_MATMUL_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "QDQ")
+#   "WeightDequantize": DequantizeLinear of the int8 weights, a float MatMul, bias Add; inputs
+#       stay float (QAT's fixed grid as Quantize/DequantizeLinear). For OpenVINO, whose ONNX
+#       reader turns MatMulInteger's int8 weights into int32 constants (4 bytes a weight) but
+#       keeps a DequantizeLinear weight as int8 codes that its CPU kernels decompress.
+INT8_MATMUL_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "QDQ", "WeightDequantize")
 INT8_MATMUL_DEFAULT = "MatMulInteger"
+OPENVINO_INT8_MATMUL = "WeightDequantize"
 
 
 # The placeholder op -----------------------------------------------------------------------
@@ -212,7 +217,15 @@ def _translation(kind: str) -> Any:
         out = op.MatMul(op.DequantizeLinear(codes, scale, zero_point), weight)
         return out if bias is None else op.Add(out, bias)
 
+    def weight_dequantize(x, weight_t, weight_scale, bias, input_scale, input_zero_point):
+        if input_scale is not None:
+            codes = op.QuantizeLinear(x, input_scale, input_zero_point)
+            x = op.DequantizeLinear(codes, input_scale, input_zero_point)
+        out = op.MatMul(x, op.DequantizeLinear(weight_t, weight_scale, axis=1))
+        return out if bias is None else op.Add(out, bias)
+
     return {
+        "WeightDequantize": weight_dequantize,
         "DynamicQuantizeMatMul": dynamic_fused,
         "MatMulInteger": dynamic_integer,
         "QDQ": dynamic_qdq,

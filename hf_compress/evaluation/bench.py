@@ -33,15 +33,16 @@ def bench_models(
 
     `dtypes`: compute precisions to measure each PyTorch model in ("float32", "bfloat16",
     "float16"; see `load_model_for_eval`), e.g. `("float32", "bfloat16")` for both side by side.
-    An ONNX export is measured once, as exported. All models are loaded first and timed
+    An ONNX or OpenVINO export is measured once, as exported. All models are loaded first and timed
     round-robin (`compare_latency`), so their speed ratios hold even on a busy machine; each
     row's `speedup` is against the first row.
 
-    Each row has `model`, `dtype` ("onnx" for exports), `size_bytes` (on disk), `num_parameters`,
-    `nonzero_parameters`, `latency_ms` (per batch size: median, p10, p90), `speedup` (per batch
-    size, against the first row), `latency_reliable` and, with `task`, `metrics`.
+    Each row has `model`, `dtype` ("onnx" / "openvino" for exports), `size_bytes` (on disk),
+    `num_parameters`, `nonzero_parameters`, `latency_ms` (per batch size: median, p10, p90),
+    `speedup` (per batch size, against the first row), `latency_reliable` and, with `task`,
+    `metrics`.
     """
-    from ..checkpoint.export import is_onnx_export
+    from ..checkpoint.export import export_format
     from ..data.glue_tasks import get_task
     from ..data.preprocess import TaskData
     from .evaluate import evaluate_task
@@ -62,9 +63,10 @@ def bench_models(
         source = resolve_model_source(name)
         saved_dir = source if Path(source).is_dir() else None
         dev = tokenizer = None
-        for dtype in ("onnx",) if is_onnx_export(source) else dtypes:
+        exported = export_format(source)
+        for dtype in (exported,) if exported else dtypes:
             model = load_model_for_eval(
-                source, data.task if data else None, dtype=None if dtype == "onnx" else dtype
+                source, data.task if data else None, dtype=None if exported else dtype
             )
             row: dict[str, Any] = {"model": name, "dtype": dtype}
             row.update(model_figures(model, saved_dir=saved_dir, latency=False))

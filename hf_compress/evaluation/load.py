@@ -38,7 +38,7 @@ def load_model_for_eval(
     quantized on load when `load_in` is given (classifier and pooler kept in full precision: the
     classifier's few outputs break bitsandbytes' 4-bit CPU kernel; a language model's output layer
     likewise), computing in `dtype` ("float32", "bfloat16", "float16") when given. A directory
-    written by `hf-compress export` runs in ONNX Runtime (GLUE tasks).
+    written by `hf-compress export` runs in ONNX Runtime or OpenVINO (GLUE tasks).
 
     `dtype` is `from_pretrained(..., dtype=...)`: float weights are cast, stored integer codes
     (int8 layers, codebooks, sparse bitmasks) keep their dtype and compute in `dtype`. bfloat16
@@ -46,41 +46,38 @@ def load_model_for_eval(
     for GPUs (slow on most CPUs).
 
     Raises:
-        HfCompressError: an unknown `dtype`; `dtype` with an ONNX export or a bitsandbytes model
+        HfCompressError: an unknown `dtype`; `dtype` with an export or a bitsandbytes model
             (their compute precision is fixed when they are made).
     """
     import torch
 
-    from ..checkpoint.export import (
-        OnnxSequenceClassifier,
-        is_onnx_export,
-        load_onnx_for_task,
-    )
+    from ..checkpoint.export import FORMAT_NAMES, export_format, load_export, load_export_for_task
     from ..checkpoint.loading import load_checked_config, load_compressed
 
     causal_lm = task is not None and task.name == "causal_lm"
     if dtype is not None:
         check_dtype(dtype)
     cast = dtype not in (None, "float32")
-    if is_onnx_export(source):
+    exported = export_format(source)
+    if exported is not None:
+        kind = f"an {FORMAT_NAMES[exported]} export"
         if load_in is not None:
             raise HfCompressError(
-                f"{source} is an ONNX export; --load-in (bitsandbytes) applies to PyTorch "
-                "checkpoints only"
+                f"{source} is {kind}; --load-in (bitsandbytes) applies to PyTorch checkpoints only"
             )
         if cast:
             raise HfCompressError(
-                f"{source} is an ONNX export: its precision was fixed by `hf-compress export`; "
+                f"{source} is {kind}: its precision was fixed by `hf-compress export`; "
                 "--dtype applies to PyTorch checkpoints"
             )
         if causal_lm:
             raise HfCompressError(
-                f"{source} is an ONNX export of a classifier; evaluate a causal LM from its "
-                "PyTorch checkpoint"
+                f"{source} is {kind} of a classifier; evaluate a causal LM from its PyTorch "
+                "checkpoint"
             )
         if task is None:
-            return OnnxSequenceClassifier(source)
-        return load_onnx_for_task(source, task)
+            return load_export(source)
+        return load_export_for_task(source, task)
     kwargs: dict[str, Any] = {}
     if cast:
         if (

@@ -56,8 +56,11 @@ def weights_size_bytes(directory: str | os.PathLike) -> int:
     directory."""
     directory = Path(directory)
     suffixes = (".safetensors", ".bin", ".pt", ".onnx")
+    graphs = ("openvino_model.xml",)  # an OpenVINO IR's graph, whose weights are in its .bin
     return sum(
-        p.stat().st_size for p in directory.rglob("*") if p.is_file() and p.name.endswith(suffixes)
+        p.stat().st_size
+        for p in directory.rglob("*")
+        if p.is_file() and (p.name.endswith(suffixes) or p.name in graphs)
     )
 
 

@@ -240,7 +240,9 @@ def format_bench_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         precision = r.get("dtype", "float32")
         line = [
-            r["model"] if precision in ("float32", "onnx") else f"{r['model']} ({precision})",
+            r["model"]
+            if precision in ("float32", "onnx", "openvino")
+            else f"{r['model']} ({precision})",
             f"{r['num_parameters'] / 1e6:.2f}M",
             f"{r['nonzero_parameters'] / 1e6:.2f}M",
             human_bytes(r["size_bytes"]),

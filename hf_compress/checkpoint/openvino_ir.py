@@ -1,0 +1,81 @@
+"""OpenVINO IR from the ONNX export, and a runner that evaluates and times it like any model.
+
+`hf-compress export --format openvino` first writes the ONNX graph (checkpoint/export.py: the
+recipe's int8 Linear layers as int8 codes and scales, quantized embeddings as gathered codes,
+the structure as compressed), checks it in ONNX Runtime, then converts that graph with OpenVINO's
+own converter (`openvino.convert_model`) and saves the IR under the file names optimum-intel
+reads (`openvino_model.xml` / `.bin`). Nothing here converts or optimizes a graph by hand.
+
+The IR is checked against PyTorch with the ONNX graph's tolerance. OpenVINO computes in bfloat16
+by default on CPUs with AVX-512 BF16 / AMX; the export records and runs it with f32 inference
+precision by default so that its logits are the ones checked; `openvino_precision="bf16"` checks
+and runs it in bfloat16 instead (about 2x faster on such CPUs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CheckpointError, HfCompressError
+
+OPENVINO_XML = "openvino_model.xml"
+OPENVINO_BIN = "openvino_model.bin"
+PRECISIONS = {"f32": "f32", "bf16": "bf16"}
+
+
+def require_openvino() -> None:
+    try:
+        import openvino  # noqa: F401
+    except ImportError as error:
+        raise HfCompressError(
+            "--format openvino needs the openvino runtime: pip install 'hf-compress[openvino]'"
+        ) from error
+
+
+def convert_onnx_to_ir(onnx_path: Path, directory: Path) -> int:
+    """Converts the graph at `onnx_path` to `directory`/openvino_model.{xml,bin}; returns the
+    IR's bytes on disk. Weights are saved as they are (no float16 compression: int8 codes stay
+    int8, float weights stay float32, as in the ONNX graph)."""
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    ov.save_model(model, str(directory / OPENVINO_XML), compress_to_fp16=False)
+    return sum((directory / name).stat().st_size for name in (OPENVINO_XML, OPENVINO_BIN))
+
+
+def compile_ir(directory: Path, num_threads: int, precision: str = "f32") -> Any:
+    """The IR in `directory` compiled for the CPU with `num_threads` threads, tuned for latency."""
+    import openvino as ov
+
+    if precision not in PRECISIONS:
+        raise HfCompressError(f"OpenVINO precision must be one of {sorted(PRECISIONS)}")
+    config = {
+        "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
+        "INFERENCE_NUM_THREADS": num_threads,
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    try:
+        return ov.Core().compile_model(str(directory / OPENVINO_XML), "CPU", config)
+    except Exception as error:  # OpenVINO raises its own untyped errors for a corrupt file
+        raise CheckpointError(
+            f"{directory / OPENVINO_XML} could not be loaded by OpenVINO ({str(error)[:200]}); "
+            "export it again"
+        ) from error
+
+
+def run_compiled(compiled: Any, feed: dict[str, np.ndarray]) -> np.ndarray:
+    """The first output (the logits) of a compiled IR for one batch of named inputs."""
+    return np.asarray(compiled(feed)[compiled.output(0)])
+
+
+def ir_input_names(compiled: Any) -> list[str]:
+    return [port.get_any_name() for port in compiled.inputs]
+
+
+def openvino_version() -> str:
+    import openvino as ov
+
+    return ov.get_version()
