@@ -34,7 +34,6 @@ from pathlib import Path
 import torch
 
 from hf_compress.checkpoint.export import (
-    ONNX_FILE,
     OnnxSequenceClassifier,
     OpenVinoSequenceClassifier,
     export_model,
@@ -44,7 +43,6 @@ from hf_compress.checkpoint.export import (
 )
 from hf_compress.checkpoint.loading import load_compressed_with_tokenizer
 from hf_compress.checkpoint.onnx_int8 import INT8_MATMUL_OPS
-from hf_compress.checkpoint.openvino_ir import OPENVINO_BIN, OPENVINO_XML
 from hf_compress.evaluation.measure import environment, round_robin_latency
 
 
@@ -129,13 +127,7 @@ def main(argv: list[str] | None = None) -> None:
                 latency[name][str(batch)] = round(statistics.median(wall), 1)
 
     checkpoint_bytes = sum(p.stat().st_size for p in Path(args.checkpoint).glob("*.safetensors"))
-    sizes = {
-        name: sum(
-            (out / name / f).stat().st_size
-            for f in ((OPENVINO_XML, OPENVINO_BIN) if name == "openvino" else (ONNX_FILE,))
-        )
-        for name in exports
-    }
+    sizes = {name: info["size_bytes"] for name, info in exports.items()}
     if not args.compare_ops:
         sizes = {"pytorch": checkpoint_bytes, **sizes}
     report = {

@@ -863,30 +863,12 @@ def recipe_yaml(data: dict[str, Any]) -> str:
 
 
 # Output -------------------------------------------------------------------------------------
+QUALITY, SPEED = ("perplexity", "kl", "top1"), ("prefill", "tps", "speedup")
+PRUNED = (*QUALITY, "params", "size", "smaller", *SPEED)
 COLUMNS = {
-    "quantization": ("perplexity", "kl", "top1", "size", "smaller", "prefill", "tps", "speedup"),
-    "structured": (
-        "perplexity",
-        "kl",
-        "top1",
-        "params",
-        "size",
-        "smaller",
-        "prefill",
-        "tps",
-        "speedup",
-    ),
-    "combination": (
-        "perplexity",
-        "kl",
-        "top1",
-        "params",
-        "size",
-        "smaller",
-        "prefill",
-        "tps",
-        "speedup",
-    ),
+    "quantization": (*QUALITY, "size", "smaller", *SPEED),
+    "structured": PRUNED,
+    "combination": PRUNED,
 }
 HEADERS = {
     "perplexity": "perplexity",

@@ -42,6 +42,20 @@ class MatrixCase:
     extra_stages: list[dict[str, Any]] = field(default_factory=list)
 
 
+# int8 Linear layers, int8 embeddings and one layer kept in float: every form an export must keep.
+INT8_EMBEDDINGS_FALLBACK = MatrixCase(
+    id="int8-embeddings-fallback",
+    modifiers=[
+        {
+            "type": "quantization",
+            "method": "int8_dynamic",
+            "include_embeddings": True,
+            "fp32_fallback": 1,
+        }
+    ],
+)
+
+
 def all_cases() -> list[MatrixCase]:
     import matrix_cases
 

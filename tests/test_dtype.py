@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from matrix import all_cases, apply_case
-from tiny import logits, tiny_inputs, tiny_model, tiny_tokenizer
+from tiny import logits, save_with_tokenizer, tiny_inputs, tiny_model
 
 import hf_compress  # noqa: F401  (registers the compressed format)
 from hf_compress.cli import main
@@ -35,12 +35,6 @@ BF16_CASES = (
 )
 
 
-def _save(model, directory: Path) -> Path:
-    model.save_pretrained(directory)
-    tiny_tokenizer(directory).save_pretrained(directory)
-    return directory
-
-
 def _case(case_id: str):
     return next(case for case in all_cases() if case.id == case_id)
 
@@ -48,7 +42,7 @@ def _case(case_id: str):
 @pytest.mark.parametrize("case_id", BF16_CASES)
 def test_compressed_checkpoints_compute_in_bfloat16(case_id, tmp_path):
     model, _ = apply_case(_case(case_id), "bert")
-    source = _save(model, tmp_path / "model")
+    source = save_with_tokenizer(model, tmp_path / "model")
     stored = {name: t.dtype for name, t in model.state_dict().items() if not t.is_floating_point()}
     bf16 = load_model_for_eval(str(source), None, dtype="bfloat16").eval()
     state = bf16.state_dict()
@@ -67,7 +61,7 @@ def test_compressed_checkpoints_compute_in_bfloat16(case_id, tmp_path):
 
 def test_float32_is_the_default_and_unchanged(tmp_path):
     model = tiny_model("bert")
-    source = _save(model, tmp_path / "model")
+    source = save_with_tokenizer(model, tmp_path / "model")
     loaded = load_model_for_eval(str(source), get_task("sst2"))
     assert {p.dtype for p in loaded.parameters()} == {torch.float32}
     inputs = tiny_inputs()
@@ -77,7 +71,7 @@ def test_float32_is_the_default_and_unchanged(tmp_path):
 def test_bench_measures_each_model_in_each_dtype(tmp_path):
     from hf_compress.checkpoint.export import export_onnx
 
-    source = _save(tiny_model("bert"), tmp_path / "m")
+    source = save_with_tokenizer(tiny_model("bert"), tmp_path / "m")
     export_onnx(str(source), tmp_path / "onnx")
     rows = bench_models(
         [str(source), str(tmp_path / "onnx")],
@@ -101,7 +95,7 @@ def test_bench_measures_each_model_in_each_dtype(tmp_path):
 
 
 def test_cli_eval_and_bench_take_dtype(tmp_path, glue_dir, capsys):
-    source = _save(tiny_model("bert"), tmp_path / "m")
+    source = save_with_tokenizer(tiny_model("bert"), tmp_path / "m")
     argv = [
         "eval",
         str(source),
@@ -145,7 +139,7 @@ def test_cli_eval_and_bench_take_dtype(tmp_path, glue_dir, capsys):
 def test_bad_dtype_requests_get_clear_errors(tmp_path, capsys):
     from hf_compress.checkpoint.export import export_onnx
 
-    source = _save(tiny_model("bert"), tmp_path / "m")
+    source = save_with_tokenizer(tiny_model("bert"), tmp_path / "m")
     assert main(["bench", str(source), "--dtype", "bf16"]) == 2
     assert "float32, bfloat16, float16" in capsys.readouterr().err
     assert (
@@ -164,7 +158,7 @@ def test_bad_dtype_requests_get_clear_errors(tmp_path, capsys):
 def test_bitsandbytes_checkpoint_refuses_a_dtype(tmp_path):
     pytest.importorskip("bitsandbytes")
     model, _ = apply_case(_case("bnb-8bit"), "bert")
-    source = _save(model, tmp_path / "model")
+    source = save_with_tokenizer(model, tmp_path / "model")
     with pytest.raises(HfCompressError, match="compute_dtype"):
         load_model_for_eval(str(source), None, dtype="bfloat16")
     assert load_model_for_eval(str(source), None, dtype="float32") is not None

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from matrix import MatrixCase, all_cases, apply_case
-from tiny import logits, tiny_inputs, tiny_model, tiny_tokenizer
+from matrix import INT8_EMBEDDINGS_FALLBACK, all_cases, apply_case
+from tiny import logits, save_with_tokenizer, tiny_inputs, tiny_model, tiny_tokenizer
 from torch import nn
 
 import hf_compress  # noqa: F401  (registers the compressed format)
@@ -33,12 +33,6 @@ from hf_compress.evaluation.measure import count_parameters
 from hf_compress.methods.quantization.layers import Int8Linear
 
 pytest.importorskip("onnxruntime")
-
-
-def _save(model, directory: Path) -> Path:
-    model.save_pretrained(directory)
-    tiny_tokenizer(directory).save_pretrained(directory)
-    return directory
 
 
 def _onnx_logits(directory: Path, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -76,7 +70,7 @@ EXPORT_CASES += [
 @pytest.mark.parametrize(("case", "family"), EXPORT_CASES)
 def test_every_technique_exports_with_the_same_logits(case, family, tmp_path):
     model, _ = apply_case(case, family)
-    source = _save(model, tmp_path / "model")
+    source = save_with_tokenizer(model, tmp_path / "model")
     if any("bnb" in str(m.get("method", "")) for m in case.modifiers):
         with pytest.raises(HfCompressError, match="bitsandbytes"):
             export_onnx(str(source), tmp_path / "onnx")
@@ -123,19 +117,8 @@ def test_int8_checkpoint_keeps_the_recipes_int8(tmp_path):
     import numpy as np
     from datasets import Dataset
 
-    case = MatrixCase(
-        id="int8-embeddings-fallback",
-        modifiers=[
-            {
-                "type": "quantization",
-                "method": "int8_dynamic",
-                "include_embeddings": True,
-                "fp32_fallback": 1,
-            }
-        ],
-    )
-    model, _ = apply_case(case, "bert")
-    source = _save(model, tmp_path / "int8")
+    model, _ = apply_case(INT8_EMBEDDINGS_FALLBACK, "bert")
+    source = save_with_tokenizer(model, tmp_path / "int8")
     int8_layers = {n: m for n, m in model.named_modules() if isinstance(m, Int8Linear)}
     float_layers = {n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     assert len(float_layers - {"classifier"}) == 1  # the fallback layer
@@ -207,7 +190,7 @@ def test_a_graph_off_by_more_than_the_tolerance_is_an_error(tmp_path, monkeypatc
 
     (case,) = [c for c in all_cases() if c.id == "int8-dynamic"]
     model, _ = apply_case(case, "bert")
-    source = _save(model, tmp_path / "int8")
+    source = save_with_tokenizer(model, tmp_path / "int8")
     correct = onnx_int8.export_module
 
     def wrong_scales(module):  # a translation bug: every int8 layer's scales doubled
@@ -227,7 +210,7 @@ def test_qat_checkpoint_exports_with_its_input_grid(tmp_path):
     model, _ = apply_case(case, "bert")
     layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
     assert layers and all(layer.static_activations for layer in layers)
-    info = export_onnx(str(_save(model, tmp_path / "qat")), tmp_path / "onnx")
+    info = export_onnx(str(save_with_tokenizer(model, tmp_path / "qat")), tmp_path / "onnx")
     graph = _graph(tmp_path / "onnx")
     ops = [node.op_type for node in graph.graph.node]
     # QAT's fixed input grid: QuantizeLinear with the learned scale, no dynamic quantization
@@ -248,7 +231,7 @@ def test_4bit_embeddings_stay_packed(tmp_path):
 
     (case,) = [c for c in all_cases() if c.id == "embedding-4bit-group"]
     model, _ = apply_case(case, "bert")
-    info = export_onnx(str(_save(model, tmp_path / "m")), tmp_path / "onnx")
+    info = export_onnx(str(save_with_tokenizer(model, tmp_path / "m")), tmp_path / "onnx")
     tensors = _initializers(_graph(tmp_path / "onnx"))
     for name in ("word_embeddings", "position_embeddings"):
         packed = tensors[f"bert.embeddings.{name}.qweight"]
@@ -263,7 +246,7 @@ def test_4bit_embeddings_stay_packed(tmp_path):
 def test_quantize_int8_is_refused_for_an_int8_checkpoint(tmp_path, capsys):
     (case,) = [c for c in all_cases() if c.id == "int8-dynamic"]
     model, _ = apply_case(case, "bert")
-    source = _save(model, tmp_path / "int8")
+    source = save_with_tokenizer(model, tmp_path / "int8")
     out = tmp_path / "onnx"
     capsys.readouterr()
     assert main(["export", str(source), "--out", str(out), "--quantize", "int8"]) == 2
@@ -280,7 +263,9 @@ def test_quantize_int8_keeps_the_recipes_embedding_table(tmp_path):
 
     (case,) = [c for c in all_cases() if c.id == "embedding-int8"]
     model, _ = apply_case(case, "bert")
-    info = export_onnx(str(_save(model, tmp_path / "m")), tmp_path / "onnx", quantize="int8")
+    info = export_onnx(
+        str(save_with_tokenizer(model, tmp_path / "m")), tmp_path / "onnx", quantize="int8"
+    )
     graph = _graph(tmp_path / "onnx")
     tensors = _initializers(graph)
     # ONNX Runtime quantized the MatMuls; the table, and its scales, are the recipe's
@@ -297,7 +282,7 @@ def test_benchmark_script_times_pytorch_and_both_exports(tmp_path, capsys):
 
     (case,) = [c for c in all_cases() if c.id == "int8-dynamic-embeddings"]
     model, _ = apply_case(case, "bert")
-    source = _save(model, tmp_path / "int8")
+    source = save_with_tokenizer(model, tmp_path / "int8")
     script = load_script("onnx_int8_export")
     argv = [str(source), "--batch-sizes", "1,2", "--seq", "8", "--rounds", "2", "--threads", "1"]
     capsys.readouterr()
@@ -311,14 +296,20 @@ def test_benchmark_script_times_pytorch_and_both_exports(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert set(report["median_ms"]) == set(INT8_MATMUL_OPS)
     with pytest.raises(SystemExit, match="no int8 Linear layers"):
-        script.main([str(_save(tiny_model(), tmp_path / "float")), "--out", str(tmp_path / "x")])
+        script.main(
+            [
+                str(save_with_tokenizer(tiny_model(), tmp_path / "float")),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
 
 
 def test_structure_carries_over_and_int8_is_smaller(tmp_path):
     (case,) = [c for c in all_cases() if c.id == "heads-ffn-gradual-taylor"]
     model, dense = apply_case(case, "bert")
-    source = _save(model, tmp_path / "pruned")
-    dense_source = _save(dense, tmp_path / "dense")
+    source = save_with_tokenizer(model, tmp_path / "pruned")
+    dense_source = save_with_tokenizer(dense, tmp_path / "dense")
     export_onnx(str(source), tmp_path / "pruned-onnx")
     export_onnx(str(dense_source), tmp_path / "dense-onnx")
     info = export_onnx(str(source), tmp_path / "pruned-int8", quantize="int8")
@@ -354,7 +345,7 @@ def test_onnx_model_is_measured_and_evaluated_like_any_model(tmp_path):
     from datasets import Dataset
 
     model = tiny_model("bert")
-    export_onnx(str(_save(model, tmp_path / "m")), tmp_path / "onnx")
+    export_onnx(str(save_with_tokenizer(model, tmp_path / "m")), tmp_path / "onnx")
     onnx_model = OnnxSequenceClassifier(tmp_path / "onnx")
     figures = model_figures(
         onnx_model,
@@ -372,7 +363,7 @@ def test_onnx_model_is_measured_and_evaluated_like_any_model(tmp_path):
 
 
 def test_cli_export_then_bench_reads_the_export(tmp_path, capsys):
-    source = _save(tiny_model("bert"), tmp_path / "m")
+    source = save_with_tokenizer(tiny_model("bert"), tmp_path / "m")
     assert main(["export", str(source), "--out", str(tmp_path / "onnx"), "--quantize", "int8"]) == 0
     assert "model.onnx" in capsys.readouterr().out
     assert json.loads((tmp_path / "onnx" / EXPORT_MARKER).read_text())["quantize"] == "int8"
@@ -400,7 +391,7 @@ def test_cli_export_then_bench_reads_the_export(tmp_path, capsys):
 
 
 def test_existing_output_is_not_overwritten_and_failures_leave_nothing(tmp_path, monkeypatch):
-    source = _save(tiny_model("bert"), tmp_path / "m")
+    source = save_with_tokenizer(tiny_model("bert"), tmp_path / "m")
     out = tmp_path / "onnx"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -421,7 +412,7 @@ def test_existing_output_is_not_overwritten_and_failures_leave_nothing(tmp_path,
 
 
 def test_bad_inputs_get_clear_errors(tmp_path):
-    source = _save(tiny_model("bert"), tmp_path / "m")
+    source = save_with_tokenizer(tiny_model("bert"), tmp_path / "m")
     with pytest.raises(HfCompressError, match="quantize must be one of"):
         export_onnx(str(source), tmp_path / "x", quantize="int4")
     with pytest.raises(CheckpointError, match="not an ONNX export"):
@@ -436,7 +427,10 @@ def test_export_for_the_wrong_task_is_refused(tmp_path):
     from hf_compress.data.glue_tasks import get_task
     from hf_compress.evaluation.load import load_model_for_eval
 
-    export_onnx(str(_save(tiny_model("bert", num_labels=3), tmp_path / "m")), tmp_path / "onnx")
+    export_onnx(
+        str(save_with_tokenizer(tiny_model("bert", num_labels=3), tmp_path / "m")),
+        tmp_path / "onnx",
+    )
     with pytest.raises(CheckpointError, match="3 labels but sst2 has 2"):
         load_model_for_eval(str(tmp_path / "onnx"), get_task("sst2"))
     with pytest.raises(HfCompressError, match="ONNX export"):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from matrix import MatrixCase, apply_case
-from tiny import logits, tiny_inputs, tiny_model, tiny_tokenizer
+from matrix import INT8_EMBEDDINGS_FALLBACK, apply_case
+from tiny import logits, save_with_tokenizer, tiny_inputs, tiny_model
 
 import hf_compress  # noqa: F401  (registers the compressed format)
 from hf_compress.checkpoint.export import (
@@ -28,24 +28,6 @@ from hf_compress.methods.quantization.layers import Int8Linear
 
 ov = pytest.importorskip("openvino")
 
-INT8_CASE = MatrixCase(
-    id="int8-embeddings-fallback",
-    modifiers=[
-        {
-            "type": "quantization",
-            "method": "int8_dynamic",
-            "include_embeddings": True,
-            "fp32_fallback": 1,
-        }
-    ],
-)
-
-
-def _save(model, directory: Path) -> Path:
-    model.save_pretrained(directory)
-    tiny_tokenizer(directory).save_pretrained(directory)
-    return directory
-
 
 def _int8_constants(directory: Path) -> int:
     model = ov.Core().read_model(str(directory / OPENVINO_XML))
@@ -59,8 +41,8 @@ def _int8_constants(directory: Path) -> int:
 
 
 def test_int8_checkpoint_exports_to_openvino_with_its_int8(tmp_path):
-    model, _ = apply_case(INT8_CASE, "bert")
-    source = _save(model, tmp_path / "int8")
+    model, _ = apply_case(INT8_EMBEDDINGS_FALLBACK, "bert")
+    source = save_with_tokenizer(model, tmp_path / "int8")
     info = export_onnx(str(source), tmp_path / "ov", format="openvino")
 
     out = tmp_path / "ov"
@@ -102,7 +84,7 @@ def test_int8_checkpoint_exports_to_openvino_with_its_int8(tmp_path):
 
 
 def test_cli_exports_openvino_and_eval_and_bench_read_it(tmp_path, capsys):
-    source = _save(tiny_model("bert"), tmp_path / "m")
+    source = save_with_tokenizer(tiny_model("bert"), tmp_path / "m")
     out = tmp_path / "ov"
     assert main(["export", str(source), "--out", str(out), "--format", "openvino"]) == 0
     assert OPENVINO_XML in capsys.readouterr().out
@@ -124,7 +106,7 @@ def test_cli_exports_openvino_and_eval_and_bench_read_it(tmp_path, capsys):
 
 
 def test_openvino_errors_are_one_clear_line(tmp_path, monkeypatch):
-    source = _save(tiny_model("bert"), tmp_path / "m")
+    source = save_with_tokenizer(tiny_model("bert"), tmp_path / "m")
     with pytest.raises(HfCompressError, match="format must be one of"):
         export_onnx(str(source), tmp_path / "x", format="tflite")
     with pytest.raises(HfCompressError, match="openvino_precision must be one of"):
@@ -157,8 +139,8 @@ def test_openvino_errors_are_one_clear_line(tmp_path, monkeypatch):
 def test_benchmark_script_times_the_openvino_export_beside_pytorch(tmp_path, capsys):
     from tiny import load_script
 
-    model, _ = apply_case(INT8_CASE, "bert")
-    source = _save(model, tmp_path / "int8")
+    model, _ = apply_case(INT8_EMBEDDINGS_FALLBACK, "bert")
+    source = save_with_tokenizer(model, tmp_path / "int8")
     script = load_script("onnx_int8_export")
     argv = [str(source), "--batch-sizes", "1", "--seq", "8", "--rounds", "2", "--threads", "1"]
     capsys.readouterr()

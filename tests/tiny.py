@@ -159,6 +159,13 @@ def tiny_tokenizer(directory: str | Path | None = None) -> BertTokenizerFast:
     )
 
 
+def save_with_tokenizer(model: PreTrainedModel, directory: Path) -> Path:
+    """Saves `model` and the tiny tokenizer into `directory`, as a run's output would hold them."""
+    model.save_pretrained(directory)
+    tiny_tokenizer(directory).save_pretrained(directory)
+    return directory
+
+
 def logits(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
         return model(**inputs).logits

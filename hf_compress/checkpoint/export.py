@@ -46,8 +46,14 @@ from transformers import AutoConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..errors import CheckpointError, HfCompressError, OutputExistsError
-from .openvino_ir import OPENVINO_XML
-from .openvino_ir import PRECISIONS as OPENVINO_PRECISIONS
+from .openvino_ir import (
+    OPENVINO_XML,
+    check_precision,
+    compile_ir,
+    ir_input_names,
+    require_openvino,
+    run_compiled,
+)
 
 ONNX_FILE = "model.onnx"
 
@@ -293,7 +299,7 @@ def export_onnx(
     from .loading import load_checked_tokenizer, load_compressed
     from .sources import resolve_model_source
 
-    _check_request(quantize, int8_matmul, output_dir, overwrite, format)
+    _check_request(quantize, int8_matmul, output_dir, overwrite, format, openvino_precision)
     checkpoint = resolve_model_source(source)
     tokenizer = load_checked_tokenizer(checkpoint)
     model = load_compressed(checkpoint, "sequence-classification").eval()
@@ -317,9 +323,9 @@ def _check_request(
     output_dir: str | Path,
     overwrite: bool,
     format: str = "onnx",
+    openvino_precision: str = "f32",
 ) -> None:
     from .onnx_int8 import INT8_MATMUL_OPS
-    from .openvino_ir import require_openvino
 
     if format not in FORMATS:
         raise HfCompressError(f"format must be one of {FORMATS}, got {format!r}")
@@ -332,6 +338,7 @@ def _check_request(
                 "--quantize int8 is ONNX Runtime's re-quantization, for --format onnx; with "
                 "--format openvino, export the checkpoint as stored (a recipe's int8 stays int8)"
             )
+        check_precision(openvino_precision)
         require_openvino()
     if quantize not in (None, *QUANTIZE_CHOICES):
         raise HfCompressError(
@@ -370,12 +377,7 @@ def export_model(
 
     from .onnx_int8 import INT8_MATMUL_DEFAULT, OPENVINO_INT8_MATMUL, translation_table
 
-    _check_request(quantize, int8_matmul, output_dir, overwrite, format)
-    if openvino_precision not in OPENVINO_PRECISIONS:
-        raise HfCompressError(
-            f"openvino_precision must be one of {sorted(OPENVINO_PRECISIONS)}, got "
-            f"{openvino_precision!r}"
-        )
+    _check_request(quantize, int8_matmul, output_dir, overwrite, format, openvino_precision)
     output_dir = Path(output_dir)
     int8_matmul = int8_matmul or (
         OPENVINO_INT8_MATMUL if format == "openvino" else INT8_MATMUL_DEFAULT
@@ -538,7 +540,7 @@ def _convert_to_openvino(
     what changes in `onnx_export.json`."""
     import numpy as np
 
-    from .openvino_ir import compile_ir, convert_onnx_to_ir, openvino_version, run_compiled
+    from .openvino_ir import convert_onnx_to_ir, openvino_version
 
     onnx_path = staging / ONNX_FILE
     parameters = onnx_weight_numel(onnx_path)
@@ -710,8 +712,6 @@ class OpenVinoSequenceClassifier(ExportedSequenceClassifier):
         self, directory: str | Path, num_threads: int | None = None, precision: str | None = None
     ) -> None:
         super().__init__(directory)
-        from .openvino_ir import compile_ir, ir_input_names, require_openvino
-
         require_openvino()
         self.compiled = compile_ir(
             self.directory,
@@ -721,8 +721,6 @@ class OpenVinoSequenceClassifier(ExportedSequenceClassifier):
         self.input_names = ir_input_names(self.compiled)
 
     def run(self, feed: dict[str, Any]) -> Any:
-        from .openvino_ir import run_compiled
-
         return run_compiled(self.compiled, feed)
 
     def compressed_numel(self) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from ..errors import CheckpointError, HfCompressError
 
 OPENVINO_XML = "openvino_model.xml"
 OPENVINO_BIN = "openvino_model.bin"
-PRECISIONS = {"f32": "f32", "bf16": "bf16"}
+PRECISIONS = ("f32", "bf16")
 
 
 def require_openvino() -> None:
@@ -33,6 +33,11 @@ def require_openvino() -> None:
         raise HfCompressError(
             "--format openvino needs the openvino runtime: pip install 'hf-compress[openvino]'"
         ) from error
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise HfCompressError(f"openvino_precision must be one of {PRECISIONS}, got {precision!r}")
 
 
 def convert_onnx_to_ir(onnx_path: Path, directory: Path) -> int:
@@ -50,10 +55,9 @@ def compile_ir(directory: Path, num_threads: int, precision: str = "f32") -> Any
     """The IR in `directory` compiled for the CPU with `num_threads` threads, tuned for latency."""
     import openvino as ov
 
-    if precision not in PRECISIONS:
-        raise HfCompressError(f"OpenVINO precision must be one of {sorted(PRECISIONS)}")
+    check_precision(precision)
     config = {
-        "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
+        "INFERENCE_PRECISION_HINT": precision,
         "INFERENCE_NUM_THREADS": num_threads,
         "PERFORMANCE_HINT": "LATENCY",
     }
