@@ -15,6 +15,7 @@ from hf_compress.data import LANGUAGE_MODELING, TextData, get_task
 from hf_compress.data.text import pack_blocks, read_texts, token_stream
 from hf_compress.errors import DataError, RecipeError
 from hf_compress.recipe.recipe import Recipe
+from hf_compress.training.preflight import check_recipe
 
 SPECIALS = ["<unk>", "<s>", "</s>"]
 EOS = 2
@@ -232,12 +233,6 @@ def test_recipe_keys_and_cross_checks(tmp_path):
     )
     cases = [
         ("causal_lm", "{}", "data.text_files: `task: causal_lm` needs training text"),
-        (
-            "causal_lm",
-            "{text_files: [nope.txt]}",
-            r"data.text_files\[0\]: 'nope.txt' is not a file",
-        ),
-        ("causal_lm", f"{{text_files: [{corpus}], eval_text_files: [x.txt]}}", "eval_text_files"),
         ("sst2", f"{{text_files: [{corpus}]}}", "data.text_files: text data is for `task: causal"),
         ("sst2", "{dataset: wikitext}", "data.dataset: text data is for"),
         ("causal_lm", f"{{text_files: [{corpus}], eval_fraction: 1.0}}", "eval_fraction"),
@@ -247,6 +242,27 @@ def test_recipe_keys_and_cross_checks(tmp_path):
         with pytest.raises(RecipeError, match=match) as info:
             Recipe.from_string(RECIPE.format(task=task, data=data_text))
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "data_text, match",
+    [
+        ("{text_files: [nope.txt]}", r"data.text_files\[0\]: 'nope.txt' is not a file"),
+        ("{text_files: [CORPUS], eval_text_files: [x.txt]}", r"eval_text_files\[0\]: 'x.txt'"),
+    ],
+)
+def test_missing_text_files_fail_the_preflight_not_the_parse(tmp_path, data_text, match):
+    """A recipe may name files a script writes later (recipes/smollm2-combined.yaml): parsing it
+    succeeds, `hf-compress validate` / `run` stop on the missing file before any model loads."""
+    corpus = write(tmp_path / "c.txt", sentences(5))
+    recipe = Recipe.from_string(
+        RECIPE.format(task="causal_lm", data=data_text.replace("CORPUS", corpus))
+    )
+    with pytest.raises(RecipeError, match=match) as info:
+        recipe.check_text_files()
+    assert "\n" not in str(info.value)
+    with pytest.raises(RecipeError, match=match):
+        check_recipe(recipe)  # first of the checks: the base model (some/llm) is never looked up
 
 
 def test_packing_matches_numpy_reshape():

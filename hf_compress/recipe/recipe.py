@@ -268,7 +268,9 @@ class Recipe:
                         )
 
     def _check_text_data(self, where: str) -> None:
-        """`task: causal_lm` reads text (data.text_files / data.dataset); GLUE tasks refuse it."""
+        """`task: causal_lm` reads text (data.text_files / data.dataset); GLUE tasks refuse it.
+        Whether the files exist is checked when the recipe is validated or run
+        (`check_text_files`): a shipped recipe may name files a script writes."""
         text_keys = [
             k for k in ("text_files", "eval_text_files", "dataset") if getattr(self.data, k)
         ]
@@ -285,6 +287,10 @@ class Recipe:
                 "data.text_files: [corpus.txt] (one text per line) or data.dataset (a Hub id or "
                 "a local path)"
             )
+
+    def check_text_files(self) -> None:
+        """Every file of data.text_files / data.eval_text_files exists (`hf-compress validate` and
+        `run` call this; parsing does not, so a recipe may name files a script writes later)."""
         for key in ("text_files", "eval_text_files"):
             for i, name in enumerate(getattr(self.data, key)):
                 try:
@@ -293,8 +299,9 @@ class Recipe:
                     found = False
                 if not found:
                     raise RecipeError(
-                        f"{where} data.{key}[{i}]: {show_value(name)} is not a file; give the path "
-                        "of a UTF-8 text file (relative paths start from the working directory)"
+                        f"{self.source}: data.{key}[{i}]: {show_value(name)} is not a file; give "
+                        "the path of a UTF-8 text file (relative paths start from the working "
+                        "directory)"
                     )
 
     # Output -------------------------------------------------------------------------------

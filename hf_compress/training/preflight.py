@@ -1,7 +1,8 @@
-"""Checks of a recipe that need transformers or the models' configs but no weights, run by
-`hf-compress validate` and at the start of `hf-compress run`, before anything is trained or
-measured: the `TrainingArguments` transformers will build, the base model's architecture and
-classification head, pruning counts against the model's size, and the teacher's existence."""
+"""Checks of a recipe that need the file system, transformers or the models' configs but no
+weights, run by `hf-compress validate` and at the start of `hf-compress run`, before anything is
+trained or measured: the text files a language-model recipe names, the `TrainingArguments`
+transformers will build, the base model's architecture and classification head, pruning counts
+against the model's size, and the teacher's existence."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def check_recipe(recipe: Recipe) -> None:
         HfCompressError: one line naming the problem and the fix (`HubUnreachableError` when a
             Hub id cannot be checked offline).
     """
+    recipe.check_text_files()
     check_training_arguments(recipe)
     config = load_checked_config(check_base_model(recipe))
     check_classification_head(recipe, config)
