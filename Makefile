@@ -25,8 +25,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/hf-compress run recipes/quickstart.yaml --overwrite
 
+# Two test processes: the tests are single-threaded (tests/conftest.py), so two cores halve the time.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check hf_compress tests scripts benchmarks

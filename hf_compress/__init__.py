@@ -13,6 +13,7 @@ calls `load_all()`.
 import importlib as _importlib
 import os as _os
 
+from .recipe import registry as _registry
 from .version import __version__
 
 # public name -> the module it lives in
@@ -43,7 +44,16 @@ def load_all() -> None:
     # about optional CUDA / kernel-hub extensions on every CPU-only import: noise to our users.
     for name in ("torchao", "torch.utils._pytree", "bitsandbytes.backends.cpu.ops"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    from . import architectures, checkpoint, methods  # noqa: F401  (registering is importing)
+    from . import architectures, checkpoint  # noqa: F401  (registering is importing)
+    from .methods import load_techniques
+
+    load_techniques()
+
+
+def _register_builtin_recipe_types() -> None:
+    from .methods import load_configs
+
+    load_configs()
 
 
 def __getattr__(name: str) -> object:
@@ -53,6 +63,9 @@ def __getattr__(name: str) -> object:
     globals()[name] = value
     return value
 
+
+# The recipe layer reads the built-in types' keys and rules (torch-free) on its first lookup.
+_registry.set_builtin_loader(_register_builtin_recipe_types)
 
 if _os.environ.pop("HF_COMPRESS_LAZY_IMPORT", "") != "1":
     load_all()

@@ -12,7 +12,7 @@ from transformers import PreTrainedModel
 from .errors import RecipeError
 from .methods.modifier import StageContext
 from .recipe.recipe import ModifierSpec, Recipe, Stage, _build_stage
-from .recipe.registry import MODIFIERS
+from .recipe.registry import get_config_class, registered_modifier_types
 from .training.stages import StageRun
 
 
@@ -54,10 +54,7 @@ def compress(
                 "stages only. Use CompressionTrainer (or `hf-compress run`) for training stages."
             )
     renumbering = [
-        spec.type
-        for stage in stages
-        for spec in stage.modifiers
-        if spec.modifier_class.changes_vocabulary
+        spec.type for stage in stages for spec in stage.modifiers if spec.config.changes_vocabulary
     ]
     if renumbering and not return_tokenizer:
         raise RecipeError(
@@ -98,8 +95,9 @@ def _without_data(entry: dict[str, Any]) -> dict[str, Any]:
     """`entry` with `importance: magnitude` when its technique ranks by Taylor importance (the
     default of head and FFN pruning, which needs labelled batches) and the entry names none."""
     kind = entry.get("type")
-    cls = MODIFIERS.get(kind) if isinstance(kind, str) else None  # unknown: _build_stage says so
-    defaults = {f.name: f.default for f in dataclasses.fields(cls.config_class)} if cls else {}
+    if not (isinstance(kind, str) and kind in registered_modifier_types()):
+        return entry  # an unknown type: _build_stage says so
+    defaults = {f.name: f.default for f in dataclasses.fields(get_config_class(kind))}
     if defaults.get("importance") == "taylor" and "importance" not in entry:
         return {**entry, "importance": "magnitude"}
     return entry

@@ -47,11 +47,19 @@ def _quiet_libraries() -> None:
     datasets.disable_progress_bars()
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
+def _read_recipe(args: argparse.Namespace) -> None:
+    """`validate` and `run`: the recipe is parsed, and its text files checked, before torch and
+    transformers load (seconds on a small machine), so most mistakes are reported at once."""
     from .recipe.recipe import Recipe
+
+    args.parsed_recipe = Recipe.from_yaml(args.recipe, overrides=args.set)
+    args.parsed_recipe.check_text_files()
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
     from .training.preflight import check_recipe
 
-    recipe = Recipe.from_yaml(args.recipe, overrides=args.set)
+    recipe = args.parsed_recipe
     try:
         check_recipe(recipe)
     except HubUnreachableError as exc:  # nothing to check against offline; `run` would stop here
@@ -67,10 +75,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .recipe.recipe import Recipe
     from .training.runner import run_recipe
 
-    recipe = Recipe.from_yaml(args.recipe, overrides=args.set)
+    recipe = args.parsed_recipe
     latency_config: dict[str, Any] = {"runs": args.latency_runs}
     run_recipe(
         recipe,
@@ -442,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue an interrupted run of this recipe from <output_dir>.work",
     )
-    p.set_defaults(func=_cmd_run)
+    p.set_defaults(func=_cmd_run, read_first=_read_recipe)
 
     p = sub.add_parser("validate", help="check a recipe without loading any model")
     p.add_argument("recipe")
@@ -450,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--print", action="store_true", help="print the recipe with every default filled in"
     )
-    p.set_defaults(func=_cmd_validate)
+    p.set_defaults(func=_cmd_validate, read_first=_read_recipe)
 
     p = sub.add_parser(
         "eval",
@@ -662,10 +669,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)  # --help and argument errors end here, before heavy imports
     import hf_compress
 
-    hf_compress.load_all()
-    _quiet_libraries()
     try:
         load_plugins(args.plugin)
+        if hasattr(args, "read_first"):
+            args.read_first(args)  # a recipe's own mistakes, before the heavy imports
+        hf_compress.load_all()
+        _quiet_libraries()
         return args.func(args)
     except HfCompressError as exc:
         print(f"hf-compress: error: {exc}", file=sys.stderr)

@@ -27,7 +27,7 @@ import yaml
 from hf_compress import Recipe, RecipeError, register_modifier
 from hf_compress.methods.modifier import Modifier
 from hf_compress.recipe.fields import ModifierConfig
-from hf_compress.recipe.registry import MODIFIERS, registered_modifier_types
+from hf_compress.recipe.registry import CONFIGS, registered_modifier_types
 from hf_compress.recipe.schema import option, show_value
 from hf_compress.recipe.yaml_io import MAX_RECIPE_BYTES
 
@@ -311,12 +311,12 @@ def _mutate(data: Any, rng: random.Random, types: list[str]) -> tuple[Any, str]:
         entries = [
             p
             for p in containers
-            if isinstance(_get(data, p).get("type"), str) and _get(data, p)["type"] in MODIFIERS
+            if isinstance(_get(data, p).get("type"), str) and _get(data, p)["type"] in CONFIGS
         ]
         if entries:
             path = rng.choice(entries)
             entry = _get(data, path)
-            fields = dataclasses.fields(MODIFIERS[entry["type"]].config_class)
+            fields = dataclasses.fields(CONFIGS[entry["type"]])
             field = rng.choice(fields)
             value = rng.choice(_boundary_values(field))
             entry[field.name] = value

@@ -561,8 +561,8 @@ def test_qat_fake_quantization_rounds_weights_and_inputs():
 
 
 def test_qat_needs_a_training_stage():
-    assert QuantizationConfig(method="qat_int8").requires_training
-    assert not QuantizationConfig(method="int8_dynamic").requires_training
+    assert QuantizationConfig(method="qat_int8").needs_training()
+    assert not QuantizationConfig(method="int8_dynamic").needs_training()
     modifier = QuantizationModifier(QuantizationConfig(method="qat_int8"))
     with pytest.raises(HfCompressError, match="epochs > 0"):
         modifier.on_initialize(

@@ -47,15 +47,25 @@ class _Scale(Modifier):
     config_class = _ScaleConfig
 
 
-@register_modifier("_test_needs_teacher")
-class _NeedsTeacher(Modifier):
+@dataclass(frozen=True)
+class _NeedsTeacherConfig(ModifierConfig):
     requires_teacher = True
     requires_training = True
 
 
+@register_modifier("_test_needs_teacher")
+class _NeedsTeacher(Modifier):
+    config_class = _NeedsTeacherConfig
+
+
+@dataclass(frozen=True)
+class _FreezeConfig(ModifierConfig):
+    freezes_weights = True
+
+
 @register_modifier("_test_freeze")
 class _Freeze(Modifier):
-    freezes_weights = True
+    config_class = _FreezeConfig
 
 
 def recipe_from(text: str, **kwargs) -> Recipe:
@@ -290,9 +300,13 @@ def test_shipped_small_glue_task_recipes(task):
 
 
 def test_distillation_after_vocabulary_pruning_is_rejected():
+    @dataclass(frozen=True)
+    class _VocabConfig(ModifierConfig):
+        changes_vocabulary = True
+
     @register_modifier("_test_vocab")
     class _Vocab(Modifier):
-        changes_vocabulary = True
+        config_class = _VocabConfig
 
     same_stage = GOOD.replace(
         "- {type: _test_needs_teacher}",
@@ -323,3 +337,23 @@ def test_sst2_combination_with_fallback_differs_from_the_combination_only_by_the
     assert fallback["output_dir"] == "outputs/minilm-sst2-prune-int8-fallback-full-data"
     fallback["output_dir"] = plain["output_dir"]
     assert fallback == plain
+
+
+def test_training_fields_read_from_source_match_the_real_training_arguments():
+    """The torch-free reader of transformers' source sees exactly TrainingArguments' __init__
+    arguments, with the same hints (enums, which it cannot import, become placeholders)."""
+    import dataclasses
+    import typing
+
+    from transformers import TrainingArguments
+
+    from hf_compress.recipe.training_fields import training_argument_hints
+
+    read = training_argument_hints()
+    assert read is not None
+    assert set(read) == {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    real = typing.get_type_hints(TrainingArguments)
+    same = [k for k in read if repr(read[k]) == repr(real[k])]
+    assert {"learning_rate", "per_device_train_batch_size", "report_to", "bf16"} <= set(same)
+    for key in set(read) - set(same):  # only hints naming a class of transformers / accelerate
+        assert "hf_compress.recipe.training_fields." in repr(read[key]), (key, read[key])

@@ -1,7 +1,9 @@
 """Every compression technique, one folder each, all of the same shape.
 
 `methods/<technique>/` holds:
-- `config.py`: the recipe keys, as frozen dataclasses (documented once, with a `help` text);
+- `config.py`: the recipe keys and the recipe rules of its types, as frozen dataclasses
+  registered with `@recipe_type("<type>")` (documented once, with a `help` text; torch-free, so
+  `hf-compress validate` checks a recipe before torch loads);
 - `modifier.py`: the `Modifier` subclass(es), registered with `@register_modifier("<type>")`;
 - `layers.py`: the storage layers the technique saves in a checkpoint (when it has any), each
   with a `to_float()` method giving the plain float module it stands for;
@@ -10,18 +12,37 @@
   module tree);
 - helpers named for what they do (`importance.py`, `svd.py`, `kmeans.py`, ...).
 
-Importing this package registers every technique.
+Importing this package (or a technique's folder) loads nothing heavy; `load_techniques()`
+(called by `hf_compress.load_all()`) registers every technique's modifiers and rebuilders.
 """
 
-from . import (  # noqa: F401  (importing a technique registers its modifiers and rebuilders)
-    clustering,
-    distillation,
-    low_rank,
-    pruning,
-    quantization,
-    sharing,
-    vocabulary,
-)
-from .modifier import Modifier, StageContext
+from __future__ import annotations
 
-__all__ = ["Modifier", "StageContext"]
+import importlib
+import importlib.util
+
+# The technique folders: the only list of them.
+TECHNIQUES = (
+    "clustering",
+    "distillation",
+    "low_rank",
+    "pruning",
+    "quantization",
+    "sharing",
+    "vocabulary",
+)
+
+
+def load_configs() -> None:
+    """Imports every technique's `config.py` (torch-free), which registers its recipe types."""
+    for technique in TECHNIQUES:
+        importlib.import_module(f"{__name__}.{technique}.config")
+
+
+def load_techniques() -> None:
+    """Imports every technique's `modifier.py` and `rebuild.py`, which registers them."""
+    for technique in TECHNIQUES:
+        for part in ("modifier", "rebuild"):
+            name = f"{__name__}.{technique}.{part}"
+            if importlib.util.find_spec(name) is not None:
+                importlib.import_module(name)

@@ -119,31 +119,13 @@ class StageContext:
 
 class Modifier:
     """Base class of every technique. Subclasses set `config_class` and register with
-    `@register_modifier("type")`.
-
-    Class attributes used by recipe validation (before any model loads):
-        requires_training: the modifier only makes sense in a stage with `epochs > 0`.
-        requires_teacher: the recipe must name a teacher.
-        freezes_weights: no later stage may train the weights it produced (quantize last).
-        allows_training_after_freeze: a modifier that may train after a frozen one (e.g. LoRA).
-        trains_before_freezing: trains in its own stage, then freezes at finalize (QAT).
-        changes_vocabulary: renumbers token ids at the end of its stage, so a teacher with the
-            old vocabulary cannot be used in a later stage.
+    `@register_modifier("type")`. The recipe rules of a type (needs a teacher, freezes the
+    weights, one per stage, ...) are class attributes of its config class (see
+    `ModifierConfig`), checked before any model loads.
     """
 
     type_name: ClassVar[str] = ""
     config_class: ClassVar[type[ModifierConfig]] = ModifierConfig
-    requires_training: ClassVar[bool] = False
-    requires_teacher: ClassVar[bool] = False
-    freezes_weights: ClassVar[bool] = False
-    allows_training_after_freeze: ClassVar[bool] = False
-    trains_before_freezing: ClassVar[bool] = False
-    changes_vocabulary: ClassVar[bool] = False
-    # Stage rules checked when a recipe (any `Stage`) is built: at most one of this type per
-    # stage; types that may not share its stage, and why.
-    once_per_stage: ClassVar[bool] = False
-    exclusive_with: ClassVar[tuple[str, ...]] = ()
-    exclusive_reason: ClassVar[str] = ""
     # For the model card: what the technique does, in words; the Hub tags it earns; whether it
     # quantizes (the card then names the quantized base model as such).
     description: ClassVar[str] = ""

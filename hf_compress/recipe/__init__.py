@@ -6,14 +6,18 @@ recipe = Recipe.from_yaml("recipes/quickstart.yaml", overrides=["training.learni
 from .fields import DataConfig, FinetuneBase, ModifierConfig, PushToHub
 from .recipe import ModifierSpec, Recipe, Stage
 from .registry import (
+    CONFIGS,
     MODIFIERS,
+    get_config_class,
     get_modifier_class,
+    recipe_type,
     register_modifier,
     registered_modifier_types,
 )
 from .yaml_io import apply_overrides
 
 __all__ = [
+    "CONFIGS",
     "MODIFIERS",
     "DataConfig",
     "FinetuneBase",
@@ -23,7 +27,9 @@ __all__ = [
     "Recipe",
     "Stage",
     "apply_overrides",
+    "get_config_class",
     "get_modifier_class",
+    "recipe_type",
     "register_modifier",
     "registered_modifier_types",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .fields import DataConfig, FinetuneBase, PushToHub, _RecipeFields, _StageFields
-from .registry import MODIFIERS, registered_modifier_types
+from .registry import get_config_class, get_modifier_class, registered_modifier_types
 from .schema import describe
 
 
@@ -51,26 +51,26 @@ def recipe_reference() -> str:
     for name in registered_modifier_types():
         if name.startswith("_"):
             continue
-        cls = MODIFIERS[name]
-        doc = (cls.__doc__ or "").strip().splitlines()
+        doc = (get_modifier_class(name).__doc__ or "").strip().splitlines()
+        rules = get_config_class(name)
         flags = [
             flag
             for flag, on in (
-                ("needs a teacher", cls.requires_teacher),
-                ("needs a training stage", cls.requires_training),
+                ("needs a teacher", rules.requires_teacher),
+                ("needs a training stage", rules.requires_training),
                 (
                     "freezes the weights: no training stage may follow",
-                    cls.freezes_weights and not cls.trains_before_freezing,
+                    rules.freezes_weights and not rules.trains_before_freezing,
                 ),
-                ("trains in its stage, then freezes the weights", cls.trains_before_freezing),
-                ("may train after quantization (adapters)", cls.allows_training_after_freeze),
+                ("trains in its stage, then freezes the weights", rules.trains_before_freezing),
+                ("may train after quantization (adapters)", rules.allows_training_after_freeze),
             )
             if on
         ]
         parts += ["", f"### `{name}`", "", doc[0] if doc else "", ""]
         if flags:
             parts += ["*" + "; ".join(flags) + ".*", ""]
-        parts.append(_table(cls.config_class))
+        parts.append(_table(rules))
     return "\n".join(parts) + "\n"
 
 

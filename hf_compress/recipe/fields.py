@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .schema import option, show_value
 
@@ -226,7 +226,31 @@ class _RecipeFields:
 
 @dataclass(frozen=True)
 class ModifierConfig:
-    """Keys every modifier accepts. Techniques subclass this with their own keys."""
+    """Keys every modifier accepts. Techniques subclass this with their own keys, and set the
+    recipe rules of their type here (not on the `Modifier`), so a recipe is checked without
+    importing any technique's implementation (torch):
+
+        requires_training: only makes sense in a stage with `epochs > 0` (per configuration:
+            override `needs_training`).
+        requires_teacher: the recipe must name a teacher.
+        freezes_weights: no later stage may train the weights it produced (quantize last).
+        allows_training_after_freeze: may train after a frozen modifier (e.g. LoRA).
+        trains_before_freezing: trains in its own stage, then freezes at finalize (QAT).
+        changes_vocabulary: renumbers token ids at the end of its stage, so a teacher with the
+            old vocabulary cannot be used in a later stage.
+        once_per_stage: at most one modifier of this type per stage.
+        exclusive_with / exclusive_reason: types that may not share its stage, and why.
+    """
+
+    requires_training: ClassVar[bool] = False
+    requires_teacher: ClassVar[bool] = False
+    freezes_weights: ClassVar[bool] = False
+    allows_training_after_freeze: ClassVar[bool] = False
+    trains_before_freezing: ClassVar[bool] = False
+    changes_vocabulary: ClassVar[bool] = False
+    once_per_stage: ClassVar[bool] = False
+    exclusive_with: ClassVar[tuple[str, ...]] = ()
+    exclusive_reason: ClassVar[str] = ""
 
     targets: tuple[str, ...] = option(
         (),
@@ -249,3 +273,8 @@ class ModifierConfig:
             raise ValueError(f"start ({self.start}) must not be after end ({self.end})")
         check_patterns("targets", self.targets)
         check_patterns("ignore", self.ignore)
+
+    def needs_training(self) -> bool:
+        """Whether this configuration needs a training stage (`requires_training`, unless a
+        technique decides per configuration, as quantization does for qat_int8)."""
+        return self.requires_training

@@ -31,6 +31,7 @@ from .fields import (
     _StageFields,
 )
 from .schema import build, show_value, to_dict
+from .training_fields import training_argument_hints
 from .yaml_io import (
     MAX_RECIPE_BYTES,
     _check_plain,
@@ -78,7 +79,7 @@ class Stage:
     def __post_init__(self) -> None:
         types = [spec.type for spec in self.modifiers]
         for j, spec in enumerate(self.modifiers):
-            cls = spec.modifier_class
+            cls = type(spec.config)  # the type's recipe rules
             if cls.once_per_stage and types.count(spec.type) > 1:
                 raise RecipeError(
                     f"stage {self.name!r}: modifiers[{j}] ({spec.type}) appears "
@@ -201,7 +202,7 @@ class Recipe:
         for i, stage in enumerate(self.stages):
             stage_where = f"{where} stages[{i}]"
             _check_training_args(stage.training, f"{stage_where}.training")
-            classes = [m.modifier_class for m in stage.modifiers]
+            classes = [type(m.config) for m in stage.modifiers]  # the types' recipe rules
             if (
                 frozen_by
                 and stage.trains
@@ -240,10 +241,8 @@ class Recipe:
                         f"{mod_where}: needs a teacher; set `teacher: base` (the model before "
                         "compression), `teacher: finetuned-base` (with finetune_base) or a path"
                     )
-                # A class flag, or per method (quantization: only qat_int8 trains).
-                if (
-                    cls.requires_training or getattr(spec.config, "requires_training", False)
-                ) and not stage.trains:
+                # Per configuration: of the quantization methods only qat_int8 trains.
+                if spec.config.needs_training() and not stage.trains:
                     raise RecipeError(
                         f"{mod_where}: only works in a training stage; set the stage's epochs > 0"
                     )
@@ -347,7 +346,7 @@ class Recipe:
 
 
 def _build_stage(data: Any, where: str) -> Stage:
-    from .registry import MODIFIERS, registered_modifier_types
+    from .registry import CONFIGS, get_config_class, registered_modifier_types
 
     fields = build(_StageFields, data, where)
     specs = []
@@ -363,12 +362,12 @@ def _build_stage(data: Any, where: str) -> Stage:
         known = registered_modifier_types()
         # isinstance first: a list or mapping as `type` is unhashable and `in` would raise
         # TypeError.
-        if not isinstance(type_name, str) or type_name not in MODIFIERS:
+        if not isinstance(type_name, str) or type_name not in CONFIGS:
             raise RecipeError(
                 f"{mod_where}.type: unknown modifier {show_value(type_name)}; allowed values: "
                 f"{', '.join(known)}"
             )
-        config = build(MODIFIERS[type_name].config_class, entry, f"{mod_where}")
+        config = build(get_config_class(type_name), entry, f"{mod_where}")
         specs.append(ModifierSpec(type=type_name, config=config))
     try:
         return Stage(
@@ -413,9 +412,7 @@ _TRAINING_MINIMUMS = {
 
 
 def _check_training_args(values: dict[str, Any], where: str) -> None:
-    from transformers import TrainingArguments
-
-    allowed = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    allowed = set(_training_arg_hints())
     for key, value in values.items():
         if key in _REFUSED_TRAINING_KEYS and not (key == "push_to_hub" and value is False):
             raise RecipeError(f"{where}.{key}: {_REFUSED_TRAINING_KEYS[key]}")
@@ -440,9 +437,15 @@ def _check_training_arg_range(key: str, value: Any, where: str) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _training_arg_hints() -> dict[str, Any]:
+    """`{field: type hint}` of `TrainingArguments.__init__`: read from transformers' source
+    (torch-free), else from the class itself."""
+    hints = training_argument_hints()
+    if hints is not None:
+        return hints
     from transformers import TrainingArguments
 
-    return typing.get_type_hints(TrainingArguments)
+    init = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    return {k: v for k, v in typing.get_type_hints(TrainingArguments).items() if k in init}
 
 
 def _check_training_arg_type(key: str, value: Any, where: str) -> None:

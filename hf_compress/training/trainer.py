@@ -337,7 +337,7 @@ def _check_quantized_training(
     """Refuses to train a bitsandbytes-quantized model in a stage without a modifier (LoRA) that
     trains beside the frozen quantized weights (what `Trainer.__init__` would have refused)."""
     if getattr(model, "is_quantized", False) and not any(
-        m.allows_training_after_freeze for m in modifiers
+        m.config.allows_training_after_freeze for m in modifiers
     ):
         raise UnsupportedModelError(
             f"stage {index} ({stage.name}) trains a bitsandbytes-quantized model, whose weights "

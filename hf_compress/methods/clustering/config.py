@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...recipe.fields import ModifierConfig
+from ...recipe.registry import recipe_type
 from ...recipe.schema import option
 
 
+@recipe_type("weight_clustering")
 @dataclass(frozen=True)
 class WeightClusteringConfig(ModifierConfig):
     """Keys of `type: weight_clustering`. Default targets: the Linears of the transformer layers."""

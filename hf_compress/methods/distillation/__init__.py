@@ -3,14 +3,3 @@
 A student is a model of the same family with fewer layers: its checkpoint is an ordinary one
 (`num_hidden_layers` says how many), so this technique has no storage layer and no rebuild.
 """
-
-from .config import DistillationConfig, LayerDroppingConfig, StudentConfig
-from .modifier import DistillationModifier, LayerDroppingModifier
-
-__all__ = [
-    "DistillationConfig",
-    "DistillationModifier",
-    "LayerDroppingConfig",
-    "LayerDroppingModifier",
-    "StudentConfig",
-]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ...recipe.fields import ModifierConfig
+from ...recipe.registry import recipe_type
 from ...recipe.schema import option
 
 
@@ -50,9 +51,13 @@ class StudentConfig:
         check_layer_choice(self.num_layers, self.layers)
 
 
+@recipe_type("distillation")
 @dataclass(frozen=True)
 class DistillationConfig(ModifierConfig):
     """Recipe keys of `distillation`."""
+
+    requires_teacher = True
+    requires_training = True
 
     temperature: float = option(
         2.0,
@@ -121,6 +126,7 @@ class DistillationConfig(ModifierConfig):
 
 
 # Layer dropping without a teacher -------------------------------------------------------------
+@recipe_type("layer_dropping")
 @dataclass(frozen=True)
 class LayerDroppingConfig(ModifierConfig):
     """Recipe keys of `layer_dropping`."""

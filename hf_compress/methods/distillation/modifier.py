@@ -135,8 +135,6 @@ class DistillationModifier(Modifier):
     config_class = DistillationConfig
     description = "knowledge distillation from the teacher"
     hub_tags = ("distilled",)
-    requires_teacher = True
-    requires_training = True
 
     def __init__(self, config: DistillationConfig) -> None:
         super().__init__(config)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...recipe.fields import ModifierConfig
+from ...recipe.registry import recipe_type
 from ...recipe.schema import option
 
 _RANK_KEYS = ("rank", "rank_ratio", "energy")
 
 
+@recipe_type("low_rank")
 @dataclass(frozen=True)
 class LowRankConfig(ModifierConfig):
     """Keys of `type: low_rank`. Give exactly one of `rank`, `rank_ratio`, `energy` (or only

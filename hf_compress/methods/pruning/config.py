@@ -5,12 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...recipe.fields import ModifierConfig
+from ...recipe.registry import recipe_type
 from ...recipe.schema import option
 
 
+@recipe_type("magnitude_pruning")
 @dataclass(frozen=True, kw_only=True)
 class MagnitudePruningConfig(ModifierConfig):
     """Recipe keys of `magnitude_pruning`."""
+
+    exclusive_with = ("head_pruning", "ffn_pruning")
+    exclusive_reason = "structured pruning reshapes the layers it masks"
 
     sparsity: float = option(
         help="final fraction of the targeted weights that are zero",
@@ -31,6 +36,7 @@ class MagnitudePruningConfig(ModifierConfig):
 
 
 # Config ---------------------------------------------------------------------------------------
+@recipe_type("ffn_pruning")
 @dataclass(frozen=True)
 class StructuredPruningConfig(ModifierConfig):
     """Recipe keys shared by `head_pruning` and `ffn_pruning`."""
@@ -76,6 +82,7 @@ class StructuredPruningConfig(ModifierConfig):
             )
 
 
+@recipe_type("head_pruning")
 @dataclass(frozen=True)
 class HeadPruningConfig(StructuredPruningConfig):
     allow_empty_layers: bool = option(

@@ -72,9 +72,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-_STRUCTURED = ("head_pruning", "ffn_pruning")
-
-
 def _count(fraction: float, numel: int) -> int:
     # Round half up, like the structured pruners (Python's round() rounds half to even).
     return int(fraction * numel + 0.5)
@@ -91,8 +88,6 @@ class MagnitudePruning(Modifier):
     config_class: ClassVar[type[ModifierConfig]] = MagnitudePruningConfig
     description = "unstructured magnitude pruning (sparse weights)"
     hub_tags = ("pruned", "sparse")
-    exclusive_with = _STRUCTURED
-    exclusive_reason = "structured pruning reshapes the layers it masks"
 
     def __init__(self, config: MagnitudePruningConfig) -> None:
         super().__init__(config)

@@ -8,6 +8,7 @@ import importlib.util
 from dataclasses import dataclass
 
 from ...recipe.fields import ModifierConfig, check_patterns
+from ...recipe.registry import recipe_type
 from ...recipe.schema import option
 from ..targets import name_matches, strip_wrapper_prefix
 
@@ -20,9 +21,13 @@ KERNELS = ("auto", "fbgemm", "onednn", "onednn_on_amx")
 
 
 # LoRA -----------------------------------------------------------------------------------------
+@recipe_type("lora")
 @dataclass(frozen=True)
 class LoraConfig(ModifierConfig):
     """Recipe keys of `lora`."""
+
+    requires_training = True
+    allows_training_after_freeze = True
 
     r: int = option(8, help="rank of each adapter", range=(1, 4096))
     alpha: float = option(
@@ -59,6 +64,7 @@ class LoraConfig(ModifierConfig):
 
 
 # Modifier -----------------------------------------------------------------------------------
+@recipe_type("embedding_quantization")
 @dataclass(frozen=True)
 class EmbeddingQuantizationConfig(ModifierConfig):
     """Recipe keys of `embedding_quantization`."""
@@ -89,9 +95,16 @@ BNB_4BIT_METHODS = ("bnb_4bit_nf4", "bnb_4bit_fp4")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
+@recipe_type("quantization")
 @dataclass(frozen=True)
 class QuantizationConfig(ModifierConfig):
     """Recipe keys of `quantization`."""
+
+    once_per_stage = True
+    freezes_weights = True
+    # The conversion happens at the end of the stage, after the stage's own training (which only
+    # qat_int8 needs; with the other methods a training stage trains the float model first).
+    trains_before_freezing = True
 
     method: str = option(
         "int8_dynamic",
@@ -199,10 +212,8 @@ class QuantizationConfig(ModifierConfig):
                 "bitsandbytes`"
             )
 
-    @property
-    def requires_training(self) -> bool:
-        """Whether this configuration needs a training stage (qat_int8 does; the class flag of
-        the same name cannot say so per method)."""
+    def needs_training(self) -> bool:
+        """qat_int8 trains with the quantizers in place: its stage must train."""
         return self.method == "qat_int8"
 
 

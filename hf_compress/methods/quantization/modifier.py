@@ -92,8 +92,6 @@ class LoraModifier(Modifier):
     config_class = LoraConfig
     description = "LoRA adapters trained on the quantized model"
     hub_tags = ("lora",)
-    requires_training = True
-    allows_training_after_freeze = True
 
     def __init__(self, config: LoraConfig) -> None:
         super().__init__(config)
@@ -339,13 +337,8 @@ class QuantizationModifier(Modifier):
 
     config_class = QuantizationConfig
     description = "quantization"
-    once_per_stage = True
     hub_tags = ("quantized",)
     quantizes = True
-    freezes_weights = True
-    # The conversion happens in on_finalize, after the stage's own training (which only
-    # qat_int8 needs; with the other methods a training stage trains the float model first).
-    trains_before_freezing = True
 
     def __init__(self, config: QuantizationConfig) -> None:
         super().__init__(config)

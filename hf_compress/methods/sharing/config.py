@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 from ...errors import RecipeError
 from ...recipe.fields import ModifierConfig
+from ...recipe.registry import recipe_type
 from ...recipe.schema import option
 
 
+@recipe_type("layer_sharing")
 @dataclass(frozen=True)
 class LayerSharingConfig(ModifierConfig):
     """Keys of `type: layer_sharing`. Give exactly one of `groups` and `share`."""

@@ -1,9 +1,3 @@
 """Vocabulary pruning (`vocab_pruning`): the tokenizer and the embedding rows cut to the tokens
 the task's text uses. The pruned model is an ordinary one with a smaller `vocab_size`, so there
 is no storage layer and no rebuild."""
-
-from .config import VocabPruningConfig
-from .modifier import VocabPruningModifier
-from .tokenizer import PrunedTokenizer, prune_tokenizer
-
-__all__ = ["PrunedTokenizer", "VocabPruningConfig", "VocabPruningModifier", "prune_tokenizer"]

@@ -5,13 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...recipe.fields import ModifierConfig
+from ...recipe.registry import recipe_type
 from ...recipe.schema import option
 
 
 # Modifier --------------------------------------------------------------------------------------
+@recipe_type("vocab_pruning")
 @dataclass(frozen=True)
 class VocabPruningConfig(ModifierConfig):
     """Recipe keys of `vocab_pruning`."""
+
+    changes_vocabulary = True
 
     min_count: int = option(
         1, help="keep a token when it occurs at least this often in the text", range=(1, None)

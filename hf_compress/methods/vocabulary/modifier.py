@@ -148,7 +148,6 @@ class VocabPruningModifier(Modifier):
     config_class = VocabPruningConfig
     description = "vocabulary pruning"
     hub_tags = ("pruned", "vocab-pruned")
-    changes_vocabulary = True
 
     def __init__(self, config: VocabPruningConfig) -> None:
         super().__init__(config)
