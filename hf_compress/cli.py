@@ -457,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--print", action="store_true", help="print the recipe with every default filled in"
     )
-    p.set_defaults(func=_cmd_validate, read_first=_read_recipe)
+    # validate needs the recipe checks only, not the techniques' implementations (seconds).
+    p.set_defaults(func=_cmd_validate, read_first=_read_recipe, needs_techniques=False)
 
     p = sub.add_parser(
         "eval",
@@ -673,7 +674,8 @@ def main(argv: list[str] | None = None) -> int:
         load_plugins(args.plugin)
         if hasattr(args, "read_first"):
             args.read_first(args)  # a recipe's own mistakes, before the heavy imports
-        hf_compress.load_all()
+        if getattr(args, "needs_techniques", True):
+            hf_compress.load_all()
         _quiet_libraries()
         return args.func(args)
     except HfCompressError as exc:
