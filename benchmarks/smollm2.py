@@ -589,10 +589,15 @@ def recipe_dict(ctx: dict[str, Any], args, stages: list[dict[str, Any]], output:
 
 
 def prune_and_distil(
-    ctx: dict[str, Any], args, key: str, modifiers: list[dict[str, Any]]
+    ctx: dict[str, Any],
+    args,
+    key: str,
+    modifiers: list[dict[str, Any]],
+    student: nn.Module | None = None,
 ) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
     """Runs the prune stage and the distillation stage of config `key` with `CompressionTrainer`
-    (as `hf-compress run` does); returns (one-shot model, distilled model, what happened)."""
+    (as `hf-compress run` does) on `student` (default: the fp32 model); returns (one-shot model,
+    distilled model, what happened)."""
     recipe = Recipe.from_dict(
         recipe_dict(ctx, args, stage_dicts(modifiers, args), f"outputs/smollm2-{key}"),
         source=f"smollm2 config {key}",
@@ -600,7 +605,7 @@ def prune_and_distil(
     work = Path(tempfile.mkdtemp(prefix=f"smollm2-{key}-"))
     teacher = copy.deepcopy(ctx["fp32"])
     trainer = CompressionTrainer(
-        model=copy.deepcopy(ctx["fp32"]),
+        model=copy.deepcopy(ctx["fp32"] if student is None else student),
         args=training_arguments(
             recipe, str(work), save_strategy="no", disable_tqdm=True, report_to=[]
         ),
