@@ -278,15 +278,16 @@ def compare_round_robin(
                 "p90": high,
             }
             spreads.append(high / low)
-    reason = None
+    reasons = []
     loads = [x for x in (load_before, load_after) if x is not None]
     if spreads and max(spreads) > MAX_RATIO_SPREAD:
-        reason = (
+        reasons.append(
             f"per-round speed-ups spread {max(spreads):.2f}x between their 10th and 90th "
             f"percentiles (a quiet machine stays under {MAX_RATIO_SPREAD}x)"
         )
-    elif loads and max(loads) > 1.0:
-        reason = f"the load average was {max(loads):.2f} per core while timing"
+    if loads and max(loads) > 1.0:
+        reasons.append(f"the load average was {max(loads):.2f} per core while timing")
+    reason = "; ".join(reasons) or None
     return {
         "latency_ms": {
             name: {measure: latency_summary(t) for measure, t in per_measure.items()}
