@@ -106,6 +106,13 @@ def test_lock_is_exclusive_in_one_process(tmp_path):
     OutputLock(output).acquire()  # released: free again
 
 
+def test_lock_creates_the_folder_the_output_will_live_in(tmp_path):
+    output = tmp_path / "outputs" / "quickstart"  # a fresh clone has no outputs/ yet
+    with OutputLock(output) as lock:
+        assert lock.path.is_file()
+    assert not lock.path.exists()
+
+
 def _complete(directory, text: str) -> None:
     directory.mkdir()
     (directory / "config.json").write_text(text)

@@ -57,6 +57,8 @@ class OutputLock:
     def acquire(self) -> None:
         """Takes the lock, or raises `OutputBusyError` naming the live owner."""
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        # The lock sits beside the output, so its folder (e.g. `outputs/`) must exist first.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
