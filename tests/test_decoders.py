@@ -87,6 +87,7 @@ def greedy(model: PreTrainedModel, ids: torch.Tensor, use_cache: bool = True) ->
 
 TECHNIQUES = {
     "head_pruning": [{"type": "head_pruning", "count": 2}],
+    "query_head_pruning": [{"type": "head_pruning", "unit": "query_head", "count": 2}],
     "ffn_pruning": [{"type": "ffn_pruning", "sparsity": 0.5}],
     "layer_dropping": [{"type": "layer_dropping", "num_layers": 2}],
     "magnitude_pruning": [{"type": "magnitude_pruning", "sparsity": 0.5}],
@@ -162,6 +163,106 @@ def test_head_pruning_removes_whole_key_value_groups():
     for q_width, kv_width, _ in shapes:
         assert q_width == 2 * kv_width  # every remaining group keeps both of its query heads
     assert sum(model.config.compression_config["heads"].values()) == 8
+
+
+def test_query_head_pruning_keeps_every_group_and_evens_them():
+    model = compress(
+        tiny_decoder(layers=2), [{"type": "head_pruning", "unit": "query_head", "count": 1}]
+    )
+    shapes = _layer_shapes(model)
+    # One layer lost one query head in each of its 3 groups; every key/value head stays.
+    assert sorted(q for q, _, _ in shapes) == [3 * 8, 6 * 8]
+    assert all(kv == 3 * 8 for _, kv, _ in shapes)
+    groups = [layer.self_attn.num_key_value_groups for layer in model.model.layers]
+    assert sorted(groups) == [1, 2]
+    assert model.config.compression_config["kv_heads"] == {"0": 3, "1": 3}
+
+
+def _nine_query_heads() -> PreTrainedModel:
+    torch.manual_seed(0)
+    config = LlamaConfig(  # SmolLM2's grouping: 3 query heads share each of 3 key/value heads
+        vocab_size=VOCAB,
+        hidden_size=72,
+        num_hidden_layers=2,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        head_dim=8,
+        intermediate_size=64,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def test_planted_silent_query_heads_are_the_ones_removed_from_their_groups():
+    model = _nine_query_heads()
+    silent = [1, 5, 6]  # one per group of layer 1 (groups are heads 0-2, 3-5, 6-8)
+    with torch.no_grad():
+        for head in silent:
+            model.model.layers[1].self_attn.o_proj.weight[:, head * 8 : head * 8 + 8] = 0
+    ids = token_batch()
+    with torch.no_grad():
+        before = model(ids).logits
+    model = compress(
+        model,
+        [{"type": "head_pruning", "unit": "query_head", "count": 1, "importance": "magnitude"}],
+    )
+    assert model.config.compression_config["heads"] == {"0": 9, "1": 6}
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, before, atol=1e-5)
+
+
+def test_query_heads_then_whole_groups_reload_and_generate_the_same(tmp_path):
+    model = compress(
+        _nine_query_heads(), [{"type": "head_pruning", "unit": "query_head", "sparsity": 0.5}]
+    )
+    model = compress(model, [{"type": "head_pruning", "count": 1, "scope": "layer"}])
+    config = model.config.compression_config
+    assert config["kv_heads"] == {"0": 2, "1": 2}  # re-recorded by the second pruning
+    assert all(config["heads"][i] % 2 == 0 and config["heads"][i] < 9 for i in ("0", "1"))
+    ids = token_batch()
+    with torch.no_grad():
+        logits = model(ids).logits
+    generated = greedy(model, ids[:1])
+    assert torch.equal(generated, greedy(model, ids[:1], use_cache=False))
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids).logits, logits, atol=1e-5)
+    assert torch.equal(greedy(reloaded, ids[:1]), generated)
+
+
+def test_gradual_query_head_pruning_trains_masked_and_removes_at_the_end(tmp_path):
+    model = _nine_query_heads()
+    ids = token_batch(rows=8, length=12)
+    data = Dataset.from_dict(
+        {"input_ids": ids.tolist(), "attention_mask": [[1] * 12] * 8, "labels": ids.tolist()}
+    )
+    pruning = {"type": "head_pruning", "unit": "query_head", "count": 2, "end": 0.5}
+    recipe = Recipe.from_dict(
+        {
+            "base_model": "t",
+            "task": "sst2",
+            "output_dir": "u",
+            "stages": [{"name": "p", "epochs": 4, "modifiers": [{**pruning, "update_every": 1}]}],
+        },
+        source="test",
+    )
+    trainer = CompressionTrainer(
+        model=model,
+        args=tiny_training_args(per_device_train_batch_size=4),
+        stages=recipe.stages,
+        train_dataset=data,
+    )
+    trainer.train()
+    summary = trainer.stage_summaries[0]["modifiers"][0]
+    assert summary["mode"] == "gradual" and summary["unit"] == "query_head"
+    assert sum(summary["query_heads_after"].values()) == 18 - 2 * 3
+    shapes = _layer_shapes(trainer.model)
+    assert sum(q for q, _, _ in shapes) == (18 - 6) * 8 and all(kv == 24 for _, kv, _ in shapes)
+    trainer.model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(trainer.model.eval()(ids).logits, reloaded(ids).logits)
 
 
 def test_ffn_pruning_cuts_gate_up_and_down_together():

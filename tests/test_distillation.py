@@ -229,7 +229,7 @@ def test_layer_reduced_student_saves_and_reloads_as_plain_model(family):
 
 
 def test_reducing_a_pruned_model_rekeys_its_structure():
-    pruning = pytest.importorskip("hf_compress.methods.pruning.modifier")
+    pruning = pytest.importorskip("hf_compress.methods.pruning.surgery")
     from hf_compress.checkpoint.format import record_structure
 
     model = deep_model("bert", layers=4)

@@ -139,6 +139,7 @@ def test_taylor_score_of_a_dead_head_is_zero():
     stage = recipe_stage([{"type": "head_pruning", "count": 1}])
     modifier = stage.modifiers[0].build()
     modifier.layers, modifier.units_before = [0, 1], {0: HEADS, 1: HEADS}
+    modifier.gate_units = dict(modifier.units_before)
     scores = modifier._taylor_on_calibration(
         model, StageContext(stage=stage, train_dataloader=batches())
     )

@@ -49,6 +49,9 @@ class ArchitectureAdapter:
         attention_norm, ffn_norm: paths of the normalization layers whose outputs feed the q/k/v
             projections and the FFN's input projections (pre-norm decoders); `None` where the
             layout has none in that place (post-norm encoders). Smoothing folds scales into them.
+        groups_attr: attribute of the attention module holding its query heads per key/value
+            head (`num_key_value_groups` in Llama-like decoders), updated when query heads are
+            removed inside the groups; `None` when the module keeps none.
         prepare: converts a model of the family, in place and losslessly, into this layout
             before any technique runs (GPT-2: `Conv1D` to `nn.Linear`); `None` when the family
             is laid out this way already. Must leave any other model untouched.
@@ -74,6 +77,7 @@ class ArchitectureAdapter:
     config_kv_heads: str | None = None
     config_head_dim: str | None = None
     causal: bool = False
+    groups_attr: str | None = None
     prepare: Callable[[nn.Module], None] | None = None
     attention_norm: str | None = None
     ffn_norm: str | None = None
@@ -125,6 +129,12 @@ class ArchitectureAdapter:
         kv_heads = getattr(config, self.config_kv_heads, None) or getattr(config, self.config_heads)
         return getattr(config, self.config_heads) // kv_heads
 
+    def query_heads_per_kv_head_at(self, model: PreTrainedModel, index: int) -> int:
+        """Query heads sharing one key/value head in layer `index` (fewer than the config says
+        after query heads were removed inside the groups)."""
+        kv_heads = self.num_kv_heads(model, index)
+        return self.num_heads(model, index) // kv_heads if kv_heads else 0
+
     def head_units(self, config: PretrainedConfig) -> int:
         """Prunable attention units per layer of an unpruned model: key/value groups (heads
         without grouped-query attention)."""
@@ -136,9 +146,14 @@ class ArchitectureAdapter:
         """FFN neurons per layer of an unpruned model (GPT-2 leaves `n_inner` unset: 4x)."""
         return getattr(config, self.config_ffn, None) or 4 * getattr(config, self.config_hidden)
 
-    def set_num_heads(self, model: PreTrainedModel, index: int, heads: int) -> None:
-        """Updates the attention module's bookkeeping after its q/k/v were narrowed."""
+    def set_num_heads(
+        self, model: PreTrainedModel, index: int, heads: int, kv_heads: int | None = None
+    ) -> None:
+        """Updates the attention module's bookkeeping after its q/k/v were narrowed to `heads`
+        query and `kv_heads` key/value heads."""
         attention = self.get(self.layer(model, index), self.attention)
+        if self.groups_attr is not None and kv_heads:
+            setattr(attention, self.groups_attr, heads // kv_heads)
         if self.heads_attr is not None:
             setattr(attention, self.heads_attr, heads)
         if self.all_head_size_attr is not None:

@@ -18,7 +18,7 @@ LLAMA = register_adapter(
         ffn_out="mlp.down_proj",
         word_embeddings="embed_tokens",
         # The attention module keeps no head count: it reshapes with -1, so narrowed
-        # projections are all it needs (whole key/value groups keep its group ratio valid).
+        # projections and its query-per-key ratio (`num_key_value_groups`) are all it needs.
         heads_attr=None,
         all_head_size_attr=None,
         config_heads="num_attention_heads",
@@ -29,6 +29,7 @@ LLAMA = register_adapter(
         config_kv_heads="num_key_value_heads",
         config_head_dim="head_dim",
         causal=True,
+        groups_attr="num_key_value_groups",
         attention_norm="input_layernorm",
         ffn_norm="post_attention_layernorm",
     )

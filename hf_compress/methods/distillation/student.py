@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 # compression_config entries keyed by layer index (as a string). Techniques that add such an
 # entry add its key here so layer reduction re-keys it; entries that name modules (e.g.
 # "bert.encoder.layer.3.attention.self.query") are renamed without registration.
-LAYER_INDEXED_KEYS: set[str] = {"heads", "ffn_width"}
+LAYER_INDEXED_KEYS: set[str] = {"heads", "kv_heads", "ffn_width"}
 
 # Entries whose layer bookkeeping cannot be re-keyed (positions sharing one module).
 _UNREDUCIBLE_KEYS = {"shared_layers": "layer_sharing"}

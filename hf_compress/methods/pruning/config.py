@@ -90,3 +90,20 @@ class HeadPruningConfig(StructuredPruningConfig):
         help="let pruning remove every head of a layer (the attention block then only adds its "
         "output bias); default keeps at least one head per layer",
     )
+    unit: str = option(
+        "kv_group",
+        help="what is removed with grouped-query attention: whole key/value groups (`kv_group`: a "
+        "key/value head and the query heads sharing it) or query heads inside the groups "
+        "(`query_head`: the same number from every group of a layer, each keeping at least one; "
+        "`count` / `sparsity` then count query heads per group). Without grouped-query attention "
+        "both remove whole heads",
+        choices=("kv_group", "query_head"),
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.unit == "query_head" and self.allow_empty_layers:
+            raise ValueError(
+                "`unit: query_head` keeps every key/value group, so no layer can lose all its "
+                "heads; drop `allow_empty_layers` or use `unit: kv_group`"
+            )

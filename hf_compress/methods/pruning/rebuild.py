@@ -1,5 +1,5 @@
-"""Rebuilds pruned structure for `from_pretrained`: per-layer head counts (`heads`), FFN widths
-(`ffn_width`) and sparse Linear storage (`sparse_linear`)."""
+"""Rebuilds pruned structure for `from_pretrained`: per-layer head counts (`heads`, `kv_heads`),
+FFN widths (`ffn_width`) and sparse Linear storage (`sparse_linear`)."""
 
 from __future__ import annotations
 
@@ -61,21 +61,36 @@ def _fresh_linear(like: nn.Linear, in_features: int, out_features: int) -> nn.Li
         )
 
 
+def _kv_heads_of(model: PreTrainedModel, index: int, heads: int, per_group: int) -> int:
+    """Layer `index`'s key/value heads: recorded in `kv_heads` when query heads were removed
+    inside the groups, else whole groups were removed and they follow from `heads`."""
+    recorded = (getattr(model.config, "compression_config", None) or {}).get("kv_heads") or {}
+    if str(index) in recorded:
+        return int(recorded[str(index)])
+    if heads % per_group:
+        raise CheckpointError(
+            f"compression_config['heads'] gives layer {index} {heads} query heads, not a "
+            f"multiple of the {per_group} that share each key/value head"
+        )
+    return heads // per_group
+
+
 @register_rebuild("heads", order=30)
 def rebuild_heads(model: PreTrainedModel, value: dict[str, int]) -> None:
-    """Rebuilds per-layer query head counts `{"<layer>": heads}` before the weights load (with
-    grouped-query attention the key/value heads follow: whole groups are pruned)."""
+    """Rebuilds per-layer query head counts `{"<layer>": heads}` before the weights load, with
+    the key/value heads of `kv_heads` (or, when a layer has no entry there, whole groups)."""
     adapter = get_adapter(model)
     size = adapter.head_size(model.config)
     per_group = adapter.query_heads_per_kv_head(model.config)
     for key, heads in value.items():
         index, heads = int(key), int(heads)
-        if heads == adapter.num_heads(model, index):
+        kv = _kv_heads_of(model, index, heads, per_group)
+        if heads == adapter.num_heads(model, index) and kv == adapter.num_kv_heads(model, index):
             continue
-        if heads % per_group:
+        if (kv == 0) != (heads == 0) or (kv and heads % kv):
             raise CheckpointError(
-                f"compression_config['heads'] gives layer {index} {heads} query heads, not a "
-                f"multiple of the {per_group} that share each key/value head"
+                f"compression_config gives layer {index} {heads} query heads for {kv} key/value "
+                "heads; each key/value head must be shared by the same number of query heads"
             )
         layer = adapter.layer(model, index)
         old_out = adapter.get(layer, adapter.attention_output)
@@ -86,12 +101,23 @@ def rebuild_heads(model: PreTrainedModel, value: dict[str, int]) -> None:
             if inner is None:
                 adapter.set(layer, adapter.attention_output, out)
         else:
-            kv = heads // per_group
             for path, count in ((adapter.query, heads), (adapter.key, kv), (adapter.value, kv)):
                 old = adapter.get(layer, path)
                 adapter.set(layer, path, _fresh_linear(old, old.in_features, count * size))
             adapter.set(layer, adapter.attention_output, out)
-        adapter.set_num_heads(model, index, heads)
+        adapter.set_num_heads(model, index, heads, kv)
+
+
+@register_rebuild("kv_heads", order=31)
+def check_kv_heads(model: PreTrainedModel, value: dict[str, int]) -> None:
+    """`kv_heads` is read by `rebuild_heads`; this checks every recorded layer got its count."""
+    adapter = get_adapter(model)
+    for key, kv in value.items():
+        if adapter.num_kv_heads(model, int(key)) != int(kv):
+            raise CheckpointError(
+                f"compression_config['kv_heads'] gives layer {key} {kv} key/value heads, but "
+                "`heads` has no entry for it; the checkpoint's config.json was edited by hand"
+            )
 
 
 @register_rebuild("ffn_width", order=40)

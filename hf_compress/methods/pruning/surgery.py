@@ -76,7 +76,7 @@ def remove_heads(model: PreTrainedModel, index: int, keep: list[int]) -> None:
     adapter = get_adapter(model)
     layer = adapter.layer(model, index)
     size = adapter.head_size(model.config)
-    per_group = adapter.query_heads_per_kv_head(model.config)
+    per_group = adapter.query_heads_per_kv_head_at(model, index)
     queries = _channels([g * per_group + q for g in keep for q in range(per_group)], size)
     out = narrow_linear(adapter.get(layer, adapter.attention_output), queries, dim=1)
     if not keep:
@@ -93,7 +93,29 @@ def remove_heads(model: PreTrainedModel, index: int, keep: list[int]) -> None:
         ):
             adapter.set(layer, path, narrow_linear(adapter.get(layer, path), channels, dim=0))
         adapter.set(layer, adapter.attention_output, out)
-    adapter.set_num_heads(model, index, len(keep) * per_group)
+    adapter.set_num_heads(model, index, len(keep) * per_group, len(keep))
+
+
+def remove_query_heads(model: PreTrainedModel, index: int, keep: list[int]) -> None:
+    """Physically keeps only the query heads `keep` (sorted) of layer `index`, every key/value
+    head staying. Each key/value group must keep the same number of query heads (at least
+    one): the attention repeats each key/value head that many times."""
+    adapter = get_adapter(model)
+    layer = adapter.layer(model, index)
+    per_group = adapter.query_heads_per_kv_head_at(model, index)
+    kv_heads = adapter.num_kv_heads(model, index)
+    counts = [sum(1 for h in keep if h // per_group == g) for g in range(kv_heads)]
+    if len(set(counts)) != 1 or counts[0] == 0:
+        raise ValueError(
+            f"layer {index}: every key/value group must keep the same number (>= 1) of query "
+            f"heads, got {counts}"
+        )
+    queries = _channels(keep, adapter.head_size(model.config))
+    query = narrow_linear(adapter.get(layer, adapter.query), queries, dim=0)
+    out = narrow_linear(adapter.get(layer, adapter.attention_output), queries, dim=1)
+    adapter.set(layer, adapter.query, query)
+    adapter.set(layer, adapter.attention_output, out)
+    adapter.set_num_heads(model, index, len(keep), kv_heads)
 
 
 def remove_neurons(model: PreTrainedModel, index: int, keep: list[int]) -> None:
