@@ -14,11 +14,14 @@ run 2 of each, ...) and the ratios hold even when the machine's load moves:
 2. structured + distillation: (a) 25% of the FFN neurons and a third of the key/value groups
    (30 of 30 x 3 = 90 groups; a group is one KV head and its 3 query heads), (b) 50% of the FFN
    neurons and a third of the groups, (c) a third of the blocks dropped (20 of 30 kept, by block
-   influence). Each one-shot (Taylor importance / block influence on training batches) and then
-   distilled from the fp32 original (token-level KL; `--steps` optimizer steps of `--batch-size`
-   sequences of 128 tokens, bf16 autocast on the CPU by default), so the gain of distillation
-   shows. Every compressed model is saved, reloaded with `AutoModelForCausalLM.from_pretrained`
-   after `import hf_compress`, and its logits compared with the model in memory.
+   influence), (d) as (a) but removing a third of the query heads inside the groups instead of
+   whole groups (one of each group's 3 query heads; every key/value head stays). Each one-shot
+   (Taylor importance / block influence on training batches) and then distilled from the fp32
+   original (token-level KL; `--steps` optimizer steps of `--batch-size` sequences of 128
+   tokens, bf16 autocast on the CPU by default), so the gain of distillation shows. Every
+   compressed model is saved, reloaded with `AutoModelForCausalLM.from_pretrained` after
+   `import hf_compress`, and its logits compared with the model in memory. `--configs` runs a
+   subset.
 3. combination: the distilled models of table 2 (read back from `--out`/models) and the
    unpruned model, each with `int8_dynamic` and int8 embeddings (plain, smoothed, and with the
    FFN output projections kept float32); the candidate
@@ -149,6 +152,10 @@ def structured_configs(calibration_batches: int) -> dict[str, dict[str, Any]]:
             "label": "FFN 50% + 1/3 of KV groups",
             "modifiers": [heads, ffn(0.5)],
         },
+        "d": {
+            "label": "FFN 25% + 1/3 of query heads (one per KV group)",
+            "modifiers": [{**heads, "unit": "query_head"}, ffn(0.25)],
+        },
         "c": {
             "label": "20 of 30 blocks (block influence)",
             "modifiers": [
@@ -176,6 +183,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--glue-dir",
         default=os.environ.get("HF_COMPRESS_GLUE_DIR"),
         help="GLUE folder in the original TSV layout (default: $HF_COMPRESS_GLUE_DIR)",
+    )
+    parser.add_argument(
+        "--configs",
+        default="a,b,c,d",
+        help="structured table: the configurations to run, comma-separated (default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny budgets, to check it runs")
     parser.add_argument("--eval-samples", type=int, help="held-out sequences (default 128)")
@@ -647,7 +659,11 @@ def structured_table(ctx: dict[str, Any], args) -> dict[str, Any]:
     ]
     models: dict[str, nn.Module] = {"fp32": fp32}
     configs = structured_configs(args.calibration_batches)
-    for key, config in configs.items():
+    wanted = [key.strip() for key in args.configs.split(",") if key.strip()]
+    unknown = sorted(set(wanted) - set(configs))
+    if unknown:
+        raise SystemExit(f"--configs: unknown {unknown}; choose from {sorted(configs)}")
+    for key, config in ((key, configs[key]) for key in wanted):
         logger.info("structured table: config %s (%s)", key, config["label"])
         try:
             oneshot, distilled, info = prune_and_distil(ctx, args, key, config["modifiers"])
@@ -705,13 +721,14 @@ def combination_table(ctx: dict[str, Any], args) -> dict[str, Any]:
     out = Path(args.out)
     configs = structured_configs(args.calibration_batches)
     bases: dict[str, tuple[nn.Module, dict[str, Any] | None]] = {"unpruned": (fp32, None)}
-    for key in configs:
+    found = [key for key in configs if (out / "models" / f"{key}-distilled/config.json").is_file()]
+    if not found:
+        raise SystemExit(
+            f"no distilled model in {out / 'models'}: run the structured table first (--table "
+            "structured or --table all with the same --out)"
+        )
+    for key in found:
         directory = out / "models" / f"{key}-distilled"
-        if not (directory / "config.json").is_file():
-            raise SystemExit(
-                f"{directory} is missing: run the structured table first (--table structured "
-                "or --table all with the same --out)"
-            )
         saved = json.loads((directory / "smollm2_config.json").read_text())
         bases[f"{key} distilled"] = (
             AutoModelForCausalLM.from_pretrained(directory).eval(),

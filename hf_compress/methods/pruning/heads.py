@@ -50,6 +50,7 @@ class HeadPruning(StructuredPruning):
         super().__init__(config)
         self.config: HeadPruningConfig = config
         self.inside_groups = False
+        self.grouped = False
         self.kv_heads: dict[int, int] = {}
         self.head_alive: dict[int, torch.Tensor] = {}  # per query head, with `unit: query_head`
 
@@ -65,9 +66,8 @@ class HeadPruning(StructuredPruning):
                 "attention breaks the KV cache. Remove whole layers with layer_dropping instead"
             )
         # Without grouped-query attention a group is one head: `query_head` is `kv_group`.
-        self.inside_groups = (
-            self.config.unit == "query_head" and adapter.query_heads_per_kv_head(model.config) > 1
-        )
+        self.grouped = adapter.query_heads_per_kv_head(model.config) > 1
+        self.inside_groups = self.config.unit == "query_head" and self.grouped
         self.kv_heads = {
             i: adapter.num_kv_heads(model, i) for i in range(adapter.num_layers(model))
         }
@@ -152,6 +152,14 @@ class HeadPruning(StructuredPruning):
             return super()._kept(index)
         alive = self.head_alive.get(index, torch.ones(self.gate_units[index], dtype=torch.bool))
         return torch.nonzero(alive).flatten().tolist()
+
+    def _removed_text(self) -> str:
+        if not self.inside_groups:
+            text = super()._removed_text()
+            return text.replace(" heads", " key/value groups") if self.grouped else text
+        kept = sum(int(self._gate_keep(i).sum()) for i in self.layers)
+        total = sum(self.gate_units.values())
+        return f"{total - kept} of {total} query heads (every key/value head kept)"
 
     def _remove(self, model: PreTrainedModel, index: int, keep: list[int]) -> None:
         (remove_query_heads if self.inside_groups else remove_heads)(model, index, keep)

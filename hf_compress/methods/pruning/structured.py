@@ -298,14 +298,10 @@ class StructuredPruning(Modifier):
                 self._remove(model, i, kept)
         self._record(model)
         record_method(model, self.type_name)
-        removed = self._pruned_now()
-        logger.info(
-            "%s: removed %d of %d %ss",
-            self.type_name,
-            removed,
-            sum(self.units_before.values()),
-            self.unit_name,
-        )
+        logger.info("%s: removed %s", self.type_name, self._removed_text())
+
+    def _removed_text(self) -> str:
+        return f"{self._pruned_now()} of {sum(self.units_before.values())} {self.unit_name}s"
 
     # Reporting and resume -------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
