@@ -140,7 +140,7 @@ DECODER_STAGES = """  - name: shrink
     epochs: 0
     modifiers:
       - {type: layer_dropping, num_layers: 1, importance: block_influence, calibration_batches: 4}
-      - {type: head_pruning, count: 1, importance: magnitude}
+      - {type: head_pruning, count: 1, unit: query_head, importance: magnitude}
       - {type: ffn_pruning, sparsity: 0.5, importance: magnitude}
   - name: distil
     epochs: 1
@@ -163,8 +163,10 @@ def test_a_decoder_recipe_gives_the_same_structure_on_one_and_two_processes(tmp_
         configs.append(json.loads((tmp_path / name / "config.json").read_text()))
     # Block influence is averaged over the ranks' batches, magnitudes need none: every rank of the
     # two-process run dropped and pruned alike (DDP would fail otherwise), as one process did.
-    for key in ("heads", "ffn_width"):
+    for key in ("heads", "kv_heads", "ffn_width"):
         assert configs[0]["compression_config"][key] == configs[1]["compression_config"][key]
+    assert configs[0]["compression_config"]["heads"] == {"0": 2}  # 1 of 2 per group, both kept
+    assert configs[0]["compression_config"]["kv_heads"] == {"0": 2}
     assert configs[0]["num_hidden_layers"] == configs[1]["num_hidden_layers"] == 1
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "two").eval()
     ids = torch.tensor([[1, 5, 6, 7]])
