@@ -27,7 +27,7 @@ from transformers import (
 
 from hf_compress import CompressionTrainer, Recipe, compress
 from hf_compress.checkpoint.layout import prepare_layout
-from hf_compress.errors import RecipeError, UnsupportedModelError
+from hf_compress.errors import CheckpointError, RecipeError, UnsupportedModelError
 from hf_compress.methods.distillation.loss import soft_target_loss
 from hf_compress.methods.distillation.student import block_influence
 
@@ -229,6 +229,27 @@ def test_query_heads_then_whole_groups_reload_and_generate_the_same(tmp_path):
     with torch.no_grad():
         assert torch.allclose(reloaded(ids).logits, logits, atol=1e-5)
     assert torch.equal(greedy(reloaded, ids[:1]), generated)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"kv_heads": {"0": 2, "1": 3}}, "each key/value head must be shared"),  # 9 queries, 2 kv
+        ({"heads": {}, "kv_heads": {"0": 1, "1": 3}}, "`heads` has no entry"),
+    ],
+)
+def test_an_edited_key_value_head_count_is_a_clear_error(edit, message, tmp_path):
+    import json
+
+    model = compress(
+        _nine_query_heads(), [{"type": "head_pruning", "unit": "query_head", "count": 1}]
+    )
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["compression_config"].update(edit)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=message):  # past the checksum: edited on purpose
+        AutoModelForCausalLM.from_pretrained(tmp_path, verify_checksums=False)
 
 
 def test_gradual_query_head_pruning_trains_masked_and_removes_at_the_end(tmp_path):
