@@ -341,6 +341,11 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
                 return self._create_repo()
             if method == "POST" and p == ["api", "validate-yaml"]:
                 return self._validate_yaml()
+            if method == "GET" and len(p) == 4 and p[:2] == ["api", "organizations"]:
+                # Importing bitsandbytes on a CPU with AVX512-BF16 asks (through `kernels`) whether
+                # kernels-community is a trusted kernel publisher; the stand-in hosts no
+                # organization, so it answers as the Hub does for an unknown one.
+                raise HttpError(404, f"Organization {p[2]} not found", "OrganizationNotFound")
             if len(p) >= 4 and p[:2] == ["api", "models"]:
                 repo_id, rest = f"{p[2]}/{p[3]}", p[4:]
                 if method == "GET" and (rest == [] or (len(rest) == 2 and rest[0] == "revision")):

@@ -1,8 +1,10 @@
-"""Checkpoints written by an earlier layout of the package still load, with identical logits.
+"""Checkpoints written by an earlier layout of the package still load, with their saved logits.
 
 The fixtures in tests/fixtures/ were saved by `save_pretrained` before the package was
 reorganised; `expected_logits.safetensors` holds the logits of the in-memory model that was saved,
-on `tiny_inputs()`.
+on `tiny_inputs()`, on the CPU that saved it. Another CPU's float32 kernels may round differently
+(seen: 2e-9 on logits of about 1e-2), so the logits must agree to 1e-6, far below what a wrongly
+rebuilt layer gives (1e-3 and more).
 """
 
 from pathlib import Path
@@ -27,9 +29,9 @@ def test_fixtures_are_present():
 
 
 @pytest.mark.parametrize("directory", CHECKPOINTS, ids=lambda p: p.name)
-def test_old_checkpoint_reloads_with_identical_logits(directory):
+def test_old_checkpoint_reloads_with_the_saved_logits(directory):
     model = AutoModelForSequenceClassification.from_pretrained(directory).eval()
     with torch.no_grad():
         logits = model(**tiny_inputs()).logits
     expected = load_file(str(directory / "expected_logits.safetensors"))["logits"]
-    assert torch.equal(logits, expected)
+    torch.testing.assert_close(logits, expected, rtol=0.0, atol=1e-6)
