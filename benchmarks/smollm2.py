@@ -15,7 +15,8 @@ run 2 of each, ...) and the ratios hold even when the machine's load moves:
    (30 of 30 x 3 = 90 groups; a group is one KV head and its 3 query heads), (b) 50% of the FFN
    neurons and a third of the groups, (c) a third of the blocks dropped (20 of 30 kept, by block
    influence), (d) as (a) but removing a third of the query heads inside the groups instead of
-   whole groups (one of each group's 3 query heads; every key/value head stays). Each one-shot
+   whole groups (one of each group's 3 query heads; every key/value head stays), (e) as (c)
+   plus 25% of the FFN neurons of the blocks kept (depth and width). Each one-shot
    (Taylor importance / block influence on training batches) and then distilled from the fp32
    original (token-level KL; `--steps` optimizer steps of `--batch-size` sequences of 128
    tokens, bf16 autocast on the CPU by default), so the gain of distillation shows. Every
@@ -143,6 +144,12 @@ def structured_configs(calibration_batches: int) -> dict[str, dict[str, Any]]:
             "calibration_batches": calibration_batches,
         }
 
+    blocks = {
+        "type": "layer_dropping",
+        "num_layers": 20,
+        "importance": "block_influence",
+        "calibration_batches": calibration_batches,
+    }
     return {
         "a": {
             "label": "FFN 25% + 1/3 of KV groups",
@@ -158,14 +165,11 @@ def structured_configs(calibration_batches: int) -> dict[str, dict[str, Any]]:
         },
         "c": {
             "label": "20 of 30 blocks (block influence)",
-            "modifiers": [
-                {
-                    "type": "layer_dropping",
-                    "num_layers": 20,
-                    "importance": "block_influence",
-                    "calibration_batches": calibration_batches,
-                }
-            ],
+            "modifiers": [blocks],
+        },
+        "e": {
+            "label": "20 of 30 blocks + FFN 25%",
+            "modifiers": [blocks, ffn(0.25)],
         },
     }
 
@@ -186,7 +190,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--configs",
-        default="a,b,c,d",
+        default="a,b,c,d,e",
         help="structured table: the configurations to run, comma-separated (default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny budgets, to check it runs")
