@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from .errors import HfCompressError, HubUnreachableError
@@ -37,6 +38,11 @@ def _quiet_libraries() -> None:
         "httpx",
         "datasets",
         "transformers.distributed.tensor_parallel",
+        # `export`: the ONNX exporter's optimizer logs every folded node at INFO, and its op
+        # registry warns that torchvision (absent, and unused by text models) is not installed.
+        "onnxscript",
+        "onnx_ir",
+        "torch.onnx._internal.exporter._registration",
     ):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     # Bars of steps that take a second (tokenizing a split, writing or loading a checkpoint)
@@ -361,10 +367,39 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _export_calibration(args: argparse.Namespace) -> tuple[list | None, int]:
+    """`--int8-activations`: the calibration texts (the task's training sentences; the task and
+    length default to those in the model's `recipe.yaml`) and their token length."""
+    from .checkpoint.export import CALIBRATION_MAX_LENGTH
+
+    if not args.int8_activations:
+        return None, CALIBRATION_MAX_LENGTH
+    if args.format != "openvino":
+        raise HfCompressError("--int8-activations is an OpenVINO option: add --format openvino")
+    recorded = {}
+    recipe_path = Path(args.model) / "recipe.yaml"
+    if recipe_path.is_file():
+        import yaml
+
+        recorded = yaml.safe_load(recipe_path.read_text()) or {}
+    task = args.calibration_task or recorded.get("task")
+    if task is None:
+        raise HfCompressError(
+            f"{args.model} records no task: pass --calibration-task (a GLUE task such as sst2) "
+            "for the calibration sentences"
+        )
+    from .data.glue import calibration_texts
+
+    length = args.max_seq_length or (recorded.get("data") or {}).get("max_seq_length")
+    texts = calibration_texts(task, args.calibration_samples, args.glue_dir)
+    return texts, length or CALIBRATION_MAX_LENGTH
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from .checkpoint.export import ONNX_FILE, export_onnx
     from .checkpoint.openvino_ir import OPENVINO_XML
 
+    texts, max_length = _export_calibration(args)
     info = export_onnx(
         args.model,
         args.out,
@@ -373,6 +408,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         format=args.format,
         openvino_precision=args.openvino_precision,
+        calibration_texts=texts,
+        calibration_max_length=max_length,
     )
     if info["quantize"]:
         kept = f", {info['quantize']} by ONNX Runtime"
@@ -381,6 +418,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         kept = [f"{layers['int8_linear']} int8 Linear layers"] if layers["int8_linear"] else []
         kept += [f"{name} {bits}-bit" for name, bits in layers["quantized_embeddings"].items()]
         kept = f", kept as stored: {', '.join(kept)}" if kept else ""
+    if info.get("int8_activations"):
+        kept += f"; int8 activations calibrated on {info['int8_activations']['calibration_texts']}"
+        kept += " texts"
     model_file = OPENVINO_XML if info["format"] == "openvino" else ONNX_FILE
     print(
         f"exported {args.model} to {args.out}/{model_file} ({info['size_bytes'] / 1e6:.1f} MB"
@@ -630,6 +670,31 @@ def build_parser() -> argparse.ArgumentParser:
         default="f32",
         help="--format openvino: the inference precision the IR is checked and run in (bf16: "
         "faster on CPUs with AMX / AVX-512 BF16)",
+    )
+    p.add_argument(
+        "--int8-activations",
+        action="store_true",
+        help="--format openvino: static int8 activations, calibrated by NNCF on the task's "
+        "training sentences (integer kernels end to end: fastest on CPUs with VNNI / AMX)",
+    )
+    p.add_argument(
+        "--calibration-task",
+        help="--int8-activations: GLUE task whose training sentences calibrate the activations "
+        "(default: the task in the model's recipe.yaml)",
+    )
+    p.add_argument(
+        "--calibration-samples",
+        type=int,
+        default=300,
+        help="--int8-activations: how many training sentences (default 300)",
+    )
+    p.add_argument(
+        "--max-seq-length",
+        type=int,
+        help="--int8-activations: calibration length in tokens (default: the recipe's, or 128)",
+    )
+    p.add_argument(
+        "--glue-dir", help="local GLUE folder (original TSV layout); default HF_COMPRESS_GLUE_DIR"
     )
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")

@@ -637,3 +637,18 @@ def test_results_table_states_the_end_to_end_time_and_the_teacher_share():
     assert "(no teacher fine-tuned in this run)" in tables.markdown_results(
         {**results, "teacher_time_s": 0.0}
     )
+
+
+def test_the_onnx_exporter_logs_only_what_the_user_can_act_on():
+    import logging
+
+    from hf_compress.cli import _quiet_libraries
+
+    _quiet_libraries()
+    # the exporter's optimizer logs each folded node at INFO; its registry warns about torchvision
+    assert not logging.getLogger("onnxscript.optimizer._constant_folding").isEnabledFor(
+        logging.INFO
+    )
+    assert not logging.getLogger("onnx_ir.passes.common.unused_removal").isEnabledFor(logging.INFO)
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    assert not registry.isEnabledFor(logging.WARNING)

@@ -152,3 +152,59 @@ def test_benchmark_script_times_the_openvino_export_beside_pytorch(tmp_path, cap
         report["size_bytes"]["openvino"]
         > (tmp_path / "bench/openvino" / OPENVINO_BIN).stat().st_size
     )
+
+
+def _activation_quantizers(directory: Path) -> int:
+    model = ov.Core().read_model(str(directory / OPENVINO_XML))
+    return sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+
+
+def test_int8_activations_are_calibrated_by_nncf_and_checked(tmp_path):
+    pytest.importorskip("nncf")
+    model, _ = apply_case(INT8_EMBEDDINGS_FALLBACK, "bert")
+    source = save_with_tokenizer(model, tmp_path / "int8")
+    texts = ["a good film", "a bad film, long and dull", ("one of a pair", "and the other")] * 4
+    info = export_onnx(str(source), tmp_path / "ov", format="openvino", calibration_texts=texts)
+    assert info["int8_activations"]["calibration_texts"] == len(texts)
+    assert info["tolerance_rule"] == "0.25 x max(1, largest |logit|)"
+    assert info["max_abs_logit_diff_vs_pytorch"] <= info["tolerance"]
+    assert json.loads((tmp_path / "ov" / EXPORT_MARKER).read_text())["int8_activations"]
+    # NNCF's activation quantizers are in the IR; the weight-only export has none
+    assert _activation_quantizers(tmp_path / "ov") > 0
+    plain = export_onnx(str(source), tmp_path / "plain", format="openvino")
+    assert plain["int8_activations"] is None
+    assert _activation_quantizers(tmp_path / "plain") == 0
+    # the recipe's int8 weights stay int8 constants
+    assert _int8_constants(tmp_path / "ov") >= _int8_constants(tmp_path / "plain")
+    runner = OpenVinoSequenceClassifier(tmp_path / "ov")
+    inputs = tiny_inputs(batch=4, length=10)
+    torch.testing.assert_close(
+        runner(**inputs).logits, logits(model, inputs), atol=info["tolerance"], rtol=0
+    )
+    with pytest.raises(HfCompressError, match="add --format openvino"):
+        export_onnx(str(source), tmp_path / "x", calibration_texts=texts)
+    with pytest.raises(HfCompressError, match="at least one calibration text"):
+        export_onnx(str(source), tmp_path / "x", format="openvino", calibration_texts=[])
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_int8_activations_take_the_task_from_the_recipe(tmp_path, capsys):
+    pytest.importorskip("nncf")
+    source = save_with_tokenizer(tiny_model("bert"), tmp_path / "m")
+    out = tmp_path / "ov"
+    argv = ["export", str(source), "--out", str(out), "--int8-activations"]
+    assert main(argv) == 2
+    assert "add --format openvino" in capsys.readouterr().err
+    assert main([*argv, "--format", "openvino"]) == 2
+    assert "records no task: pass --calibration-task" in capsys.readouterr().err
+    assert not out.exists()
+    glue = tmp_path / "glue"
+    (glue / "SST-2").mkdir(parents=True)
+    rows = [f"sentence number {i} is {'good' if i % 2 else 'bad'}\t{i % 2}" for i in range(40)]
+    (glue / "SST-2" / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    (source / "recipe.yaml").write_text("task: sst2\ndata: {max_seq_length: 16}\n")
+    extra = ["--format", "openvino", "--glue-dir", str(glue), "--calibration-samples", "8"]
+    assert main([*argv, *extra]) == 0
+    record = json.loads((out / EXPORT_MARKER).read_text())
+    assert record["int8_activations"]["calibration_texts"] == 8
+    assert _activation_quantizers(out) > 0

@@ -23,10 +23,14 @@ export is the public `torch.onnx.export` (dynamo): nothing here re-implements an
 kernel.
 
 `format="openvino"` converts that checked graph to OpenVINO IR (checkpoint/openvino_ir.py) and
-checks the IR against PyTorch in turn.
+checks the IR against PyTorch in turn; with `calibration_texts`, NNCF then gives the IR static
+int8 activations calibrated on them (the int8 weights then meet int8 inputs in OpenVINO's integer
+kernels).
 
     hf-compress export outputs/quickstart --out outputs/quickstart-onnx
     hf-compress export outputs/quickstart --out outputs/quickstart-ov --format openvino
+    hf-compress export outputs/quickstart --out outputs/quickstart-ov-int8 --format openvino \
+        --int8-activations
     hf-compress bench outputs/quickstart-onnx --task sst2
 """
 
@@ -37,6 +41,7 @@ import json
 import shutil
 import uuid
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +53,13 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from ..errors import CheckpointError, HfCompressError, OutputExistsError
 from .openvino_ir import (
     OPENVINO_XML,
+    calibration_feeds,
     check_precision,
     compile_ir,
+    ir_bytes,
     ir_input_names,
+    quantize_activations_int8,
+    require_nncf,
     require_openvino,
     run_compiled,
 )
@@ -240,9 +249,12 @@ FLOAT_TOLERANCE = 1e-3
 #   for ONNX Runtime's being the larger on some input. A wrong weight, scale or layout differs by
 #   the size of the logits, far above it.
 INT8_ROUNDING_FACTOR = 3.0
-# - ONNX Runtime re-quantizing a float model (`quantize="int8"`): its own int8 error, which no
-#   PyTorch model measures: a quarter of the logits' range.
+# - ONNX Runtime re-quantizing a float model (`quantize="int8"`), or NNCF's static int8
+#   activations (`calibration_texts`): their own int8 error, which no PyTorch model measures: a
+#   quarter of the logits' range.
 REQUANTIZED_TOLERANCE = 0.25
+# Calibration texts for static int8 activations are cut to this many tokens unless told.
+CALIBRATION_MAX_LENGTH = 128
 
 
 def export_onnx(
@@ -255,6 +267,8 @@ def export_onnx(
     int8_matmul: str | None = None,
     format: str = "onnx",
     openvino_precision: str = "f32",
+    calibration_texts: Sequence[str | tuple[str, str]] | None = None,
+    calibration_max_length: int = CALIBRATION_MAX_LENGTH,
 ) -> dict[str, Any]:
     """Exports a sequence-classification model (compressed or plain) to `output_dir/model.onnx`
     (or, with `format="openvino"`, OpenVINO IR), keeping the recipe's int8 layers int8 (see the
@@ -286,6 +300,11 @@ def export_onnx(
         openvino_precision: the inference precision the IR is checked and later run in: "f32",
             or "bf16" (OpenVINO's own default on CPUs with AMX / AVX-512 BF16: faster, and
             checked against the same tolerance).
+        calibration_texts: with format "openvino": give the IR static int8 activations (NNCF),
+            calibrated on these texts (one string, or a pair for two-sentence tasks, each);
+            checked against PyTorch with 0.25 x max(1, largest |logit|), since their rounding is
+            NNCF's own. None (the default): activations stay float.
+        calibration_max_length: calibration texts are truncated to this many tokens.
 
     Returns:
         The contents of `onnx_export.json`.
@@ -299,7 +318,9 @@ def export_onnx(
     from .loading import load_checked_tokenizer, load_compressed
     from .sources import resolve_model_source
 
-    _check_request(quantize, int8_matmul, output_dir, overwrite, format, openvino_precision)
+    _check_request(
+        quantize, int8_matmul, output_dir, overwrite, format, openvino_precision, calibration_texts
+    )
     checkpoint = resolve_model_source(source)
     tokenizer = load_checked_tokenizer(checkpoint)
     model = load_compressed(checkpoint, "sequence-classification").eval()
@@ -314,6 +335,8 @@ def export_onnx(
         int8_matmul=int8_matmul,
         format=format,
         openvino_precision=openvino_precision,
+        calibration_texts=calibration_texts,
+        calibration_max_length=calibration_max_length,
     )
 
 
@@ -324,11 +347,21 @@ def _check_request(
     overwrite: bool,
     format: str = "onnx",
     openvino_precision: str = "f32",
+    calibration_texts: Sequence[Any] | None = None,
 ) -> None:
     from .onnx_int8 import INT8_MATMUL_OPS
 
     if format not in FORMATS:
         raise HfCompressError(f"format must be one of {FORMATS}, got {format!r}")
+    if calibration_texts is not None:
+        if format != "openvino":
+            raise HfCompressError(
+                "static int8 activations (--int8-activations) are an OpenVINO option: add "
+                "--format openvino"
+            )
+        if len(calibration_texts) == 0:
+            raise HfCompressError("static int8 activations need at least one calibration text")
+        require_nncf()
     _require_onnx()
     if format == "openvino":
         if quantize is not None:
@@ -367,6 +400,8 @@ def export_model(
     int8_matmul: str | None = None,
     format: str = "onnx",
     openvino_precision: str = "f32",
+    calibration_texts: Sequence[str | tuple[str, str]] | None = None,
+    calibration_max_length: int = CALIBRATION_MAX_LENGTH,
 ) -> dict[str, Any]:
     """`export_onnx` for a model already loaded (changed in place: its storage layers are
     replaced by their export forms). `source` names it in `onnx_export.json`; the other arguments
@@ -377,7 +412,9 @@ def export_model(
 
     from .onnx_int8 import INT8_MATMUL_DEFAULT, OPENVINO_INT8_MATMUL, translation_table
 
-    _check_request(quantize, int8_matmul, output_dir, overwrite, format, openvino_precision)
+    _check_request(
+        quantize, int8_matmul, output_dir, overwrite, format, openvino_precision, calibration_texts
+    )
     output_dir = Path(output_dir)
     int8_matmul = int8_matmul or (
         OPENVINO_INT8_MATMUL if format == "openvino" else INT8_MATMUL_DEFAULT
@@ -421,6 +458,8 @@ def export_model(
                 # The exporter notes that batch and sequence axes shared by several inputs keep
                 # one name: expected here, and not something the user can act on.
                 warnings.filterwarnings("ignore", message=".*will not be used, since it shares")
+                # torch's own exporter calling an API it deprecated: nothing for the user to do.
+                warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
                 torch.onnx.export(
                     model,
                     args=(),
@@ -506,9 +545,17 @@ def export_model(
         }
         if format == "openvino":
             info["onnxruntime_max_abs_logit_diff"] = max_diff
+            calibration = None
+            if calibration_texts is not None:
+                calibration = calibration_feeds(
+                    tokenizer, names, calibration_texts, calibration_max_length
+                )
+                tolerance = REQUANTIZED_TOLERANCE * max(1.0, largest)
+                info["tolerance"] = tolerance
+                info["tolerance_rule"] = f"{REQUANTIZED_TOLERANCE} x max(1, largest |logit|)"
             info.update(
                 _convert_to_openvino(
-                    staging, names, batches, reference, tolerance, openvino_precision
+                    staging, names, batches, reference, tolerance, openvino_precision, calibration
                 )
             )
         info["int8_matmul"] = int8_matmul if layers["int8_linear"] else None
@@ -534,10 +581,12 @@ def _convert_to_openvino(
     reference: list[Any],
     tolerance: float,
     precision: str = "f32",
+    calibration: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Converts the checked `staging/model.onnx` to OpenVINO IR in `staging`, checks the IR's
-    logits against PyTorch's with the ONNX graph's tolerance and removes the ONNX file; returns
-    what changes in `onnx_export.json`."""
+    """Converts the checked `staging/model.onnx` to OpenVINO IR in `staging` (with static int8
+    activations calibrated on `calibration`'s inputs, when given), checks the IR's logits against
+    PyTorch's with `tolerance` and removes the ONNX file; returns what changes in
+    `onnx_export.json`."""
     import numpy as np
 
     from .openvino_ir import convert_onnx_to_ir, openvino_version
@@ -545,6 +594,10 @@ def _convert_to_openvino(
     onnx_path = staging / ONNX_FILE
     parameters = onnx_weight_numel(onnx_path)
     size = convert_onnx_to_ir(onnx_path, staging)
+    int8_activations = None
+    if calibration is not None:
+        int8_activations = quantize_activations_int8(staging, calibration)
+        size = ir_bytes(staging)
     compiled = compile_ir(staging, torch.get_num_threads(), precision)
     max_diff = 0.0
     for inputs, want in zip(batches, reference, strict=True):
@@ -553,8 +606,9 @@ def _convert_to_openvino(
     if not max_diff <= tolerance:
         raise HfCompressError(
             f"the OpenVINO IR's logits differ from PyTorch's by {max_diff:.3g} (tolerance "
-            f"{tolerance:.3g}, the ONNX graph's passed, precision {precision}); export with "
-            "--openvino-precision f32 or --format onnx instead"
+            f"{tolerance:.3g}, the ONNX graph's passed, precision {precision}"
+            f"{', static int8 activations' if calibration is not None else ''}); export with "
+            "--openvino-precision f32, without --int8-activations, or with --format onnx instead"
         )
     onnx_path.unlink()
     return {
@@ -563,6 +617,7 @@ def _convert_to_openvino(
         "max_abs_logit_diff_vs_pytorch": max_diff,
         "openvino": openvino_version(),
         "openvino_precision": precision,
+        "int8_activations": int8_activations,
         "parameters": {"total": parameters[0], "nonzero": parameters[1]},
     }
 

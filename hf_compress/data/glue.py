@@ -121,3 +121,17 @@ def load_task_split(
     if folder is not None:
         return load_local_split(task, split, folder)
     return load_hub_split(task, split)
+
+
+def calibration_texts(
+    task_name: str, count: int, glue_dir: str | os.PathLike | None = None, seed: int = 0
+) -> list[str | tuple[str, str]]:
+    """`count` texts drawn at random (`seed`) from the task's training split, as a model reads
+    them: one sentence, or a pair for two-sentence tasks. For calibrating quantizers."""
+    task = get_task(task_name)
+    if not isinstance(task, GlueTask):
+        raise DataError(f"calibration texts come from a GLUE task, not {task_name!r}")
+    train = load_task_split(task.name, "train", glue_dir)
+    rows = train.shuffle(seed=seed).select(range(min(count, len(train))))
+    columns = [rows[field] for field in task.text_fields]
+    return [texts[0] if len(texts) == 1 else tuple(texts) for texts in zip(*columns)]
