@@ -370,12 +370,11 @@ def _batch_sizes(text: str) -> tuple[int, ...]:
 def _export_calibration(args: argparse.Namespace) -> tuple[list | None, int]:
     """`--int8-activations`: the calibration texts (the task's training sentences; the task and
     length default to those in the model's `recipe.yaml`) and their token length."""
-    from .checkpoint.export import CALIBRATION_MAX_LENGTH
+    from .checkpoint.export import CALIBRATION_MAX_LENGTH, check_int8_activations_request
 
     if not args.int8_activations:
         return None, CALIBRATION_MAX_LENGTH
-    if args.format != "openvino":
-        raise HfCompressError("--int8-activations is an OpenVINO option: add --format openvino")
+    check_int8_activations_request(args.format)  # before the calibration data loads
     recorded = {}
     recipe_path = Path(args.model) / "recipe.yaml"
     if recipe_path.is_file():

@@ -253,6 +253,7 @@ INT8_ROUNDING_FACTOR = 3.0
 #   activations (`calibration_texts`): their own int8 error, which no PyTorch model measures: a
 #   quarter of the logits' range.
 REQUANTIZED_TOLERANCE = 0.25
+REQUANTIZED_TOLERANCE_RULE = f"{REQUANTIZED_TOLERANCE} x max(1, largest |logit|)"
 # Calibration texts for static int8 activations are cut to this many tokens unless told.
 CALIBRATION_MAX_LENGTH = 128
 
@@ -340,6 +341,16 @@ def export_onnx(
     )
 
 
+def check_int8_activations_request(format: str) -> None:
+    """Static int8 activations: an OpenVINO option, which needs NNCF installed."""
+    if format != "openvino":
+        raise HfCompressError(
+            "static int8 activations (--int8-activations) are an OpenVINO option: add "
+            "--format openvino"
+        )
+    require_nncf()
+
+
 def _check_request(
     quantize: str | None,
     int8_matmul: str | None,
@@ -354,14 +365,9 @@ def _check_request(
     if format not in FORMATS:
         raise HfCompressError(f"format must be one of {FORMATS}, got {format!r}")
     if calibration_texts is not None:
-        if format != "openvino":
-            raise HfCompressError(
-                "static int8 activations (--int8-activations) are an OpenVINO option: add "
-                "--format openvino"
-            )
+        check_int8_activations_request(format)
         if len(calibration_texts) == 0:
             raise HfCompressError("static int8 activations need at least one calibration text")
-        require_nncf()
     _require_onnx()
     if format == "openvino":
         if quantize is not None:
@@ -534,7 +540,7 @@ def export_model(
             "max_abs_logit_diff_vs_pytorch": max_diff,
             "tolerance": tolerance,
             "tolerance_rule": (
-                f"{REQUANTIZED_TOLERANCE} x max(1, largest |logit|)"
+                REQUANTIZED_TOLERANCE_RULE
                 if quantize == "int8"
                 else f"{FLOAT_TOLERANCE} + {INT8_ROUNDING_FACTOR} x pytorch_int8_rounding_effect"
             ),
@@ -552,7 +558,7 @@ def export_model(
                 )
                 tolerance = REQUANTIZED_TOLERANCE * max(1.0, largest)
                 info["tolerance"] = tolerance
-                info["tolerance_rule"] = f"{REQUANTIZED_TOLERANCE} x max(1, largest |logit|)"
+                info["tolerance_rule"] = REQUANTIZED_TOLERANCE_RULE
             info.update(
                 _convert_to_openvino(
                     staging, names, batches, reference, tolerance, openvino_precision, calibration
