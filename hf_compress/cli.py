@@ -380,7 +380,15 @@ def _export_calibration(args: argparse.Namespace) -> tuple[list | None, int]:
     if recipe_path.is_file():
         import yaml
 
-        recorded = yaml.safe_load(recipe_path.read_text()) or {}
+        try:
+            recorded = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError):
+            recorded = None
+        if not isinstance(recorded, dict):
+            raise HfCompressError(
+                f"{recipe_path} is not a readable recipe, so the calibration task is unknown: "
+                "pass --calibration-task (a GLUE task such as sst2)"
+            )
     task = args.calibration_task or recorded.get("task")
     if task is None:
         raise HfCompressError(

@@ -197,6 +197,9 @@ def test_cli_int8_activations_take_the_task_from_the_recipe(tmp_path, capsys):
     assert "add --format openvino" in capsys.readouterr().err
     assert main([*argv, "--format", "openvino"]) == 2
     assert "records no task: pass --calibration-task" in capsys.readouterr().err
+    (source / "recipe.yaml").write_text("task: [sst2\n")
+    assert main([*argv, "--format", "openvino"]) == 2
+    assert "recipe.yaml is not a readable recipe" in capsys.readouterr().err
     assert not out.exists()
     glue = tmp_path / "glue"
     (glue / "SST-2").mkdir(parents=True)
